@@ -1,0 +1,154 @@
+"""Provider configuration: one dataclass shared by every provider type."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Dict, Optional
+from urllib.parse import urlsplit
+
+from dataclasses_json import DataClassJsonMixin, config as json_field
+
+from .errors import ConfigurationError
+
+__all__ = ["ProviderConfig", "redact"]
+
+SECRET_FIELDS = ("api_key",)
+SECRET_EXTRA_KEYS = ("access_token", "password", "token", "secret", "api_key", "credentials")
+
+
+def redact(value: Optional[str]) -> str:
+    """How a secret is shown anywhere it might be printed: never the value itself."""
+    return "<not set>" if not value else "<redacted>"
+
+
+def _never(_: Any) -> bool:
+    return True
+
+
+@dataclass(repr=False)
+class ProviderConfig(DataClassJsonMixin):
+    """Settings of one provider. Only ``name`` is required; each provider type documents
+    which other fields it uses and its defaults.
+
+    - ``api_key``: the secret (GigaChat authorization key, Yandex IAM token or API key,
+      OpenAI key). Never shown by ``repr``/``str`` and left out of ``to_dict()``/``to_json()``.
+    - ``timeout``: seconds for one request (connect and read), default 30.
+    - ``verify_ssl``: TLS verification (default True); ``ca_bundle``: a PEM file that
+      replaces the trust store (GigaChat needs the Russian Trusted Root CA).
+    - ``max_retries``: transport retries of connect errors and 429/5xx (0 disables).
+    - ``weight``: share for the "weighted" strategy.
+    - ``price_per_1k_prompt_tokens`` / ``price_per_1k_completion_tokens``: optional, for
+      cost in ``Router.stats()``; none is built in.
+    - ``extra``: provider-specific settings (e.g. ``{"delay": 0}`` for MockProvider).
+
+    >>> ProviderConfig(name="giga", model="GigaChat", api_key="secret")
+    ProviderConfig(name='giga', model='GigaChat', api_key=<redacted>, ...)
+    """
+
+    name: str
+    model: Optional[str] = None
+    api_key: Optional[str] = field(default=None, repr=False, metadata=json_field(exclude=_never))
+    base_url: Optional[str] = None
+    auth_url: Optional[str] = None
+    scope: Optional[str] = None
+    folder_id: Optional[str] = None
+    timeout: float = 30.0
+    verify_ssl: bool = True
+    ca_bundle: Optional[str] = None
+    max_retries: int = 2
+    weight: float = 1.0
+    pool_size: int = 32
+    price_per_1k_prompt_tokens: Optional[float] = None
+    price_per_1k_completion_tokens: Optional[float] = None
+    extra: Dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise ConfigurationError(f"ProviderConfig.name must be a non-empty str; got {self.name!r}")
+        if self.model is not None and not isinstance(self.model, str):
+            raise ConfigurationError(f"ProviderConfig.model must be a str; got {type(self.model).__name__}")
+        if self.api_key is not None and not isinstance(self.api_key, str):
+            raise ConfigurationError(
+                f"ProviderConfig.api_key of {self.name!r} must be a str; got {type(self.api_key).__name__}"
+            )
+        for url_field in ("base_url", "auth_url"):
+            url = getattr(self, url_field)
+            if url is None:
+                continue
+            parts = urlsplit(url) if isinstance(url, str) else None
+            if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
+                raise ConfigurationError(
+                    f"ProviderConfig.{url_field} of {self.name!r} must be an http(s) URL such as "
+                    f"'https://host/api/v1'; got {url!r}"
+                )
+        if not _positive_number(self.timeout):
+            raise ConfigurationError(
+                f"ProviderConfig.timeout of {self.name!r} must be a number of seconds > 0; got {self.timeout!r}"
+            )
+        if isinstance(self.max_retries, bool) or not isinstance(self.max_retries, int) or self.max_retries < 0:
+            raise ConfigurationError(
+                f"ProviderConfig.max_retries of {self.name!r} must be an integer >= 0; got {self.max_retries!r}"
+            )
+        if not (_positive_number(self.weight) or self.weight == 0):
+            raise ConfigurationError(
+                f"ProviderConfig.weight of {self.name!r} must be a number >= 0; got {self.weight!r}"
+            )
+        if isinstance(self.pool_size, bool) or not isinstance(self.pool_size, int) or self.pool_size < 1:
+            raise ConfigurationError(
+                f"ProviderConfig.pool_size of {self.name!r} must be an integer >= 1; got {self.pool_size!r}"
+            )
+        if not isinstance(self.verify_ssl, bool):
+            raise ConfigurationError(
+                f"ProviderConfig.verify_ssl of {self.name!r} must be True or False; got {self.verify_ssl!r}"
+            )
+        if not isinstance(self.extra, dict):
+            raise ConfigurationError(
+                f"ProviderConfig.extra of {self.name!r} must be a dict; got {type(self.extra).__name__}"
+            )
+
+    def __repr__(self) -> str:
+        shown = []
+        for name in self.__dataclass_fields__:
+            value = getattr(self, name)
+            if name in SECRET_FIELDS:
+                shown.append(f"{name}={redact(value)}")
+            elif name == "extra":
+                shown.append(f"extra={_redact_extra(value)!r}")
+            else:
+                shown.append(f"{name}={value!r}")
+        return f"ProviderConfig({', '.join(shown)})"
+
+    __str__ = __repr__
+
+    def to_dict(self, encode_json: bool = False) -> Dict[str, Any]:  # type: ignore[override]
+        """The settings as a dict, secrets left out (``api_key``, secret-named ``extra`` keys)."""
+        data = super().to_dict(encode_json=encode_json)
+        data["extra"] = _redact_extra(data.get("extra") or {}, drop=True)
+        return data
+
+    def to_json(self, **kwargs: Any) -> str:  # type: ignore[override]
+        """The settings as JSON, secrets left out as in ``to_dict()``."""
+        import json
+
+        return json.dumps(self.to_dict(encode_json=True), **kwargs)
+
+
+def _redact_extra(extra: Dict[str, Any], drop: bool = False) -> Dict[str, Any]:
+    cleaned: Dict[str, Any] = {}
+    for key, value in extra.items():
+        secret = any(word in str(key).lower() for word in SECRET_EXTRA_KEYS) or callable(value)
+        if not secret:
+            cleaned[key] = value
+        elif not drop:
+            cleaned[key] = "<redacted>"
+    return cleaned
+
+
+def _positive_number(value: Any) -> bool:
+    return (
+        not isinstance(value, bool)
+        and isinstance(value, (int, float))
+        and not math.isnan(value)
+        and value > 0
+    )

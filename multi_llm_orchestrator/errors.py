@@ -1,0 +1,184 @@
+"""Every exception the library raises, in one tree.
+
+    OrchestratorError
+    ├── ConfigurationError (also ValueError)   bad strategy, duplicate name, bad params,
+    │   │                                      bad config file, bad input (empty prompt, ...)
+    │   └── NoProvidersError                   routing on a Router that has no providers
+    ├── ProviderError                          .provider, .status_code, .retryable
+    │   ├── AuthenticationError                401/403, bad key, wrong scope or folder
+    │   ├── RateLimitError                     429; .retry_after seconds when known
+    │   ├── QuotaExceededError                 402, insufficient_quota: billing, not timing
+    │   ├── ProviderTimeoutError (also TimeoutError)
+    │   ├── ProviderUnavailableError           connection refused/reset, 5xx, TLS failure
+    │   ├── InvalidRequestError                400/404/413/422, model not found
+    │   └── ResponseFormatError                a body or stream that cannot be parsed
+    └── AllProvidersFailedError                .errors: every failed attempt, in order
+        └── DeadlineExceededError (also TimeoutError)   the Router's total budget ran out
+
+Catch ``OrchestratorError`` to catch everything; ``ProviderError`` for one provider's
+failure (the Router falls back on every ``ProviderError``); ``AllProvidersFailedError``
+when the whole call failed. Messages say what failed and what to do, and never contain
+an API key, authorization key or token.
+
+Example::
+
+    try:
+        text = router.route("Hello")
+    except AllProvidersFailedError as exc:
+        for error in exc.errors:
+            print(error.provider, type(error).__name__, error)
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+__all__ = [
+    "OrchestratorError",
+    "ConfigurationError",
+    "NoProvidersError",
+    "ProviderError",
+    "AuthenticationError",
+    "RateLimitError",
+    "QuotaExceededError",
+    "ProviderTimeoutError",
+    "ProviderUnavailableError",
+    "InvalidRequestError",
+    "ResponseFormatError",
+    "AllProvidersFailedError",
+    "DeadlineExceededError",
+]
+
+
+class OrchestratorError(Exception):
+    """Base class of every exception raised by multi_llm_orchestrator."""
+
+
+class ConfigurationError(OrchestratorError, ValueError):
+    """A value given by the caller is wrong; the message names it and what is allowed."""
+
+
+class NoProvidersError(ConfigurationError):
+    """The Router was asked to route but has no providers."""
+
+
+class ProviderError(OrchestratorError):
+    """One provider failed one call.
+
+    ``provider`` is the provider's configured name, ``status_code`` the HTTP status when
+    there was one, ``retryable`` whether the same call may succeed if repeated later.
+    """
+
+    default_retryable = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: Optional[str] = None,
+        status_code: Optional[int] = None,
+        retryable: Optional[bool] = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.provider = provider
+        self.status_code = status_code
+        self.retryable = self.default_retryable if retryable is None else retryable
+
+    def __str__(self) -> str:
+        prefix = f"[{self.provider}] " if self.provider else ""
+        status = f" (HTTP {self.status_code})" if self.status_code else ""
+        return f"{prefix}{self.message}{status}"
+
+    def __reduce__(self):  # keep keyword arguments through pickling (process pools)
+        return (_rebuild, (type(self), self.message, self.__dict__))
+
+
+def _rebuild(cls, message, state):
+    error = cls.__new__(cls)
+    Exception.__init__(error, message)
+    error.__dict__.update(state)
+    return error
+
+
+class AuthenticationError(ProviderError):
+    """The provider refused the credentials (401/403, wrong scope, wrong folder)."""
+
+
+class RateLimitError(ProviderError):
+    """The provider said "too many requests" (429). ``retry_after`` is in seconds, if known."""
+
+    default_retryable = True
+
+    def __init__(self, message: str, *, retry_after: Optional[float] = None, **kwargs) -> None:
+        super().__init__(message, **kwargs)
+        self.retry_after = retry_after
+
+
+class QuotaExceededError(ProviderError):
+    """The account is out of credit or quota (HTTP 402, OpenAI ``insufficient_quota``).
+
+    Waiting does not help: top up the balance or raise the limit.
+    """
+
+
+class ProviderTimeoutError(ProviderError, TimeoutError):
+    """The provider did not answer (or stopped streaming) within the timeout."""
+
+    default_retryable = True
+
+
+class ProviderUnavailableError(ProviderError):
+    """The provider could not be reached or failed on its side (connect error, 5xx, TLS)."""
+
+    default_retryable = True
+
+
+class InvalidRequestError(ProviderError):
+    """The provider rejected the request itself (400/404/413/422, unknown model)."""
+
+
+class ResponseFormatError(ProviderError):
+    """The provider answered with something that cannot be parsed."""
+
+    default_retryable = True
+
+
+class AllProvidersFailedError(OrchestratorError):
+    """Every provider tried for one call failed.
+
+    ``errors`` holds each attempt's ``ProviderError`` in the order they were tried; the
+    message names each provider and what it failed with. The exception is chained
+    (``__cause__``) to the last error.
+    """
+
+    def __init__(self, errors: Sequence[ProviderError], message: Optional[str] = None) -> None:
+        self.errors = list(errors)
+        if message is None:
+            message = self._describe("All providers failed")
+        super().__init__(message)
+
+    def _describe(self, headline: str) -> str:
+        if not self.errors:
+            return f"{headline}: no provider was tried"
+        lines = [f"{headline} ({len(self.errors)} attempt(s)):"]
+        for error in self.errors:
+            lines.append(f"  - {error.provider}: {type(error).__name__}: {error.message}")
+        return "\n".join(lines)
+
+    def __reduce__(self):
+        return (type(self), (self.errors, str(self)))
+
+
+class DeadlineExceededError(AllProvidersFailedError, TimeoutError):
+    """The Router's total ``timeout`` ran out before any provider succeeded."""
+
+    def __init__(self, errors: Sequence[ProviderError], timeout: float, message: Optional[str] = None) -> None:
+        self.timeout = timeout
+        if message is None:
+            self.errors = list(errors)
+            message = self._describe(f"Deadline of {timeout:g} s exceeded")
+        super().__init__(errors, message)
+
+    def __reduce__(self):
+        return (type(self), (self.errors, self.timeout, str(self)))

@@ -1,0 +1,418 @@
+"""HTTP plumbing shared by every HTTP provider.
+
+- ``build_session``: one ``requests.Session`` per provider, with an ``HTTPAdapter`` sized
+  for threads whose ``max_retries`` is a ``DeadlineRetry`` (a ``urllib3.util.Retry``).
+- ``HttpProvider``: base class that sends requests with a (connect, read) timeout and
+  turns every failure (status + error body, requests/urllib3 exceptions, bad JSON) into
+  the typed errors of ``errors.py``.
+
+Retry policy, in one place: connection errors and statuses 429/500/502/503/504 are
+retried up to ``config.max_retries`` times, POST included; a read error (the server may
+have processed the body) is never retried; backoff is exponential with jitter;
+``Retry-After`` is honoured up to ``RETRY_AFTER_CAP`` seconds and never slept past the
+call's own deadline: when the wait would pass it, the 429/503 is returned at once and
+surfaces as ``RateLimitError(retry_after=...)`` so the Router can fall back.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from email.utils import parsedate_to_datetime
+from typing import Any, ClassVar, Dict, Iterator, Mapping, Optional, Tuple
+from urllib.parse import urlsplit
+
+import requests
+import urllib3
+from requests.adapters import HTTPAdapter
+from urllib3.exceptions import MaxRetryError, ResponseError
+from urllib3.util.retry import Retry
+
+from .config import ProviderConfig
+from .errors import (
+    AuthenticationError,
+    ConfigurationError,
+    InvalidRequestError,
+    ProviderError,
+    ProviderTimeoutError,
+    ProviderUnavailableError,
+    QuotaExceededError,
+    RateLimitError,
+    ResponseFormatError,
+)
+from .providers.base import BaseProvider
+from .streaming import iter_lines
+
+__all__ = [
+    "DeadlineRetry",
+    "build_session",
+    "HttpProvider",
+    "error_from_status",
+    "error_from_exception",
+    "parse_retry_after",
+    "error_message_from_body",
+]
+
+logger = logging.getLogger("multi_llm_orchestrator.http")
+
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+RETRY_AFTER_CAP = 60.0
+CONNECT_TIMEOUT_CAP = 10.0
+USER_AGENT = "multi-llm-orchestrator"
+
+# The deadline of the request running on this thread, read by DeadlineRetry: urllib3
+# retries run synchronously on the caller's thread, so a thread-local is exact.
+_call = threading.local()
+
+
+class DeadlineRetry(Retry):
+    """A ``Retry`` that never waits past the current call's deadline.
+
+    When the next wait (Retry-After or backoff) would end after the deadline, or
+    Retry-After exceeds ``RETRY_AFTER_CAP``, retrying stops and the last response is
+    returned to the caller unchanged (``raise_on_status=False``).
+    """
+
+    def increment(self, method=None, url=None, response=None, error=None, _pool=None, _stacktrace=None):
+        new = super().increment(method, url, response, error, _pool, _stacktrace)
+        wait = new.get_retry_after(response) if response is not None else None
+        if wait is not None and wait > RETRY_AFTER_CAP:
+            raise MaxRetryError(_pool, url, ResponseError(f"Retry-After {wait:g} s is above the cap"))
+        if wait is None:
+            wait = new.get_backoff_time()
+        deadline = getattr(_call, "deadline", None)
+        if deadline is not None and time.monotonic() + wait >= deadline:
+            reason = error or ResponseError(f"waiting {wait:g} s would pass the deadline")
+            raise MaxRetryError(_pool, url, reason)
+        return new
+
+
+def make_retry(max_retries: int) -> Retry:
+    """The transport retry policy for ``max_retries`` attempts (0 disables retrying)."""
+    return DeadlineRetry(
+        total=max_retries,
+        connect=max_retries,
+        read=0,  # the server may have processed the body: never resend it blind
+        redirect=0,
+        other=0,
+        status=max_retries,
+        status_forcelist=RETRY_STATUSES,
+        allowed_methods=frozenset({"GET", "POST", "HEAD"}),
+        backoff_factor=0.25,
+        backoff_max=4.0,
+        backoff_jitter=0.25,
+        respect_retry_after_header=True,
+        raise_on_status=False,
+        raise_on_redirect=False,
+    )
+
+
+def build_session(config: ProviderConfig) -> requests.Session:
+    """A Session for one provider: pooled, retrying, TLS as configured.
+
+    ``trust_env`` is off because requests would otherwise re-read proxy variables and
+    .netrc on every call; proxies from the environment are resolved once per host by
+    ``HttpProvider`` instead.
+    """
+    session = requests.Session()
+    session.trust_env = False
+    adapter = HTTPAdapter(
+        pool_connections=4,
+        pool_maxsize=config.pool_size,
+        max_retries=make_retry(config.max_retries),
+    )
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    session.verify = config.ca_bundle if config.ca_bundle else config.verify_ssl
+    session.headers["User-Agent"] = USER_AGENT
+    if not config.verify_ssl and not config.ca_bundle:
+        _warn_insecure_once(config.name)
+    return session
+
+
+_insecure_warned: set = set()
+_insecure_lock = threading.Lock()
+
+
+def _warn_insecure_once(name: str) -> None:
+    with _insecure_lock:
+        if name in _insecure_warned:
+            return
+        _insecure_warned.add(name)
+    logger.warning(
+        "TLS verification is OFF for provider %r (verify_ssl=False): use ca_bundle with the "
+        "server's CA instead outside development",
+        name,
+    )
+    urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+
+
+def parse_retry_after(headers: Mapping[str, str]) -> Optional[float]:
+    """Seconds from ``retry-after-ms``, or ``Retry-After`` as seconds or an HTTP date."""
+    value = headers.get("retry-after-ms")
+    if value:
+        try:
+            return max(0.0, float(value) / 1000.0)
+        except ValueError:
+            pass
+    value = headers.get("Retry-After")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
+def error_message_from_body(body: Any, text: str = "") -> str:
+    """The human message inside any of the providers' error body shapes."""
+    if isinstance(body, dict):
+        error = body.get("error")
+        if isinstance(error, dict):
+            return str(error.get("message") or error.get("type") or error)
+        if isinstance(error, str):
+            return error
+        if body.get("message"):
+            return str(body["message"])
+        if body.get("detail"):
+            return str(body["detail"])
+    if isinstance(body, list) and body:
+        return error_message_from_body(body[0], text)
+    text = (text or "").strip()
+    return text[:300] if text else "no error message in the response"
+
+
+def error_from_status(
+    status: int,
+    message: str,
+    *,
+    provider: str,
+    retry_after: Optional[float] = None,
+) -> ProviderError:
+    """The typed error for an HTTP status (provider-specific cases are decided before)."""
+    kwargs: Dict[str, Any] = {"provider": provider, "status_code": status}
+    if status == 429:
+        return RateLimitError(message, retry_after=retry_after, **kwargs)
+    if status in (401, 403):
+        return AuthenticationError(message, **kwargs)
+    if status == 402:
+        return QuotaExceededError(message, **kwargs)
+    if status == 408:
+        return ProviderTimeoutError(message, **kwargs)
+    if status >= 500:
+        return ProviderUnavailableError(message, **kwargs)
+    if 400 <= status < 500:
+        return InvalidRequestError(message, **kwargs)
+    return ResponseFormatError(f"unexpected HTTP status: {message}", **kwargs)
+
+
+def error_from_exception(exc: BaseException, *, provider: str, timeout: float, tls_hint: str) -> ProviderError:
+    """The typed error for an exception raised by requests or urllib3 while talking."""
+    if isinstance(exc, ProviderError):
+        return exc
+    root = _root_cause(exc)
+    if isinstance(exc, requests.exceptions.SSLError) or isinstance(root, urllib3.exceptions.SSLError):
+        return ProviderUnavailableError(
+            f"TLS verification failed ({_short(root)}): {tls_hint}", provider=provider, retryable=False
+        )
+    timeouts = (
+        requests.exceptions.Timeout,
+        urllib3.exceptions.TimeoutError,
+        TimeoutError,
+    )
+    if isinstance(exc, timeouts) or isinstance(root, timeouts):
+        return ProviderTimeoutError(f"no answer within {timeout:g} s", provider=provider)
+    if isinstance(exc, (requests.exceptions.ChunkedEncodingError, urllib3.exceptions.ProtocolError)):
+        return ProviderUnavailableError(
+            f"the connection broke while reading the response ({_short(root)})", provider=provider
+        )
+    if isinstance(exc, (requests.exceptions.ContentDecodingError, urllib3.exceptions.DecodeError)):
+        return ResponseFormatError(f"could not decode the response body ({_short(root)})", provider=provider)
+    if isinstance(exc, (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema, requests.exceptions.InvalidSchema)):
+        return InvalidRequestError(f"bad URL: {_short(exc)}; check base_url", provider=provider)
+    if isinstance(exc, (requests.exceptions.ConnectionError, OSError, urllib3.exceptions.HTTPError)):
+        return ProviderUnavailableError(f"could not connect ({_short(root)})", provider=provider)
+    if isinstance(exc, requests.exceptions.RequestException):
+        return ProviderUnavailableError(f"request failed ({_short(root)})", provider=provider)
+    return ProviderError(f"unexpected {type(exc).__name__}: {_short(exc)}", provider=provider)
+
+
+def _root_cause(exc: BaseException) -> BaseException:
+    seen = set()
+    current: BaseException = exc
+    while id(current) not in seen:
+        seen.add(id(current))
+        nested = getattr(current, "reason", None)
+        if not isinstance(nested, BaseException) and current.args and isinstance(current.args[0], BaseException):
+            nested = current.args[0]
+        if not isinstance(nested, BaseException):
+            nested = current.__cause__ or current.__context__
+        if not isinstance(nested, BaseException):
+            break
+        current = nested
+    return current
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text if len(text) <= 200 else text[:200] + "..."
+
+
+class HttpProvider(BaseProvider):
+    """Base of the HTTP providers: owns the Session, sends, maps failures.
+
+    Subclasses set ``default_base_url`` and ``tls_hint`` and may override
+    ``error_for_response`` for their own error bodies.
+    """
+
+    default_base_url: ClassVar[str] = ""
+    tls_hint: ClassVar[str] = (
+        "pass ca_bundle='/path/to/ca.pem' with the CA that signed the server's certificate"
+    )
+
+    def __init__(self, config: ProviderConfig) -> None:
+        super().__init__(config)
+        self.base_url = (config.base_url or self.default_base_url).rstrip("/")
+        if not self.base_url:
+            raise ConfigurationError(f"{type(self).__name__} {self.name!r} needs base_url")
+        self.session = build_session(config)
+        self._proxies: Dict[str, Dict[str, str]] = {}
+
+    def close(self) -> None:
+        self.session.close()
+
+    # Sending ------------------------------------------------------------------------
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        timeout: float,
+        json_body: Any = None,
+        data: Any = None,
+        headers: Optional[Dict[str, str]] = None,
+        stream: bool = False,
+        auth: Any = None,
+    ) -> requests.Response:
+        """Send one request; return a 2xx response or raise the typed error.
+
+        ``timeout`` bounds connecting, each read, and every retry wait together.
+        """
+        body = data
+        send_headers = dict(headers or ())
+        if json_body is not None:
+            # UTF-8 on the wire as the providers' SDKs send it (no \\u escapes).
+            body = json.dumps(json_body, ensure_ascii=False).encode("utf-8")
+            send_headers.setdefault("Content-Type", "application/json")
+        started = time.monotonic()
+        _call.deadline = started + timeout
+        try:
+            response = self.session.request(
+                method,
+                url,
+                data=body,
+                headers=send_headers,
+                timeout=(min(CONNECT_TIMEOUT_CAP, timeout), timeout),
+                stream=stream,
+                auth=auth,
+                proxies=self._proxies_for(url),
+            )
+        except Exception as exc:
+            raise error_from_exception(exc, provider=self.name, timeout=timeout, tls_hint=self.tls_hint) from exc
+        finally:
+            _call.deadline = None
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "%s %s -> %s in %.1f ms",
+                method, _safe_url(url), response.status_code, (time.monotonic() - started) * 1000,
+                extra={"provider": self.name},
+            )
+        if response.status_code >= 300:
+            try:
+                error = self.error_for_response(response)
+            finally:
+                response.close()
+            raise error
+        return response
+
+    def request_json(self, method: str, url: str, *, timeout: float, **kwargs: Any) -> Any:
+        """``request`` then parse the JSON body (ResponseFormatError if it is not JSON)."""
+        response = self.request(method, url, timeout=timeout, **kwargs)
+        try:
+            return self.parse_json(response.content)
+        except ProviderError:
+            raise
+        except Exception as exc:  # body read failed mid-way
+            raise error_from_exception(exc, provider=self.name, timeout=timeout, tls_hint=self.tls_hint) from exc
+        finally:
+            response.close()
+
+    def stream_lines(self, method: str, url: str, *, timeout: float, **kwargs: Any) -> Iterator[str]:
+        """Send a streaming request and yield its lines (UTF-8) as they arrive.
+
+        ``timeout`` bounds the whole stream, not only each read; the connection is
+        released when the iterator ends, fails or is closed.
+        """
+        deadline = time.monotonic() + timeout
+        response = self.request(method, url, timeout=timeout, stream=True, **kwargs)
+        return iter_lines(
+            response,
+            provider=self.name,
+            deadline=deadline,
+            map_exception=lambda exc: self.map_exception(exc, timeout),
+        )
+
+    def parse_json(self, content: bytes) -> Any:
+        try:
+            return json.loads(content)
+        except ValueError as exc:
+            preview = content[:80].decode("utf-8", "replace")
+            raise ResponseFormatError(
+                f"the response is not valid JSON ({exc.__class__.__name__}): {preview!r}", provider=self.name
+            ) from None
+
+    def error_for_response(self, response: requests.Response) -> ProviderError:
+        """The typed error for a non-2xx response. Subclasses refine provider quirks."""
+        body, text = self.read_error_body(response)
+        return error_from_status(
+            response.status_code,
+            error_message_from_body(body, text),
+            provider=self.name,
+            retry_after=parse_retry_after(response.headers),
+        )
+
+    @staticmethod
+    def read_error_body(response: requests.Response) -> Tuple[Any, str]:
+        """The error body as parsed JSON (or None) and as text, never raising."""
+        try:
+            raw = response.content
+        except Exception:
+            return None, ""
+        text = raw.decode("utf-8", "replace")
+        try:
+            return json.loads(text), text
+        except ValueError:
+            return None, text
+
+    def map_exception(self, exc: BaseException, timeout: float) -> ProviderError:
+        return error_from_exception(exc, provider=self.name, timeout=timeout, tls_hint=self.tls_hint)
+
+    def _proxies_for(self, url: str) -> Dict[str, str]:
+        host = urlsplit(url).netloc
+        proxies = self._proxies.get(host)
+        if proxies is None:
+            proxies = requests.utils.get_environ_proxies(url)
+            self._proxies[host] = proxies
+        return proxies
+
+
+def _safe_url(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname}{':' + str(parts.port) if parts.port else ''}{parts.path}"

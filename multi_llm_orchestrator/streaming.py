@@ -1,0 +1,157 @@
+"""Readers for streamed responses: Server-Sent Events and JSON lines.
+
+Both read the raw bytes as they arrive (no waiting for a buffer to fill), decode lines as
+UTF-8 whatever the Content-Type says (SSE is UTF-8 by definition; requests would guess
+ISO-8859-1), enforce the call's deadline between reads, and raise only typed errors:
+
+- a connection that breaks or times out mid-stream -> ProviderUnavailableError /
+  ProviderTimeoutError (via ``HttpProvider.map_exception``);
+- bytes that are not UTF-8, data that is not JSON -> ResponseFormatError;
+- an ``{"error": ...}`` object inside the stream -> the error it describes.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, Callable, Dict, Iterator, List, Optional
+
+from .errors import ProviderError, ProviderTimeoutError, ProviderUnavailableError, ResponseFormatError
+
+__all__ = ["iter_lines", "iter_sse_data", "iter_sse_json", "iter_json_lines", "stream_error"]
+
+ErrorMapper = Callable[[BaseException], ProviderError]
+
+
+def _raw_chunks(response: Any) -> Iterator[bytes]:
+    raw = getattr(response, "raw", None)
+    read1 = getattr(raw, "read1", None)
+    if read1 is None:  # pragma: no cover - urllib3 < 2.2
+        yield from response.iter_content(chunk_size=None)
+        return
+    while True:
+        chunk = read1(65536)
+        if not chunk:
+            return
+        yield chunk
+
+
+def iter_lines(
+    response: Any,
+    *,
+    provider: str,
+    deadline: Optional[float],
+    map_exception: ErrorMapper,
+) -> Iterator[str]:
+    """Lines of a streamed response, decoded as UTF-8, without their line ending.
+
+    ``deadline`` is a ``time.monotonic()`` value after which the stream is abandoned with
+    ProviderTimeoutError; ``map_exception`` turns transport exceptions into typed errors.
+    The response is closed when the iterator ends, fails or is closed.
+    """
+    pending = b""
+    try:
+        chunks = _raw_chunks(response)
+        while True:
+            try:
+                chunk = next(chunks, None)
+            except Exception as exc:
+                raise map_exception(exc) from exc
+            if chunk is None:
+                break
+            pending += chunk
+            *complete, pending = pending.split(b"\n")
+            for line in complete:
+                yield _decode(line, provider)
+            if deadline is not None and time.monotonic() > deadline:
+                raise ProviderTimeoutError("the stream did not finish within the timeout", provider=provider)
+        if pending:
+            yield _decode(pending, provider)
+    finally:
+        response.close()
+
+
+def _decode(line: bytes, provider: str) -> str:
+    if line.endswith(b"\r"):
+        line = line[:-1]
+    try:
+        return line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ResponseFormatError(
+            f"the stream is not valid UTF-8 at byte {exc.start}: {line[:60]!r}", provider=provider
+        ) from None
+
+
+def iter_sse_data(lines: Iterator[str], *, provider: str, require_done: bool = True) -> Iterator[str]:
+    """The ``data`` payload of each Server-Sent Event, multi-line data joined by "\\n".
+
+    Blank lines end an event, ``:`` lines are comments (keep-alives), other fields
+    (``event``, ``id``, ``retry``) are ignored, ``[DONE]`` ends the stream. With
+    ``require_done`` a stream that ends without ``[DONE]`` was cut: ProviderUnavailableError.
+    """
+    data: List[str] = []
+    for line in lines:
+        if not line:
+            if data:
+                payload = "\n".join(data)
+                data = []
+                if payload.strip() == "[DONE]":
+                    return
+                yield payload
+            continue
+        if line.startswith(":"):
+            continue
+        field, _, value = line.partition(":")
+        if value.startswith(" "):
+            value = value[1:]
+        if field == "data":
+            data.append(value)
+    if data:
+        payload = "\n".join(data)
+        if payload.strip() == "[DONE]":
+            return
+        yield payload
+    if require_done:
+        raise ProviderUnavailableError("the stream ended before [DONE]: the connection was cut", provider=provider)
+
+
+def stream_error(event: Dict[str, Any], provider: str) -> Optional[ProviderError]:
+    """The typed error described by an ``{"error": ...}`` object in a stream, else None."""
+    from .http import error_from_status, error_message_from_body
+
+    if "error" not in event or not event["error"]:
+        return None
+    error = event["error"]
+    message = error_message_from_body(event)
+    status = error.get("code") if isinstance(error, dict) else None
+    if isinstance(status, int) and 400 <= status < 600:
+        return error_from_status(status, message, provider=provider)
+    if isinstance(status, str) and status.isdigit() and 400 <= int(status) < 600:
+        return error_from_status(int(status), message, provider=provider)
+    return ProviderUnavailableError(f"the provider reported an error mid-stream: {message}", provider=provider)
+
+
+def _loads(payload: str, provider: str) -> Dict[str, Any]:
+    try:
+        event = json.loads(payload)
+    except ValueError:
+        raise ResponseFormatError(f"a stream event is not valid JSON: {payload[:80]!r}", provider=provider) from None
+    if not isinstance(event, dict):
+        raise ResponseFormatError(f"a stream event is not a JSON object: {payload[:80]!r}", provider=provider)
+    error = stream_error(event, provider)
+    if error is not None:
+        raise error
+    return event
+
+
+def iter_sse_json(lines: Iterator[str], *, provider: str, require_done: bool = True) -> Iterator[Dict[str, Any]]:
+    """Each SSE event's data parsed as a JSON object; an ``error`` object raises."""
+    for payload in iter_sse_data(lines, provider=provider, require_done=require_done):
+        yield _loads(payload, provider)
+
+
+def iter_json_lines(lines: Iterator[str], *, provider: str) -> Iterator[Dict[str, Any]]:
+    """Each non-blank line parsed as a JSON object (NDJSON); an ``error`` object raises."""
+    for line in lines:
+        if line.strip():
+            yield _loads(line, provider)

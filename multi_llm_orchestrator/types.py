@@ -1,0 +1,303 @@
+"""Value types passed in and out of the Router: messages, parameters, usage, results.
+
+All are dataclasses serialisable with dataclasses-json (``to_dict()``, ``to_json()``,
+``from_dict()``).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Union
+
+from dataclasses_json import dataclass_json
+
+from .errors import ConfigurationError
+
+__all__ = [
+    "Message",
+    "GenerationParams",
+    "Usage",
+    "Attempt",
+    "Completion",
+    "StreamEnd",
+    "TextStream",
+    "Prompt",
+    "to_messages",
+]
+
+ROLES = ("system", "user", "assistant")
+
+
+@dataclass_json
+@dataclass(frozen=True)
+class Message:
+    """One chat message. ``role`` is "system", "user" or "assistant".
+
+    >>> Message("user", "What is Python?")
+    Message(role='user', content='What is Python?')
+    """
+
+    role: str
+    content: str
+
+    def __post_init__(self) -> None:
+        if self.role not in ROLES:
+            raise ConfigurationError(
+                f"Message role must be one of {', '.join(ROLES)}; got {self.role!r}"
+            )
+        if not isinstance(self.content, str):
+            raise ConfigurationError(
+                f"Message content must be a str; got {type(self.content).__name__}"
+            )
+
+
+Prompt = Union[str, Message, Dict[str, str], Sequence[Union[Message, Dict[str, str]]]]
+
+
+def to_messages(prompt: Prompt) -> List[Message]:
+    """Turn a plain string, a Message, a {"role", "content"} dict or a list of those into
+    a validated, non-empty list of Messages.
+
+    >>> to_messages("Hi")
+    [Message(role='user', content='Hi')]
+    """
+    if isinstance(prompt, str):
+        if not prompt.strip():
+            raise ConfigurationError("The prompt is empty: pass a non-empty string or messages")
+        return [Message("user", prompt)]
+    if isinstance(prompt, (Message, dict)):
+        prompt = [prompt]
+    if isinstance(prompt, (bytes, bytearray)) or not isinstance(prompt, Sequence):
+        raise ConfigurationError(
+            "A prompt must be a str, a Message, a {'role', 'content'} dict or a list of them; "
+            f"got {type(prompt).__name__}"
+        )
+    messages: List[Message] = []
+    for index, item in enumerate(prompt):
+        if isinstance(item, Message):
+            messages.append(item)
+        elif isinstance(item, dict):
+            try:
+                messages.append(Message(item["role"], item["content"]))
+            except KeyError as missing:
+                raise ConfigurationError(
+                    f"Message #{index} lacks the key {missing}: each dict needs 'role' and 'content'"
+                ) from None
+        else:
+            raise ConfigurationError(
+                f"Message #{index} must be a Message or a dict; got {type(item).__name__}"
+            )
+    if not messages:
+        raise ConfigurationError("The message list is empty: pass at least one user message")
+    if not any(m.content.strip() for m in messages):
+        raise ConfigurationError("Every message is empty: pass some text to answer")
+    return messages
+
+
+def _check_range(name: str, value: Any, low: float, high: float, low_open: bool, high_open: bool) -> None:
+    allowed = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+        raise ConfigurationError(f"{name} must be a number in {allowed}; got {value!r}")
+    too_low = value <= low if low_open else value < low
+    too_high = value >= high if high_open else value > high
+    if too_low or too_high:
+        raise ConfigurationError(f"{name} must be in {allowed}; got {value!r}")
+
+
+@dataclass_json
+@dataclass(frozen=True)
+class GenerationParams:
+    """Sampling parameters, validated on construction. ``None`` means the provider's default.
+
+    ``extra`` carries provider-specific fields (e.g. ``{"repetition_penalty": 1.1}`` for
+    GigaChat) and is passed through as is.
+
+    >>> GenerationParams(temperature=0.7, max_tokens=256)
+    GenerationParams(temperature=0.7, max_tokens=256, top_p=None, stop=None, extra={})
+    """
+
+    temperature: Optional[float] = None
+    max_tokens: Optional[int] = None
+    top_p: Optional[float] = None
+    stop: Optional[List[str]] = None
+    extra: Dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.temperature is not None:
+            _check_range("temperature", self.temperature, 0, 2, False, False)
+        if self.max_tokens is not None:
+            if isinstance(self.max_tokens, bool) or not isinstance(self.max_tokens, int) or self.max_tokens <= 0:
+                raise ConfigurationError(
+                    f"max_tokens must be an integer > 0; got {self.max_tokens!r}"
+                )
+        if self.top_p is not None:
+            _check_range("top_p", self.top_p, 0, 1, True, False)
+        if self.stop is not None:
+            stop = [self.stop] if isinstance(self.stop, str) else self.stop
+            if not isinstance(stop, (list, tuple)) or not all(isinstance(s, str) for s in stop):
+                raise ConfigurationError(f"stop must be a str or a list of str; got {self.stop!r}")
+            object.__setattr__(self, "stop", list(stop))
+        if not isinstance(self.extra, dict):
+            raise ConfigurationError(f"extra must be a dict; got {type(self.extra).__name__}")
+
+
+@dataclass_json
+@dataclass(frozen=True)
+class Usage:
+    """Token counts as reported by the provider (0 where it reported nothing)."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+    @classmethod
+    def of(cls, prompt_tokens: Any, completion_tokens: Any, total_tokens: Any = None) -> "Usage":
+        """Build from loosely typed values (strings, None), computing a missing total."""
+        prompt = _to_int(prompt_tokens)
+        completion = _to_int(completion_tokens)
+        total = _to_int(total_tokens) if total_tokens is not None else prompt + completion
+        return cls(prompt, completion, total)
+
+
+def _to_int(value: Any) -> int:
+    try:
+        return int(value) if value is not None else 0
+    except (TypeError, ValueError):
+        return 0
+
+
+@dataclass_json
+@dataclass(frozen=True)
+class Attempt:
+    """One provider tried during one Router call.
+
+    ``outcome`` is "ok", "error", "lost" (a hedge race it did not win) or "skipped"
+    (circuit open); ``hedge`` is True for an attempt started by hedging.
+    """
+
+    provider: str
+    outcome: str
+    latency_s: float = 0.0
+    error: Optional[str] = None
+    error_type: Optional[str] = None
+    hedge: bool = False
+
+
+@dataclass_json
+@dataclass(frozen=True)
+class Completion:
+    """The result of one call: the text and where and how it was produced."""
+
+    text: str
+    provider: str
+    model: str
+    usage: Usage = field(default_factory=Usage)
+    finish_reason: Optional[str] = None
+    latency_s: float = 0.0
+    attempts: List[Attempt] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        return self.text
+
+
+@dataclass(frozen=True)
+class StreamEnd:
+    """Yielded last by a provider's stream generator: what the provider reported at the end."""
+
+    usage: Optional[Usage] = None
+    finish_reason: Optional[str] = None
+    model: Optional[str] = None
+
+
+class TextStream(Iterator[str]):
+    """An iterator of text chunks that remembers what the stream reported.
+
+    Iterate it to receive text as it arrives. Once exhausted, ``text`` holds the whole
+    text, ``usage`` and ``finish_reason`` what the provider reported, and ``provider`` who
+    answered. ``close()`` (or leaving a ``with`` block) releases the connection early.
+
+    >>> for chunk in router.route_stream("Tell me a story"):    # doctest: +SKIP
+    ...     print(chunk, end="", flush=True)
+    """
+
+    def __init__(
+        self,
+        events: Iterator[Union[str, StreamEnd]],
+        *,
+        provider: str,
+        model: str,
+        on_close: Optional[Callable[[], None]] = None,
+    ) -> None:
+        self._events = events
+        self._on_close = on_close
+        self._lock = threading.Lock()
+        self._parts: List[str] = []
+        self.provider = provider
+        self.model = model
+        self.usage: Optional[Usage] = None
+        self.finish_reason: Optional[str] = None
+        self.done = False
+
+    def __iter__(self) -> "TextStream":
+        return self
+
+    def __next__(self) -> str:
+        while True:
+            try:
+                event = next(self._events)
+            except StopIteration:
+                self._finish()
+                raise
+            except BaseException:
+                self._finish()
+                raise
+            if isinstance(event, StreamEnd):
+                if event.usage is not None:
+                    self.usage = event.usage
+                if event.finish_reason is not None:
+                    self.finish_reason = event.finish_reason
+                if event.model:
+                    self.model = event.model
+                continue
+            if event:
+                self._parts.append(event)
+                return event
+
+    @property
+    def text(self) -> str:
+        """The text received so far (all of it once the stream is exhausted)."""
+        return "".join(self._parts)
+
+    def _finish(self) -> None:
+        with self._lock:
+            if self.done:
+                return
+            self.done = True
+        close = getattr(self._events, "close", None)
+        if close is not None:
+            close()
+        if self._on_close is not None:
+            self._on_close()
+
+    def close(self) -> None:
+        """Stop the stream early and release its connection."""
+        self._finish()
+
+    def __enter__(self) -> "TextStream":
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:  # a stream dropped half-read still releases its connection
+        try:
+            if not self.done:
+                self._finish()
+        except Exception:
+            pass
+
+    def __repr__(self) -> str:
+        return f"TextStream(provider={self.provider!r}, model={self.model!r}, done={self.done})"
+
