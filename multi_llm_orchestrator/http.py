@@ -6,9 +6,10 @@
   turns every failure (status + error body, requests/urllib3 exceptions, bad JSON) into
   the typed errors of ``errors.py``.
 
-Retry policy, in one place: connection errors and statuses 429/500/502/503/504 are
-retried up to ``config.max_retries`` times, POST included; a read error (the server may
-have processed the body) is never retried; backoff is exponential with jitter;
+Retry policy, in one place: connection errors and statuses 429/500/502/503/504 (a
+provider may drop some: ``HttpProvider.retry_statuses``) are retried up to
+``config.max_retries`` times, POST included; a read error (the server may have
+processed the body) is never retried; backoff is exponential with jitter;
 ``Retry-After`` is honoured up to ``RETRY_AFTER_CAP`` seconds and never slept past the
 call's own deadline: when the wait would pass it, the 429/503 is returned at once and
 surfaces as ``RateLimitError(retry_after=...)`` so the Router can fall back.
@@ -21,7 +22,7 @@ import logging
 import threading
 import time
 from email.utils import parsedate_to_datetime
-from typing import Any, ClassVar, Dict, Iterator, Mapping, Optional, Tuple
+from typing import Any, ClassVar, Collection, Dict, FrozenSet, Iterator, Mapping, Optional, Tuple
 from urllib.parse import urlsplit
 
 import requests
@@ -89,8 +90,12 @@ class DeadlineRetry(Retry):
         return new
 
 
-def make_retry(max_retries: int) -> Retry:
-    """The transport retry policy for ``max_retries`` attempts (0 disables retrying)."""
+def make_retry(max_retries: int, statuses: Collection[int] = RETRY_STATUSES) -> Retry:
+    """The transport retry policy for ``max_retries`` attempts (0 disables retrying).
+
+    ``statuses`` are the HTTP statuses retried; a provider whose 429 may mean "out of
+    quota" (not retryable) leaves 429 out, see ``HttpProvider.retry_statuses``.
+    """
     return DeadlineRetry(
         total=max_retries,
         connect=max_retries,
@@ -98,7 +103,7 @@ def make_retry(max_retries: int) -> Retry:
         redirect=0,
         other=0,
         status=max_retries,
-        status_forcelist=RETRY_STATUSES,
+        status_forcelist=frozenset(statuses),
         allowed_methods=frozenset({"GET", "POST", "HEAD"}),
         backoff_factor=0.25,
         backoff_max=4.0,
@@ -109,8 +114,8 @@ def make_retry(max_retries: int) -> Retry:
     )
 
 
-def build_session(config: ProviderConfig) -> requests.Session:
-    """A Session for one provider: pooled, retrying, TLS as configured.
+def build_session(config: ProviderConfig, retry_statuses: Collection[int] = RETRY_STATUSES) -> requests.Session:
+    """A Session for one provider: pooled, retrying (``retry_statuses``), TLS as configured.
 
     ``trust_env`` is off because requests would otherwise re-read proxy variables and
     .netrc on every call; proxies from the environment are resolved once per host by
@@ -121,7 +126,7 @@ def build_session(config: ProviderConfig) -> requests.Session:
     adapter = HTTPAdapter(
         pool_connections=4,
         pool_maxsize=config.pool_size,
-        max_retries=make_retry(config.max_retries),
+        max_retries=make_retry(config.max_retries, retry_statuses),
     )
     session.mount("https://", adapter)
     session.mount("http://", adapter)
@@ -272,6 +277,9 @@ class HttpProvider(BaseProvider):
     """
 
     default_base_url: ClassVar[str] = ""
+    #: Statuses the transport retries. urllib3 decides before anyone can read the body,
+    #: so a provider whose 429 can mean "no quota" (never worth retrying) drops 429 here.
+    retry_statuses: ClassVar[FrozenSet[int]] = RETRY_STATUSES
     tls_hint: ClassVar[str] = (
         "pass ca_bundle='/path/to/ca.pem' with the CA that signed the server's certificate"
     )
@@ -281,7 +289,7 @@ class HttpProvider(BaseProvider):
         self.base_url = (config.base_url or self.default_base_url).rstrip("/")
         if not self.base_url:
             raise ConfigurationError(f"{type(self).__name__} {self.name!r} needs base_url")
-        self.session = build_session(config)
+        self.session = build_session(config, self.retry_statuses)
         self._proxies: Dict[str, Dict[str, str]] = {}
 
     def close(self) -> None:
