@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 from email.utils import parsedate_to_datetime
@@ -130,6 +131,11 @@ def build_session(config: ProviderConfig, retry_statuses: Collection[int] = RETR
     )
     session.mount("https://", adapter)
     session.mount("http://", adapter)
+    if config.ca_bundle and not os.path.exists(config.ca_bundle):
+        # requests would only fail on the first call, as an OSError that reads like a network error.
+        raise ConfigurationError(
+            f"ca_bundle of {config.name!r} does not exist: {config.ca_bundle!r}; pass the path of a PEM file"
+        )
     session.verify = config.ca_bundle if config.ca_bundle else config.verify_ssl
     session.headers["User-Agent"] = USER_AGENT
     if not config.verify_ssl and not config.ca_bundle:
@@ -225,6 +231,12 @@ def error_from_exception(exc: BaseException, *, provider: str, timeout: float, t
     if isinstance(exc, requests.exceptions.SSLError) or isinstance(root, urllib3.exceptions.SSLError):
         return ProviderUnavailableError(
             f"TLS verification failed ({_short(root)}): {tls_hint}", provider=provider, retryable=False
+        )
+    if isinstance(exc, requests.exceptions.InvalidHeader):
+        # requests quotes the offending value, which may be an API key or a token.
+        return InvalidRequestError(
+            "a request header has whitespace or control characters (value not shown): check the key or token",
+            provider=provider,
         )
     timeouts = (
         requests.exceptions.Timeout,
@@ -352,7 +364,13 @@ class HttpProvider(BaseProvider):
 
     def request_json(self, method: str, url: str, *, timeout: float, **kwargs: Any) -> Any:
         """``request`` then parse the JSON body (ResponseFormatError if it is not JSON)."""
-        response = self.request(method, url, timeout=timeout, **kwargs)
+        return self.read_json(self.request(method, url, timeout=timeout, **kwargs), timeout)
+
+    def read_json(self, response: requests.Response, timeout: float) -> Any:
+        """Read, parse and close a 2xx ``response`` from ``request`` (typed errors only).
+
+        For providers that wrap ``request`` (e.g. to add a token) but parse as ``request_json``.
+        """
         try:
             return self.parse_json(response.content)
         except ProviderError:

@@ -30,7 +30,9 @@ def _raw_chunks(response: Any) -> Iterator[bytes]:
         yield from response.iter_content(chunk_size=None)
         return
     while True:
-        chunk = read1(65536)
+        # requests opens the raw response with decode_content=False: without this a
+        # gzip-encoded stream (some proxies compress SSE) would reach the parser compressed.
+        chunk = read1(65536, decode_content=True)
         if not chunk:
             return
         yield chunk
@@ -124,6 +126,8 @@ def stream_error(event: Dict[str, Any], provider: str) -> Optional[ProviderError
     error = event["error"]
     message = error_message_from_body(event)
     status = error.get("code") if isinstance(error, dict) else None
+    if isinstance(error, dict) and "httpCode" in error:
+        status = error["httpCode"]  # grpc-gateway (YandexGPT): "code"-like fields hold gRPC codes
     if isinstance(status, int) and 400 <= status < 600:
         return error_from_status(status, message, provider=provider)
     if isinstance(status, str) and status.isdigit() and 400 <= int(status) < 600:
