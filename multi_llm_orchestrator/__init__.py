@@ -8,6 +8,8 @@
 'Mock response to: What is Python?'
 """
 
+import logging as _logging
+
 from .config import ProviderConfig
 from .errors import (
     AllProvidersFailedError,
@@ -25,12 +27,18 @@ from .errors import (
     ResponseFormatError,
 )
 from .providers import BaseProvider, MockProvider
-from .types import Attempt, Completion, GenerationParams, Message, TextStream, Usage
+from .router import Router
+from .types import Attempt, Completion, GenerationParams, Message, RouterEvent, TextStream, Usage
 
 __version__ = "0.1.0"
 
+# A library configures no handler; NullHandler keeps Python's last-resort handler from
+# printing our warnings when the application has not set up logging.
+_logging.getLogger("multi_llm_orchestrator").addHandler(_logging.NullHandler())
+
 __all__ = [
     "__version__",
+    "Router",
     "ProviderConfig",
     "BaseProvider",
     "MockProvider",
@@ -40,6 +48,7 @@ __all__ = [
     "Attempt",
     "Completion",
     "TextStream",
+    "RouterEvent",
     "OrchestratorError",
     "ConfigurationError",
     "NoProvidersError",

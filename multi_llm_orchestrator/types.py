@@ -22,6 +22,7 @@ __all__ = [
     "Attempt",
     "Completion",
     "StreamEnd",
+    "RouterEvent",
     "TextStream",
     "Prompt",
     "to_messages",
@@ -200,6 +201,28 @@ class Completion:
 
     def __str__(self) -> str:
         return self.text
+
+
+@dataclass(frozen=True)
+class RouterEvent:
+    """What ``Router.add_listener`` callbacks receive.
+
+    ``kind`` is "attempt" (one provider tried; ``outcome`` "ok", "error" or "lost") or
+    "call" (one Router call finished; ``outcome`` "ok" or "error", ``attempts`` counts the
+    providers tried). ``error`` is the exception's message, never a secret.
+    """
+
+    kind: str
+    provider: Optional[str]
+    model: Optional[str]
+    outcome: str
+    latency_s: float
+    error_type: Optional[str] = None
+    error: Optional[str] = None
+    usage: Optional[Usage] = None
+    hedge: bool = False
+    attempts: int = 1
+    streaming: bool = False
 
 
 @dataclass(frozen=True)

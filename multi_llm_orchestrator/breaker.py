@@ -1,0 +1,195 @@
+"""Circuit breaker per provider: stop sending calls to a provider that keeps failing.
+
+States::
+
+    closed --(threshold consecutive failures)--> open --(cooldown over)--> half-open
+    half-open --(the one probe succeeds)--> closed
+    half-open --(the probe fails)--> open again, for a longer cooldown (up to a cap)
+
+A ``RateLimitError`` with ``retry_after`` opens the breaker for exactly that long; an
+``AuthenticationError`` or ``QuotaExceededError`` opens it for ``auth_cooldown`` (a wrong
+key does not heal in seconds). ``InvalidRequestError`` does not count: the request was
+bad, not the provider.
+
+The policy is an immutable value shared by all breakers; each provider has one small
+locked ``CircuitBreaker`` holding its state (so a shared store could replace it later).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable, Dict
+
+from .errors import (
+    AuthenticationError,
+    ConfigurationError,
+    InvalidRequestError,
+    QuotaExceededError,
+    RateLimitError,
+)
+
+__all__ = ["BreakerPolicy", "CircuitBreaker", "CLOSED", "OPEN", "HALF_OPEN"]
+
+CLOSED = "closed"
+OPEN = "open"
+HALF_OPEN = "half-open"
+
+
+@dataclass(frozen=True)
+class BreakerPolicy:
+    """How breakers trip and recover.
+
+    - ``failure_threshold``: consecutive failures that open a closed breaker (default 5).
+    - ``cooldown``: seconds the first trip stays open (default 5).
+    - ``cooldown_multiplier``: each further trip without a success in between multiplies
+      the cooldown (default 2) ...
+    - ``max_cooldown``: ... up to this many seconds (default 60).
+    - ``auth_cooldown``: seconds open after an authentication or quota error (default 300).
+    - ``enabled``: False turns breakers off (every call is let through).
+
+    >>> BreakerPolicy(failure_threshold=3, cooldown=1.0)
+    BreakerPolicy(failure_threshold=3, cooldown=1.0, cooldown_multiplier=2.0, max_cooldown=60.0, auth_cooldown=300.0, enabled=True)
+    """
+
+    failure_threshold: int = 5
+    cooldown: float = 5.0
+    cooldown_multiplier: float = 2.0
+    max_cooldown: float = 60.0
+    auth_cooldown: float = 300.0
+    enabled: bool = True
+
+    def __post_init__(self) -> None:
+        if isinstance(self.failure_threshold, bool) or not isinstance(self.failure_threshold, int) or self.failure_threshold < 1:
+            raise ConfigurationError(f"failure_threshold must be an integer >= 1; got {self.failure_threshold!r}")
+        for name in ("cooldown", "max_cooldown", "auth_cooldown"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise ConfigurationError(f"{name} must be a number of seconds >= 0; got {value!r}")
+        if not isinstance(self.cooldown_multiplier, (int, float)) or self.cooldown_multiplier < 1:
+            raise ConfigurationError(f"cooldown_multiplier must be >= 1; got {self.cooldown_multiplier!r}")
+
+    @classmethod
+    def from_value(cls, value: "BreakerPolicy | Dict | bool | None") -> "BreakerPolicy":
+        """Accept a policy, a dict of its fields, True/None (defaults) or False (off)."""
+        if isinstance(value, cls):
+            return value
+        if value is None or value is True:
+            return cls()
+        if value is False:
+            return cls(enabled=False)
+        if isinstance(value, dict):
+            try:
+                return cls(**value)
+            except TypeError:
+                valid = ", ".join(cls.__dataclass_fields__)
+                raise ConfigurationError(f"Unknown breaker setting in {sorted(value)}; valid: {valid}") from None
+        raise ConfigurationError(f"breaker must be a BreakerPolicy, a dict or a bool; got {type(value).__name__}")
+
+
+class CircuitBreaker:
+    """The breaker state of one provider. Thread-safe.
+
+    Call ``try_acquire()`` before a call (False: skip this provider now), then exactly one
+    of ``record_success()`` / ``record_failure(error)``.
+    """
+
+    def __init__(self, policy: BreakerPolicy, clock: Callable[[], float] = time.monotonic) -> None:
+        self.policy = policy
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._state = CLOSED
+        self._failures = 0
+        self._trips = 0
+        self._open_until = 0.0
+        self._probe_in_flight = False
+
+    @property
+    def state(self) -> str:
+        """"closed", "open" or "half-open" (an open breaker whose cooldown is over)."""
+        with self._lock:
+            return self._current_state()
+
+    def _current_state(self) -> str:
+        if self._state == OPEN and self._clock() >= self._open_until:
+            return HALF_OPEN
+        return self._state
+
+    def remaining(self) -> float:
+        """Seconds until an open breaker lets a probe through (0 when not open)."""
+        with self._lock:
+            if self._current_state() != OPEN:
+                return 0.0
+            return max(0.0, self._open_until - self._clock())
+
+    def is_available(self) -> bool:
+        """Whether a call could be let through now (without reserving the probe)."""
+        if not self.policy.enabled:
+            return True
+        with self._lock:
+            state = self._current_state()
+            return state == CLOSED or (state == HALF_OPEN and not self._probe_in_flight)
+
+    def try_acquire(self, force: bool = False) -> bool:
+        """Reserve the right to call: always when closed; in half-open only the single
+        probe; never when open unless ``force`` (used when every provider is open)."""
+        if not self.policy.enabled:
+            return True
+        with self._lock:
+            state = self._current_state()
+            if state == CLOSED:
+                return True
+            if state == HALF_OPEN and not self._probe_in_flight:
+                self._state = HALF_OPEN
+                self._probe_in_flight = True
+                return True
+            if force:
+                self._probe_in_flight = True
+                return True
+            return False
+
+    def release(self) -> None:
+        """Give back a reservation whose call never ran (e.g. the deadline ran out first)."""
+        with self._lock:
+            self._probe_in_flight = False
+
+    def record_success(self) -> None:
+        with self._lock:
+            self._state = CLOSED
+            self._failures = 0
+            self._trips = 0
+            self._probe_in_flight = False
+
+    def record_failure(self, error: BaseException) -> None:
+        if not self.policy.enabled or isinstance(error, InvalidRequestError):
+            with self._lock:
+                self._probe_in_flight = False
+            return
+        policy = self.policy
+        with self._lock:
+            self._probe_in_flight = False
+            self._failures += 1
+            if isinstance(error, (AuthenticationError, QuotaExceededError)):
+                self._open(policy.auth_cooldown)
+            elif isinstance(error, RateLimitError) and error.retry_after:
+                self._open(error.retry_after)
+            elif self._state == HALF_OPEN or self._failures >= policy.failure_threshold:
+                cooldown = policy.cooldown * policy.cooldown_multiplier ** self._trips
+                self._open(min(cooldown, policy.max_cooldown))
+
+    def _open(self, seconds: float) -> None:
+        self._state = OPEN
+        self._trips += 1
+        self._open_until = self._clock() + seconds
+
+    def snapshot(self) -> Dict[str, object]:
+        """State for ``Router.stats()``: state, consecutive failures, seconds to recovery."""
+        with self._lock:
+            state = self._current_state()
+            remaining = max(0.0, self._open_until - self._clock()) if state == OPEN else 0.0
+            return {"state": state, "consecutive_failures": self._failures, "open_for_s": round(remaining, 3)}
+
+    def __repr__(self) -> str:
+        return f"CircuitBreaker(state={self.state!r})"
+

@@ -1,0 +1,143 @@
+"""Parallel provider health checks with a per-check timeout and a TTL cache.
+
+All checks run at once on a thread pool, so checking N providers takes about as long as
+the slowest single check. A check that hangs counts as unhealthy when its timeout passes
+and never delays the result beyond it (its thread finishes in the background).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from typing import Callable, Dict, Iterable, Optional, Sequence
+
+from .providers.base import BaseProvider
+
+__all__ = ["HealthChecker", "HealthResult"]
+
+logger = logging.getLogger("multi_llm_orchestrator.health")
+
+
+@dataclass(frozen=True)
+class HealthResult:
+    """One provider's health: ``healthy``, how long the check took, why it failed."""
+
+    provider: str
+    healthy: bool
+    latency_s: float
+    error: Optional[str] = None
+    checked_at: float = 0.0
+
+
+class HealthChecker:
+    """Checks providers in parallel and caches the results for ``ttl`` seconds.
+
+    ``interval`` > 0 starts a daemon thread that re-checks every provider that often;
+    ``close()`` stops it and the pool.
+
+    >>> checker = HealthChecker(timeout=2.0, ttl=10.0)              # doctest: +SKIP
+    >>> checker.check([provider_a, provider_b])
+    {'a': HealthResult(provider='a', healthy=True, ...), 'b': ...}
+    """
+
+    def __init__(
+        self,
+        *,
+        timeout: float = 5.0,
+        ttl: float = 10.0,
+        max_workers: int = 16,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.timeout = timeout
+        self.ttl = ttl
+        self._clock = clock
+        self._executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="mlo-health")
+        self._cache: Dict[str, HealthResult] = {}
+        self._lock = threading.Lock()
+        self._refresh_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+
+    def check(self, providers: Iterable[BaseProvider], timeout: Optional[float] = None) -> Dict[str, HealthResult]:
+        """Check every provider now, in parallel; update the cache; return the results."""
+        providers = list(providers)
+        limit = self.timeout if timeout is None else timeout
+        started = self._clock()
+        futures: Dict[Future, BaseProvider] = {
+            self._executor.submit(self._check_one, provider, limit): provider for provider in providers
+        }
+        done, _ = wait(futures, timeout=limit)
+        results: Dict[str, HealthResult] = {}
+        for future, provider in futures.items():
+            if future in done:
+                results[provider.name] = future.result()
+            else:
+                results[provider.name] = HealthResult(
+                    provider.name, False, self._clock() - started, f"no answer within {limit:g} s", self._clock()
+                )
+        with self._lock:
+            self._cache.update(results)
+        return {provider.name: results[provider.name] for provider in providers}
+
+    def _check_one(self, provider: BaseProvider, timeout: float) -> HealthResult:
+        started = self._clock()
+        error: Optional[str] = None
+        try:
+            healthy = bool(provider.health_check(timeout=timeout))
+        except Exception as exc:  # a provider's check must not break the others
+            healthy, error = False, f"{type(exc).__name__}: {exc}"
+        if not healthy and error is None:
+            error = "health check failed"
+        return HealthResult(provider.name, healthy, self._clock() - started, error, self._clock())
+
+    def cached(self, name: str) -> Optional[HealthResult]:
+        """The cached result if it is younger than ``ttl``, else None."""
+        with self._lock:
+            result = self._cache.get(name)
+        if result is None or self._clock() - result.checked_at > self.ttl:
+            return None
+        return result
+
+    def status(self, providers: Sequence[BaseProvider]) -> Dict[str, bool]:
+        """Health of each provider from the cache, checking (in parallel, once for all
+        concurrent callers) only those whose cached result is missing or stale."""
+        results = {p.name: self.cached(p.name) for p in providers}
+        if any(result is None for result in results.values()):
+            with self._refresh_lock:  # single flight: one refresh serves every waiter
+                stale = [p for p in providers if self.cached(p.name) is None]
+                if stale:
+                    self.check(stale)
+            results = {p.name: self.cached(p.name) for p in providers}
+        return {name: bool(result and result.healthy) for name, result in results.items()}
+
+    def forget(self, name: str) -> None:
+        with self._lock:
+            self._cache.pop(name, None)
+
+    def start_background(self, interval: float, providers: Callable[[], Sequence[BaseProvider]]) -> None:
+        """Re-check ``providers()`` every ``interval`` seconds on a daemon thread."""
+        if self._thread is not None:
+            return
+
+        def loop() -> None:
+            while not self._stop.wait(interval):
+                try:
+                    self.check(providers())
+                except RuntimeError:  # the pool was shut down under us: we are closing
+                    return
+                except Exception:  # pragma: no cover - keep the refresher alive
+                    logger.exception("background health check failed")
+
+        self._thread = threading.Thread(target=loop, name="mlo-health-refresh", daemon=True)
+        self._thread.start()
+
+    def close(self, wait_for_checks: bool = True) -> None:
+        """Stop the refresher and the pool; by default wait for checks still running
+        (each is bounded by its timeout) so no thread outlives the checker."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=self.timeout + 1)
+        self._executor.shutdown(wait=wait_for_checks, cancel_futures=True)

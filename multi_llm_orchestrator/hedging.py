@@ -1,0 +1,210 @@
+"""Hedged requests: when the first provider is slow, race the next one.
+
+``HedgePolicy`` says when to hedge (a fixed delay or an adaptive percentile of the
+provider's recent latency), how many hedges one call may start, and what share of
+extra requests hedging may add (``HedgeBudget``, a rolling window, like a retry budget).
+
+``race`` runs one call's attempts on an executor: it starts the first candidate, starts
+the next one at once when an attempt fails, starts a hedge when the delay passes with
+no answer, returns the first success, and raises when every candidate failed or the
+deadline passed. It knows nothing about providers: the Router hands it ``launch``.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, wait
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, TypeVar, Union
+
+from .errors import ConfigurationError, ProviderError, ProviderTimeoutError
+from .metrics import ProviderMetrics
+
+__all__ = ["HedgePolicy", "HedgeBudget", "race", "RaceFailed"]
+
+S = TypeVar("S")
+
+
+@dataclass(frozen=True)
+class HedgePolicy:
+    """When and how much to hedge.
+
+    - ``after``: seconds to wait for the first answer before starting a hedge, or a
+      percentile such as ``"p95"``: the selected provider's rolling p95 latency of
+      successful calls (at least ``min_delay``; ``default_delay`` until it has
+      ``min_samples`` samples).
+    - ``max_hedges``: hedges one call may start (default 1).
+    - ``budget``: hedges may add at most this share of extra requests over the last
+      ``window`` seconds (default 0.1, i.e. 10 %), plus ``budget_reserve`` hedges per
+      window (default 3) so that hedging also works at low traffic.
+
+    >>> HedgePolicy(after="p95").delay(ProviderMetrics())
+    0.25
+    """
+
+    after: Union[float, str]
+    max_hedges: int = 1
+    budget: float = 0.1
+    min_delay: float = 0.005
+    default_delay: float = 0.25
+    min_samples: int = 20
+    window: float = 10.0
+    budget_reserve: int = 3
+
+    def __post_init__(self) -> None:
+        if isinstance(self.after, str):
+            match = re.fullmatch(r"p(\d{1,2}(?:\.\d+)?)", self.after)
+            if not match or not 0 < float(match.group(1)) < 100:
+                raise ConfigurationError(
+                    f"hedge_after must be seconds > 0 or a percentile like 'p95'; got {self.after!r}"
+                )
+        elif isinstance(self.after, bool) or not isinstance(self.after, (int, float)) or self.after <= 0:
+            raise ConfigurationError(f"hedge_after must be seconds > 0 or a percentile like 'p95'; got {self.after!r}")
+        if isinstance(self.max_hedges, bool) or not isinstance(self.max_hedges, int) or self.max_hedges < 1:
+            raise ConfigurationError(f"max_hedges must be an integer >= 1; got {self.max_hedges!r}")
+        if not isinstance(self.budget, (int, float)) or not 0 <= self.budget <= 1:
+            raise ConfigurationError(f"hedge_budget must be a share in [0, 1]; got {self.budget!r}")
+
+    def delay(self, metrics: ProviderMetrics) -> float:
+        """Seconds to wait for this provider before hedging."""
+        if not isinstance(self.after, str):
+            return float(self.after)
+        share = float(self.after[1:]) / 100
+        observed = metrics.latency_percentile(share, self.min_samples)
+        if observed is None:
+            return self.default_delay
+        return max(self.min_delay, observed)
+
+
+class HedgeBudget:
+    """Allows a hedge only while hedges stay within ``share`` of calls (plus ``reserve``)
+    over the last ``window`` seconds.
+
+    Counts live in one-second buckets, so memory is fixed whatever the traffic.
+    """
+
+    def __init__(
+        self, share: float, window: float = 10.0, reserve: int = 0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.share = share
+        self.reserve = reserve
+        self._buckets = max(1, int(window))
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._calls = [0] * self._buckets
+        self._hedges = [0] * self._buckets
+        self._stamps = [-1] * self._buckets
+
+    def _bucket(self) -> int:
+        second = int(self._clock())
+        index = second % self._buckets
+        if self._stamps[index] != second:
+            self._stamps[index] = second
+            self._calls[index] = 0
+            self._hedges[index] = 0
+        return index
+
+    def _totals(self) -> Tuple[int, int]:
+        oldest = int(self._clock()) - self._buckets
+        calls = hedges = 0
+        for index in range(self._buckets):
+            if self._stamps[index] > oldest:
+                calls += self._calls[index]
+                hedges += self._hedges[index]
+        return calls, hedges
+
+    def record_call(self) -> None:
+        with self._lock:
+            self._calls[self._bucket()] += 1
+
+    def try_spend(self) -> bool:
+        """Take one hedge from the budget if it allows one."""
+        with self._lock:
+            calls, hedges = self._totals()
+            if hedges + 1 > self.share * calls + self.reserve:
+                return False
+            self._hedges[self._bucket()] += 1
+            return True
+
+
+class RaceFailed(Exception):
+    """Raised by ``race``: every candidate failed (``deadline_hit`` False) or time ran out."""
+
+    def __init__(self, errors: List[ProviderError], deadline_hit: bool) -> None:
+        super().__init__(f"{len(errors)} attempt(s) failed")
+        self.errors = errors
+        self.deadline_hit = deadline_hit
+
+
+def race(
+    candidates: Sequence[S],
+    launch: Callable[[S, bool], Optional[Future]],
+    *,
+    deadline: Optional[float],
+    hedge_delay: Optional[Callable[[S], float]] = None,
+    max_hedges: int = 0,
+    budget: Optional[HedgeBudget] = None,
+    on_lost: Callable[[Future, S, bool], None],
+    name_of: Callable[[S], str] = str,
+) -> Tuple[Any, S, bool]:
+    """Run attempts until one succeeds; return (result, candidate, was_hedge).
+
+    ``launch(candidate, hedge)`` submits an attempt and returns its Future, or None when
+    the candidate must be skipped (open circuit). Failed attempts' futures raise
+    ProviderError. ``on_lost`` is called for attempts still running when the race ends.
+    """
+    queue = list(candidates)
+    pending: Dict[Future, Tuple[S, bool]] = {}
+    errors: List[ProviderError] = []
+    hedges = 0
+    hedge_at: Optional[float] = None
+
+    def start(hedge: bool) -> bool:
+        nonlocal hedge_at
+        while queue:
+            candidate = queue.pop(0)
+            future = launch(candidate, hedge)
+            if future is not None:
+                pending[future] = (candidate, hedge)
+                if hedge_delay is not None and max_hedges > hedges and queue:
+                    hedge_at = time.monotonic() + hedge_delay(candidate)
+                else:
+                    hedge_at = None
+                return True
+        return False
+
+    def abandon(timed_out: bool) -> None:
+        for future, (candidate, hedge) in pending.items():
+            if timed_out:
+                errors.append(ProviderTimeoutError("still running when the deadline passed", provider=name_of(candidate)))
+            on_lost(future, candidate, hedge)
+
+    start(False)
+    while pending:
+        now = time.monotonic()
+        waits = [moment - now for moment in (deadline, hedge_at) if moment is not None]
+        done, _ = wait(list(pending), timeout=max(0.0, min(waits)) if waits else None, return_when=FIRST_COMPLETED)
+        for future in done:
+            candidate, hedge = pending.pop(future)
+            error = future.exception()
+            if error is None:
+                abandon(timed_out=False)
+                return future.result(), candidate, hedge
+            errors.append(error)  # type: ignore[arg-type]
+            if not pending:  # nothing else in flight: fall back at once, no hedge wait
+                start(False)
+        if done:
+            continue
+        now = time.monotonic()
+        if deadline is not None and now >= deadline:
+            abandon(timed_out=True)
+            raise RaceFailed(errors, deadline_hit=True)
+        if hedge_at is not None and now >= hedge_at:
+            if budget is None or budget.try_spend():
+                hedges += 1
+                start(True)
+            else:
+                hedge_at = None
+    raise RaceFailed(errors, deadline_hit=False)

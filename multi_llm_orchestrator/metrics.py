@@ -1,0 +1,139 @@
+"""Per-provider counters and rolling latency statistics, bounded in memory.
+
+One ``ProviderMetrics`` per provider, updated by the Router after every attempt and read
+by strategies (in-flight count, EWMA latency, recent error rate) and by ``Router.stats()``.
+Memory is fixed: latencies and outcomes live in ring buffers, whatever the call count.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter, deque
+from typing import Any, Dict, Optional
+
+from .types import Usage
+
+__all__ = ["ProviderMetrics", "percentile"]
+
+LATENCY_WINDOW = 1024
+OUTCOME_WINDOW = 100
+EWMA_ALPHA = 0.2
+
+
+def percentile(sorted_values: "list[float]", share: float) -> Optional[float]:
+    """The ``share`` (0..1) percentile of already sorted values, nearest-rank; None if empty."""
+    if not sorted_values:
+        return None
+    rank = max(0, min(len(sorted_values) - 1, int(round(share * len(sorted_values) + 0.5)) - 1))
+    return sorted_values[rank]
+
+
+class ProviderMetrics:
+    """Counters of one provider. Thread-safe; every method holds the lock briefly."""
+
+    def __init__(
+        self,
+        price_per_1k_prompt: Optional[float] = None,
+        price_per_1k_completion: Optional[float] = None,
+        latency_window: int = LATENCY_WINDOW,
+    ) -> None:
+        self._lock = threading.Lock()
+        self._price_prompt = price_per_1k_prompt
+        self._price_completion = price_per_1k_completion
+        self.in_flight = 0
+        self.calls = 0
+        self.successes = 0
+        self.failures: Counter = Counter()
+        self._latencies: deque = deque(maxlen=latency_window)
+        self._outcomes: deque = deque(maxlen=OUTCOME_WINDOW)
+        self.ewma_latency_s: Optional[float] = None
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+        self.hedges_started = 0
+        self.hedges_won = 0
+        self.hedges_lost = 0
+
+    def started(self) -> None:
+        with self._lock:
+            self.in_flight += 1
+            self.calls += 1
+
+    def succeeded(self, latency_s: float, usage: Optional[Usage]) -> None:
+        with self._lock:
+            self.in_flight -= 1
+            self.successes += 1
+            self._latencies.append(latency_s)
+            self._outcomes.append(True)
+            previous = self.ewma_latency_s
+            self.ewma_latency_s = latency_s if previous is None else previous + EWMA_ALPHA * (latency_s - previous)
+            if usage is not None:
+                self.prompt_tokens += usage.prompt_tokens
+                self.completion_tokens += usage.completion_tokens
+
+    def failed(self, error: BaseException) -> None:
+        with self._lock:
+            self.in_flight -= 1
+            self.failures[type(error).__name__] += 1
+            self._outcomes.append(False)
+
+    def add_usage(self, usage: Optional[Usage]) -> None:
+        """Tokens reported after the attempt ended (a stream's usage comes at its end)."""
+        if usage is None:
+            return
+        with self._lock:
+            self.prompt_tokens += usage.prompt_tokens
+            self.completion_tokens += usage.completion_tokens
+
+    def hedge(self, event: str) -> None:
+        """Count a hedge: "started", "won" or "lost"."""
+        with self._lock:
+            setattr(self, f"hedges_{event}", getattr(self, f"hedges_{event}") + 1)
+
+    def error_rate(self) -> float:
+        """Share of failures among the last ``OUTCOME_WINDOW`` finished attempts (0 if none)."""
+        with self._lock:
+            if not self._outcomes:
+                return 0.0
+            return self._outcomes.count(False) / len(self._outcomes)
+
+    def latency_percentile(self, share: float, min_samples: int = 1) -> Optional[float]:
+        """Latency percentile of recent successful attempts; None with fewer than ``min_samples``."""
+        with self._lock:
+            if len(self._latencies) < min_samples:
+                return None
+            values = sorted(self._latencies)
+        return percentile(values, share)
+
+    def snapshot(self) -> Dict[str, Any]:
+        with self._lock:
+            latencies = sorted(self._latencies)
+            failures = dict(self.failures)
+            data: Dict[str, Any] = {
+                "calls": self.calls,
+                "successes": self.successes,
+                "failures": sum(failures.values()),
+                "failures_by_type": failures,
+                "in_flight": self.in_flight,
+                "prompt_tokens": self.prompt_tokens,
+                "completion_tokens": self.completion_tokens,
+                "total_tokens": self.prompt_tokens + self.completion_tokens,
+                "hedges_started": self.hedges_started,
+                "hedges_won": self.hedges_won,
+                "hedges_lost": self.hedges_lost,
+            }
+        finished = data["successes"] + data["failures"]
+        data["success_rate"] = round(data["successes"] / finished, 4) if finished else None
+        for name, share in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99)):
+            value = percentile(latencies, share)
+            data[f"latency_{name}_s"] = round(value, 6) if value is not None else None
+        data["cost"] = self._cost(data["prompt_tokens"], data["completion_tokens"])
+        return data
+
+    def _cost(self, prompt_tokens: int, completion_tokens: int) -> Optional[float]:
+        if self._price_prompt is None and self._price_completion is None:
+            return None
+        return round(
+            prompt_tokens / 1000 * (self._price_prompt or 0.0)
+            + completion_tokens / 1000 * (self._price_completion or 0.0),
+            6,
+        )
