@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -116,6 +117,13 @@ class Router:
         self._closed = False
         if health_interval:
             self._health.start_background(health_interval, lambda: [s.provider for s in self._states])
+
+    @classmethod
+    def from_config(cls, source: Union[str, "os.PathLike[str]", Dict[str, Any]]) -> "Router":
+        """A Router built from a dict or a JSON file (see README, "Configuration file")."""
+        from .configuration import router_from_config
+
+        return router_from_config(source, router_class=cls)
 
     # Providers ---------------------------------------------------------------------
 
