@@ -1,0 +1,553 @@
+"""YandexGPT (Yandex AI Studio, formerly Foundation Models) over its native REST API.
+
+Configuration (``ProviderConfig`` fields and ``extra`` keys):
+
+- ``folder_id`` (required): the Yandex Cloud folder that holds the model; it goes into
+  the model URI ``gpt://<folder_id>/<model>``.
+- ``model``: ``"yandexgpt/latest"`` (default), ``"yandexgpt-lite/latest"``, any other
+  model name, or a full URI (``gpt://...``, ``ds://...``) which is sent unchanged.
+- ``api_key`` (required unless ``token_provider`` is given): the credential, whose kind
+  is chosen explicitly by ``extra["auth"]``:
+
+  - ``"iam"`` (default): an IAM token, sent as ``Authorization: Bearer <token>`` with
+    ``x-folder-id: <folder_id>``. IAM tokens live at most 12 hours.
+  - ``"api-key"``: a service-account API key, sent as ``Authorization: Api-Key <key>``
+    without ``x-folder-id`` (Yandex uses the service account's folder).
+
+- ``token_provider`` (keyword of the constructor, or ``extra["token_provider"]``): a
+  callable returning a fresh token, for long-running processes. It is called when the
+  cached token is older than ``extra["token_max_age"]`` seconds (default 3600, at most
+  43200) and once after a 401, after which the call is retried once. ``api_key``, when
+  also given, is used until it reaches that age. Concurrent callers share one refresh.
+- ``base_url``: default ``https://llm.api.cloud.yandex.net``.
+
+Decisions where Yandex differs from the common parameters:
+
+- ``temperature`` must be in [0, 1] (Yandex's range): anything above is a
+  ``ConfigurationError``, never silently clamped.
+- ``top_p`` and ``stop`` do not exist in the Yandex API: they are ignored (logged at
+  DEBUG), so one ``GenerationParams`` can be shared by a Router over several providers.
+- ``GenerationParams.extra`` passes Yandex's own fields through: ``reasoningOptions`` into
+  ``completionOptions``; ``tools``, ``toolChoice``, ``parallelToolCalls``, ``jsonObject``
+  and ``jsonSchema`` at the top level. Other keys are ignored (logged at DEBUG).
+- Streaming: Yandex sends the whole text so far in every frame; the stream yields only
+  the new part. A frame whose text does not extend the previous one replaces it: the
+  new text is yielded whole (and a warning logged), as the wire protocol prescribes.
+- ``health_check`` calls the free ``tokenize`` endpoint. Where that endpoint is not
+  available (404/405/501, e.g. behind a gateway that only forwards completions), it
+  falls back to a completion of at most one token.
+
+Example::
+
+    provider = YandexGPTProvider(ProviderConfig(
+        name="yandex", api_key=iam_token, folder_id="b1g...", model="yandexgpt-lite/latest"))
+    print(provider.generate("Привет!"))
+
+    # Service-account API key, or a refreshing IAM token:
+    YandexGPTProvider(ProviderConfig(name="y", api_key=key, folder_id="b1g...",
+                                     extra={"auth": "api-key"}))
+    YandexGPTProvider(ProviderConfig(name="y", folder_id="b1g..."),
+                      token_provider=lambda: fetch_iam_token())
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+import threading
+import time
+from collections import deque
+from typing import Any, Callable, Deque, Dict, Iterator, List, Mapping, Optional, Tuple, TypeVar, Union
+
+from ..config import ProviderConfig
+from ..errors import (
+    AuthenticationError,
+    ConfigurationError,
+    ProviderError,
+    ProviderTimeoutError,
+    ResponseFormatError,
+)
+from ..http import HttpProvider, error_from_status, error_message_from_body, parse_retry_after
+from ..streaming import iter_json_lines
+from ..types import Completion, GenerationParams, Message, Prompt, StreamEnd, TextStream, Usage
+
+__all__ = ["YandexGPTProvider"]
+
+logger = logging.getLogger("multi_llm_orchestrator.providers.yandexgpt")
+
+COMPLETION_PATH = "/foundationModels/v1/completion"
+TOKENIZE_PATH = "/foundationModels/v1/tokenize"
+AUTH_MODES = ("iam", "api-key")
+DEFAULT_TOKEN_MAX_AGE = 3600.0
+IAM_TOKEN_LIFETIME = 12 * 3600.0
+STATUS_PREFIX = "ALTERNATIVE_STATUS_"
+FINISH_REASONS = {
+    "FINAL": "stop",
+    "TRUNCATED_FINAL": "length",
+    "CONTENT_FILTER": "content_filter",
+    "TOOL_CALLS": "tool_calls",
+}
+# Statuses after which more frames may follow.
+NOT_FINAL = ("", "PARTIAL", "UNSPECIFIED")
+OPTION_EXTRAS = ("reasoningOptions",)
+TOP_LEVEL_EXTRAS = ("tools", "toolChoice", "parallelToolCalls", "jsonObject", "jsonSchema")
+# Tokens are printable ASCII without spaces; anything else would also end up quoted in
+# the "invalid header" error of requests, which must never show a secret.
+TOKEN_PATTERN = re.compile(r"[\x21-\x7e]+")
+FOLDER_PATTERN = re.compile(r"[A-Za-z0-9._-]+")
+
+T = TypeVar("T")
+TokenProvider = Callable[[], str]
+
+
+class _Credentials:
+    """The token in use and, with a ``token_provider``, its refresh (single flight).
+
+    The fast path reads one immutable tuple without locking; only a refresh takes the
+    lock, and the lock is never held across an API call.
+    """
+
+    def __init__(
+        self, owner: str, token: Optional[str], token_provider: Optional[TokenProvider], max_age: float
+    ) -> None:
+        self.owner = owner
+        self.token_provider = token_provider
+        self.max_age = max_age
+        self.clock: Callable[[], float] = time.monotonic
+        self._lock = threading.Lock()
+        # (token, fetched at, generation); a generation number tells a 401 on a token
+        # that was already replaced by another thread from a 401 on the current one.
+        self._state: Tuple[Optional[str], float, int] = (token, self.clock(), 0)
+        # Tokens an error body might echo: the configured one and the latest fetched ones.
+        self._known: Deque[str] = deque([token] if token else [], maxlen=4)
+
+    @property
+    def refreshable(self) -> bool:
+        return self.token_provider is not None
+
+    def current(self) -> Tuple[str, int]:
+        token, fetched_at, generation = self._state
+        if token and (self.token_provider is None or self.clock() - fetched_at < self.max_age):
+            return token, generation
+        with self._lock:
+            token, fetched_at, generation = self._state
+            if token and self.clock() - fetched_at < self.max_age:
+                return token, generation
+            return self._fetch(generation)
+
+    def refresh(self, rejected_generation: int) -> Tuple[str, int]:
+        """A fresh token after a 401 on ``rejected_generation`` (fetched once for all)."""
+        with self._lock:
+            token, _, generation = self._state
+            if token and generation != rejected_generation:
+                return token, generation
+            return self._fetch(generation)
+
+    def _fetch(self, generation: int) -> Tuple[str, int]:
+        assert self.token_provider is not None
+        try:
+            value = self.token_provider()
+        except Exception as exc:
+            raise AuthenticationError(
+                f"token_provider raised {type(exc).__name__}: it must return a fresh IAM token",
+                provider=self.owner,
+                retryable=True,
+            ) from exc
+        problem = _token_problem(value)
+        if problem:
+            raise AuthenticationError(
+                f"token_provider returned {problem}: it must return the token string alone",
+                provider=self.owner,
+            )
+        token = value.strip()
+        if token not in self._known:
+            self._known.append(token)
+        self._state = (token, self.clock(), generation + 1)
+        logger.debug("provider %r: fetched a new token from token_provider", self.owner)
+        return token, generation + 1
+
+    def scrub(self, text: str) -> str:
+        """``text`` with any token we hold replaced by <redacted>."""
+        for token in list(self._known):
+            if token in text:
+                text = text.replace(token, "<redacted>")
+        return text
+
+
+def _token_problem(value: Any) -> Optional[str]:
+    """What is wrong with a token value, in words that never include the value."""
+    if not isinstance(value, str):
+        return f"a {type(value).__name__}, not a str"
+    value = value.strip()
+    if not value:
+        return "an empty string"
+    if not TOKEN_PATTERN.fullmatch(value):
+        return "a value with spaces or control characters (paste the token without 'Bearer ')"
+    return None
+
+
+class YandexGPTProvider(HttpProvider):
+    """YandexGPT through ``POST /foundationModels/v1/completion`` (see the module docstring
+    for every setting and decision).
+
+    >>> provider = YandexGPTProvider(ProviderConfig(                    # doctest: +SKIP
+    ...     name="yandex", api_key="t1.…", folder_id="b1g…", model="yandexgpt/latest"))
+    >>> provider.generate("Привет!")                                     # doctest: +SKIP
+    'Привет! Чем могу помочь?'
+    """
+
+    type_name = "yandexgpt"
+    default_model = "yandexgpt/latest"
+    default_base_url = "https://llm.api.cloud.yandex.net"
+
+    def __init__(self, config: ProviderConfig, *, token_provider: Optional[TokenProvider] = None) -> None:
+        super().__init__(config)
+        try:
+            self._configure(config, token_provider)
+        except BaseException:
+            self.session.close()
+            raise
+
+    def _configure(self, config: ProviderConfig, token_provider: Optional[TokenProvider]) -> None:
+        name = self.name
+        folder_id = config.folder_id.strip() if isinstance(config.folder_id, str) else ""
+        if not folder_id:
+            raise ConfigurationError(
+                f"YandexGPT provider {name!r} needs folder_id: set ProviderConfig(folder_id='b1g...') "
+                "or YC_FOLDER_ID to the ID of the folder that holds the model"
+            )
+        if not FOLDER_PATTERN.fullmatch(folder_id):
+            raise ConfigurationError(
+                f"folder_id of YandexGPT provider {name!r} must be a folder ID such as 'b1g...'; got {folder_id!r}"
+            )
+        self.folder_id = folder_id
+
+        auth = config.extra.get("auth", "iam")
+        if auth not in AUTH_MODES:
+            raise ConfigurationError(
+                f"extra['auth'] of YandexGPT provider {name!r} must be 'iam' (IAM token, the default) "
+                f"or 'api-key' (service-account API key); got {auth!r}"
+            )
+        self.auth_mode = auth
+
+        if token_provider is None:
+            token_provider = config.extra.get("token_provider")
+        if token_provider is not None and not callable(token_provider):
+            raise ConfigurationError(
+                f"token_provider of YandexGPT provider {name!r} must be a callable returning a token; "
+                f"got {type(token_provider).__name__}"
+            )
+
+        token = config.api_key
+        if token is not None:
+            problem = _token_problem(token)
+            if problem:
+                raise ConfigurationError(f"api_key of YandexGPT provider {name!r} is {problem}")
+            token = token.strip()
+        elif token_provider is None:
+            raise ConfigurationError(
+                f"YandexGPT provider {name!r} needs api_key: an IAM token (e.g. from `yc iam create-token`; "
+                "extra['auth']='iam', the default) or a service-account API key with extra={'auth': 'api-key'}; "
+                "or pass token_provider=<callable returning a fresh IAM token>"
+            )
+
+        max_age = config.extra.get("token_max_age", DEFAULT_TOKEN_MAX_AGE)
+        if (
+            isinstance(max_age, bool)
+            or not isinstance(max_age, (int, float))
+            or math.isnan(max_age)
+            or not 0 < max_age <= IAM_TOKEN_LIFETIME
+        ):
+            raise ConfigurationError(
+                f"extra['token_max_age'] of YandexGPT provider {name!r} must be seconds in (0, 43200] "
+                f"(IAM tokens live at most 12 h); got {max_age!r}"
+            )
+        self._credentials = _Credentials(name, token, token_provider, float(max_age))
+
+        model = self.model
+        self.model_uri = model if "://" in model else f"gpt://{folder_id}/{model}"
+        self.completion_url = self.base_url + COMPLETION_PATH
+        self.tokenize_url = self.base_url + TOKENIZE_PATH
+
+    @classmethod
+    def from_env(
+        cls,
+        name: str = "yandexgpt",
+        *,
+        environ: Optional[Mapping[str, str]] = None,
+        token_provider: Optional[TokenProvider] = None,
+        **fields: Any,
+    ) -> "YandexGPTProvider":
+        """A provider configured from environment variables:
+
+        - ``YC_FOLDER_ID`` (required);
+        - ``YC_API_KEY`` (service-account API key) or ``YC_IAM_TOKEN`` (IAM token), one
+          required unless ``token_provider`` is given. When both are set the API key is
+          used (the official SDK's order), unless ``extra={"auth": "iam"}`` asks for the token;
+        - ``YANDEXGPT_MODEL`` (optional, default ``yandexgpt/latest``);
+        - ``YANDEXGPT_BASE_URL`` (optional, e.g. a proxy; default the Yandex host).
+
+        Other ``ProviderConfig`` fields may be given as keywords.
+
+        >>> provider = YandexGPTProvider.from_env(timeout=60)                # doctest: +SKIP
+        """
+        env = os.environ if environ is None else environ
+
+        def read(variable: str) -> str:
+            return (env.get(variable) or "").strip()
+
+        extra = dict(fields.pop("extra", None) or {})
+        wanted = extra.get("auth")
+        variables = {"api-key": "YC_API_KEY", "iam": "YC_IAM_TOKEN"}
+        order = [wanted] if wanted in variables else ["api-key", "iam"]
+        auth, api_key = None, None
+        for mode in order:
+            if read(variables[mode]):
+                auth, api_key = mode, read(variables[mode])
+                break
+
+        missing = []
+        if not read("YC_FOLDER_ID"):
+            missing.append("YC_FOLDER_ID (the ID of the folder that holds the model)")
+        if api_key is None and token_provider is None:
+            names = " or ".join(variables[mode] for mode in order)
+            missing.append(f"{names} (an IAM token from `yc iam create-token`, or a service-account API key)")
+        if missing:
+            raise ConfigurationError(
+                "YandexGPT is not configured: set the environment variable " + "; and ".join(missing)
+            )
+        if auth is not None:
+            extra.setdefault("auth", auth)
+        config = ProviderConfig(
+            name=name,
+            api_key=api_key,
+            folder_id=read("YC_FOLDER_ID"),
+            model=fields.pop("model", None) or read("YANDEXGPT_MODEL") or cls.default_model,
+            base_url=fields.pop("base_url", None) or read("YANDEXGPT_BASE_URL") or None,
+            extra=extra,
+            **fields,
+        )
+        return cls(config, token_provider=token_provider)
+
+    # Public interface ---------------------------------------------------------------
+
+    def complete(
+        self, messages: Prompt, params: Optional[GenerationParams] = None, *, timeout: Optional[float] = None
+    ) -> Completion:
+        started = time.perf_counter()
+        messages, params = self._prepare(messages, params)
+        payload = self._payload(messages, params, stream=False)
+        body = self._authorized(
+            lambda headers, limit: self.request_json(
+                "POST", self.completion_url, timeout=limit, json_body=payload, headers=headers
+            ),
+            self._timeout(timeout),
+        )
+        text, status, usage = self._parse_result(body)
+        return self._completion(
+            text, started, usage=usage or Usage(), finish_reason=_finish_reason(status)
+        )
+
+    def stream(
+        self, messages: Prompt, params: Optional[GenerationParams] = None, *, timeout: Optional[float] = None
+    ) -> TextStream:
+        messages, params = self._prepare(messages, params)
+        payload = self._payload(messages, params, stream=True)
+        # The request is sent here, so failures before the first frame (auth, 429, 5xx)
+        # are raised by stream() itself and the Router can still fall back.
+        lines = self._authorized(
+            lambda headers, limit: self.stream_lines(
+                "POST", self.completion_url, timeout=limit, json_body=payload, headers=headers
+            ),
+            self._timeout(timeout),
+        )
+        return self._text_stream(self._deltas(lines))
+
+    def health_check(self, timeout: Optional[float] = None) -> bool:
+        """True when Yandex accepts our credentials and knows the model; never raises.
+
+        Uses ``tokenize`` (no generation tokens are spent); falls back to a completion
+        of at most one token when ``tokenize`` answers 404/405/501.
+        """
+        try:
+            limit = self._timeout(timeout)
+            deadline = time.monotonic() + limit
+            try:
+                body = self._authorized(
+                    lambda headers, left: self.request_json(
+                        "POST", self.tokenize_url, timeout=left,
+                        json_body={"modelUri": self.model_uri, "text": "ping"}, headers=headers,
+                    ),
+                    limit,
+                )
+                return isinstance(body, dict) and isinstance(body.get("tokens"), list)
+            except ProviderError as exc:
+                if exc.status_code not in (404, 405, 501):
+                    raise
+                logger.debug("provider %r: tokenize unavailable (HTTP %s), probing with a 1-token completion",
+                             self.name, exc.status_code)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            self.complete("ping", GenerationParams(max_tokens=1), timeout=left)
+            return True
+        except Exception as exc:
+            logger.debug("provider %r: health check failed: %s: %s", self.name, type(exc).__name__,
+                         self._credentials.scrub(str(exc)))
+            return False
+
+    # Requests --------------------------------------------------------------------------
+
+    def _headers(self, token: str) -> Dict[str, str]:
+        if self.auth_mode == "api-key":
+            return {"Authorization": f"Api-Key {token}"}
+        return {"Authorization": f"Bearer {token}", "x-folder-id": self.folder_id}
+
+    def _authorized(self, send: Callable[[Dict[str, str], float], T], timeout: float) -> T:
+        """``send(headers, timeout)``; after a 401, with a token_provider, once more with a
+        fresh token within what is left of ``timeout``."""
+        deadline = time.monotonic() + timeout
+        token, generation = self._credentials.current()
+        try:
+            return send(self._headers(token), timeout)
+        except AuthenticationError as exc:
+            if exc.status_code != 401 or not self._credentials.refreshable:
+                raise
+        logger.debug("provider %r: token rejected (401); refreshing it and retrying once", self.name)
+        token, _ = self._credentials.refresh(generation)
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise ProviderTimeoutError(
+                f"no time left to retry after refreshing the token (timeout {timeout:g} s)", provider=self.name
+            )
+        return send(self._headers(token), left)
+
+    def _payload(self, messages: List[Message], params: GenerationParams, *, stream: bool) -> Dict[str, Any]:
+        options: Dict[str, Any] = {"stream": stream}
+        if params.temperature is not None:
+            if not 0 <= params.temperature <= 1:
+                raise ConfigurationError(
+                    f"YandexGPT accepts temperature in [0, 1]; got {params.temperature!r}: "
+                    "pass a value between 0 and 1"
+                )
+            options["temperature"] = params.temperature
+        if params.max_tokens is not None:
+            options["maxTokens"] = str(params.max_tokens)  # int64 travels as a JSON string
+        if params.top_p is not None or params.stop:
+            logger.debug("provider %r: YandexGPT has no top_p or stop; ignoring them", self.name)
+        payload: Dict[str, Any] = {
+            "modelUri": self.model_uri,
+            "completionOptions": options,
+            "messages": [{"role": m.role, "text": m.content} for m in messages],
+        }
+        for key, value in params.extra.items():
+            if key in OPTION_EXTRAS:
+                options[key] = value
+            elif key in TOP_LEVEL_EXTRAS:
+                payload[key] = value
+            else:
+                logger.debug("provider %r: ignoring GenerationParams.extra[%r], not a YandexGPT field",
+                             self.name, key)
+        return payload
+
+    # Responses -------------------------------------------------------------------------
+
+    def _parse_result(self, body: Any) -> Tuple[str, str, Optional[Usage]]:
+        """(text, status without its prefix, usage) of a response or stream frame."""
+        result = body.get("result", body) if isinstance(body, dict) else None
+        try:
+            alternative = result["alternatives"][0]
+            message = alternative.get("message") or {}
+            text = message.get("text") or ""
+            status = str(alternative.get("status") or "")
+        except (KeyError, IndexError, TypeError, AttributeError):
+            raise ResponseFormatError(
+                f"the response has no result.alternatives[0]: {str(body)[:120]!r}", provider=self.name
+            ) from None
+        if not isinstance(text, str):
+            raise ResponseFormatError(
+                f"result.alternatives[0].message.text is a {type(text).__name__}, not a string", provider=self.name
+            )
+        usage = result.get("usage")
+        if isinstance(usage, dict):
+            # Yandex sends the counts as strings (protobuf int64).
+            parsed = Usage.of(usage.get("inputTextTokens"), usage.get("completionTokens"), usage.get("totalTokens"))
+        else:
+            parsed = None
+        return text, status.removeprefix(STATUS_PREFIX), parsed
+
+    def _deltas(self, lines: Iterator[str]) -> Iterator[Union[str, StreamEnd]]:
+        """Cumulative frames -> new text only, then one StreamEnd."""
+        frames = iter_json_lines(lines, provider=self.name)
+        previous = ""
+        usage: Optional[Usage] = None
+        status = ""
+        seen = False
+        try:
+            for frame in frames:
+                text, status, frame_usage = self._parse_result(frame)
+                seen = True
+                usage = frame_usage or usage
+                if text.startswith(previous):
+                    delta = text[len(previous):]
+                else:
+                    logger.warning(
+                        "provider %r: a stream frame rewrote the earlier text; yielding the new text whole",
+                        self.name,
+                    )
+                    delta = text
+                previous = text
+                if delta:
+                    yield delta
+                if status not in NOT_FINAL:
+                    break
+        finally:
+            frames.close()
+            close = getattr(lines, "close", None)
+            if close is not None:
+                close()
+        if not seen:
+            raise ResponseFormatError("the stream ended without any result frame", provider=self.name)
+        yield StreamEnd(usage=usage, finish_reason=_finish_reason(status), model=self.model)
+
+    def error_for_response(self, response: Any) -> ProviderError:
+        """Yandex's ``{"error": {grpcCode, httpCode, message, ...}}`` or plain text -> typed error."""
+        body, text = self.read_error_body(response)
+        status = response.status_code
+        detail = self._credentials.scrub(error_message_from_body(body, text))
+        if status == 400:
+            message = f"YandexGPT rejected the request: {detail}"
+            if "folder" in detail.lower():
+                message += "; check folder_id (with an API key it must be the service account's folder)"
+        elif status == 401:
+            if self.auth_mode == "api-key":
+                message = (f"YandexGPT rejected the API key: {detail}; check api_key is a service-account "
+                           "API key, or set extra['auth']='iam' for an IAM token")
+            elif self._credentials.refreshable:
+                message = (f"YandexGPT rejected the IAM token even after a refresh from token_provider: {detail}; "
+                           "check that token_provider returns a valid IAM token")
+            else:
+                message = (f"YandexGPT rejected the IAM token: {detail}; IAM tokens live at most 12 h: pass a "
+                           "fresh one, or token_provider=<callable> to refresh it automatically")
+        elif status == 403:
+            message = (f"YandexGPT denied access: {detail}; check folder_id ({self.folder_id!r}) and that the "
+                       "account has the ai.languageModels.user role on that folder")
+        elif status == 404:
+            message = f"YandexGPT did not find {self.model_uri!r}: {detail}; check the model name and folder_id"
+        elif status == 429:
+            message = f"YandexGPT rate limit or quota exceeded: {detail}"
+        elif status >= 500:
+            message = f"YandexGPT server error: {detail}"
+        else:
+            message = f"YandexGPT answered HTTP {status}: {detail}"
+        return error_from_status(
+            status, message, provider=self.name, retry_after=parse_retry_after(response.headers)
+        )
+
+
+def _finish_reason(status: str) -> Optional[str]:
+    if status in NOT_FINAL:
+        return None
+    return FINISH_REASONS.get(status, status.lower())
