@@ -1,0 +1,76 @@
+"""Router overhead: ``router.route`` vs ``provider.complete`` on a zero-delay MockProvider.
+
+Both sides do the provider's own work (message preparation, the mock answer, the
+Completion); the difference is what the Router adds per call: planning, the breaker,
+metrics, the attempt list and the final Completion copy. Rounds alternate the two
+sides; medians of the per-round means shown. ``--profile`` prints the top costs of the
+Router side under cProfile.
+
+    python benchmarks/overhead.py [--profile]
+"""
+
+from __future__ import annotations
+
+import cProfile
+import pstats
+import sys
+import time
+
+import _common  # noqa: F401  (puts the repository on sys.path)
+from _common import median, rounds_line
+
+from multi_llm_orchestrator import MockProvider, ProviderConfig, Router
+
+CALLS = 20_000
+ROUNDS = 7
+PROMPT = "What is Python?"
+PROFILE_THRESHOLD_US = 30.0
+
+
+def per_call(function, calls: int = CALLS) -> float:
+    started = time.perf_counter()
+    for _ in range(calls):
+        function(PROMPT)
+    return (time.perf_counter() - started) / calls
+
+
+def profile(router: Router) -> None:
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for _ in range(CALLS):
+        router.route(PROMPT)
+    profiler.disable()
+    print(f"\ncProfile of {CALLS} router.route calls, top 15 by own time:")
+    pstats.Stats(profiler, stream=sys.stdout).sort_stats("tottime").print_stats(15)
+
+
+def main() -> None:
+    provider = MockProvider(ProviderConfig(name="mock", extra={"delay": 0}))
+    router = Router()
+    router.add_provider(provider)
+
+    def direct(prompt: str) -> str:
+        return provider.complete(prompt).text
+
+    assert router.route(PROMPT) == direct(PROMPT)
+    per_call(router.route, 2_000)  # warm-up
+    per_call(direct, 2_000)
+
+    routed, bare = [], []
+    for _ in range(ROUNDS):
+        bare.append(per_call(direct))
+        routed.append(per_call(router.route))
+
+    overhead = median(routed) - median(bare)
+    print(f"{CALLS} calls per round, {ROUNDS} rounds alternated; MockProvider with delay 0")
+    print(rounds_line("provider.complete(prompt)", bare, " us/call", 1e6, 2))
+    print(rounds_line("router.route(prompt)     ", routed, " us/call", 1e6, 2))
+    print(f"router overhead: {overhead * 1e6:.2f} us per call")
+    if overhead * 1e6 > PROFILE_THRESHOLD_US or "--profile" in sys.argv:
+        profile(router)
+    router.close()
+    print(f"ratio router/direct: {median(routed) / median(bare):.2f}x")
+
+
+if __name__ == "__main__":
+    main()
