@@ -58,8 +58,7 @@ import os
 import re
 import threading
 import time
-from collections import deque
-from typing import Any, Callable, Deque, Dict, Iterator, List, Mapping, Optional, Tuple, TypeVar, Union
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple, TypeVar, Union
 
 from ..config import ProviderConfig
 from ..errors import (
@@ -121,7 +120,7 @@ class _Credentials:
         # that was already replaced by another thread from a 401 on the current one.
         self._state: Tuple[Optional[str], float, int] = (token, self.clock(), 0)
         # Tokens an error body might echo: the configured one and the latest fetched ones.
-        self._known: Deque[str] = deque([token] if token else [], maxlen=4)
+        self._known: Tuple[str, ...] = (token,) if token else ()
 
     @property
     def refreshable(self) -> bool:
@@ -163,14 +162,14 @@ class _Credentials:
             )
         token = value.strip()
         if token not in self._known:
-            self._known.append(token)
+            self._known = (self._known + (token,))[-4:]
         self._state = (token, self.clock(), generation + 1)
         logger.debug("provider %r: fetched a new token from token_provider", self.owner)
         return token, generation + 1
 
     def scrub(self, text: str) -> str:
         """``text`` with any token we hold replaced by <redacted>."""
-        for token in list(self._known):
+        for token in self._known:
             if token in text:
                 text = text.replace(token, "<redacted>")
         return text
