@@ -7,6 +7,7 @@ Memory is fixed: latencies and outcomes live in ring buffers, whatever the call 
 
 from __future__ import annotations
 
+import math
 import threading
 from collections import Counter, deque
 from typing import Any, Dict, Optional
@@ -24,8 +25,8 @@ def percentile(sorted_values: "list[float]", share: float) -> Optional[float]:
     """The ``share`` (0..1) percentile of already sorted values, nearest-rank; None if empty."""
     if not sorted_values:
         return None
-    rank = max(0, min(len(sorted_values) - 1, int(round(share * len(sorted_values) + 0.5)) - 1))
-    return sorted_values[rank]
+    rank = math.ceil(share * len(sorted_values))  # 1-based nearest rank
+    return sorted_values[max(0, min(len(sorted_values), rank) - 1)]
 
 
 class ProviderMetrics:

@@ -48,6 +48,7 @@ logger = logging.getLogger("multi_llm_orchestrator.router")
 
 Listener = Callable[[RouterEvent], None]
 ALL_OPEN_CHOICES = ("closest", "fail")
+DEADLINE_SLACK_S = 0.02
 
 
 class Router:
@@ -61,7 +62,8 @@ class Router:
       included. Each attempt gets the time left. ``None``: each provider's own timeout.
     - ``hedge_after``: seconds, or a percentile such as "p95", after which a slow call
       is raced against the next provider; ``max_hedges`` (1) and ``hedge_budget`` (0.1,
-      the largest share of extra requests hedging may add) bound it.
+      the largest share of extra requests hedging may add) bound it; a ``HedgePolicy``
+      may be passed as ``hedge_after`` for every knob.
     - ``breaker``: a ``BreakerPolicy``, a dict of its fields, or False to disable.
     - ``when_all_open``: "closest" (default: still try the provider closest to recovery)
       or "fail" (raise at once) when every circuit is open.
@@ -82,7 +84,7 @@ class Router:
         strategy: Union[str, Strategy] = "round-robin",
         *,
         timeout: Optional[float] = None,
-        hedge_after: Union[float, str, None] = None,
+        hedge_after: Union[float, str, HedgePolicy, None] = None,
         max_hedges: int = 1,
         hedge_budget: float = 0.1,
         breaker: Union[BreakerPolicy, Dict[str, Any], bool, None] = None,
@@ -94,7 +96,10 @@ class Router:
     ) -> None:
         self._strategy = make_strategy(strategy)
         self.timeout = _optional_seconds("timeout", timeout)
-        self._hedge = HedgePolicy(hedge_after, max_hedges, hedge_budget) if hedge_after is not None else None
+        if isinstance(hedge_after, HedgePolicy) or hedge_after is None:
+            self._hedge = hedge_after
+        else:
+            self._hedge = HedgePolicy(hedge_after, max_hedges, hedge_budget)
         self._hedge_budget = (
             HedgeBudget(self._hedge.budget, self._hedge.window, self._hedge.budget_reserve) if self._hedge else None
         )
@@ -442,7 +447,8 @@ class _Call:
         self.budget = router.timeout if timeout is None else _optional_seconds("timeout", timeout)
         self.started = time.monotonic()
         self.deadline = self.started + self.budget if self.budget is not None else None
-        self._attempts: List[Attempt] = []
+        self._attempts: List[Tuple[int, Attempt]] = []
+        self._started = 0
         self._lock = threading.Lock()
         self.over = False
 
@@ -454,18 +460,30 @@ class _Call:
     def elapsed(self) -> float:
         return time.monotonic() - self.started
 
-    def record(self, attempt: Attempt) -> None:
+    def record(self, attempt: Attempt, order: int) -> None:
+        """Note an attempt's outcome; ``order`` is when it started, so the list reads in
+        start order even when a hedge finishes before the attempt it raced."""
         with self._lock:
             if not self.over:
-                self._attempts.append(attempt)
+                self._attempts.append((order, attempt))
+
+    def next_order(self) -> int:
+        with self._lock:
+            self._started += 1
+            return self._started
 
     def attempt_list(self) -> List[Attempt]:
         with self._lock:
-            return list(self._attempts)
+            return [attempt for _, attempt in sorted(self._attempts, key=lambda item: item[0])]
 
     def failed(self, errors: List[ProviderError], deadline_hit: bool) -> AllProvidersFailedError:
         with self._lock:
             self.over = True
+        # An attempt given the last of the budget times out on its own a hair before the
+        # Router's deadline: that is the deadline running out too.
+        remaining = self.remaining()
+        if remaining is not None and remaining < DEADLINE_SLACK_S:
+            deadline_hit = True
         if deadline_hit:
             failure: AllProvidersFailedError = DeadlineExceededError(errors, self.budget or 0.0)
         else:
@@ -511,6 +529,7 @@ class _Attempt:
         self.call = call
         self.state = state
         self.hedge = hedge
+        self.order = call.next_order()
         self.started = 0.0
         self.answered = 0.0
         self.lost = False
@@ -520,7 +539,7 @@ class _Attempt:
     def reserve(cls, call: _Call, state: ProviderState, *, hedge: bool, force: bool) -> Optional["_Attempt"]:
         """An attempt if the provider's breaker lets one through now, else None."""
         if not state.breaker.try_acquire(force=force):
-            call.record(Attempt(state.name, "skipped", hedge=hedge))
+            call.record(Attempt(state.name, "skipped", hedge=hedge), call.next_order())
             return None
         if hedge:
             state.metrics.hedge("started")
@@ -532,7 +551,7 @@ class _Attempt:
         if remaining is not None and remaining <= 0:
             self.state.breaker.release()
             error = ProviderTimeoutError("no time left in the Router timeout", provider=provider.name)
-            self.call.record(Attempt(provider.name, "error", 0.0, error.message, type(error).__name__, self.hedge))
+            self.call.record(Attempt(provider.name, "error", 0.0, error.message, type(error).__name__, self.hedge), self.order)
             raise error
         self.state.metrics.started()
         self.started = time.monotonic()
@@ -551,7 +570,7 @@ class _Attempt:
         return result
 
     def won(self) -> "_Attempt":
-        self.call.record(Attempt(self.state.name, "ok", self.answered, hedge=self.hedge))
+        self.call.record(Attempt(self.state.name, "ok", self.answered, hedge=self.hedge), self.order)
         if self.hedge:
             self.state.metrics.hedge("won")
         return self
@@ -568,7 +587,7 @@ class _Attempt:
         else:
             state.metrics.failed(error)
             state.breaker.record_failure(error)
-            self.call.record(Attempt(state.name, "error", latency, error.message, type(error).__name__, self.hedge))
+            self.call.record(Attempt(state.name, "error", latency, error.message, type(error).__name__, self.hedge), self.order)
             logger.warning(
                 "attempt on %s failed after %.3f s: %s: %s", state.name, latency, type(error).__name__, error.message,
                 extra={"provider": state.name, "error_type": type(error).__name__, "latency_s": latency},
@@ -585,7 +604,7 @@ class _Attempt:
     def abandon(self, future: Future) -> None:
         """The race ended without this attempt: discard its result when it arrives."""
         self.lost = True
-        self.call.record(Attempt(self.state.name, "lost", time.monotonic() - self.started, hedge=self.hedge))
+        self.call.record(Attempt(self.state.name, "lost", time.monotonic() - self.started, hedge=self.hedge), self.order)
         if self.hedge:
             self.state.metrics.hedge("lost")
 
