@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 
 import pytest
 import responses
@@ -14,6 +15,7 @@ from multi_llm_orchestrator.errors import (
     ConfigurationError,
     InvalidRequestError,
     ProviderError,
+    ProviderTimeoutError,
     ProviderUnavailableError,
     RateLimitError,
     ResponseFormatError,
@@ -580,6 +582,7 @@ def test_failing_token_provider_is_an_authentication_error(mocked):
     with pytest.raises(AuthenticationError) as info:
         make(api_key=None, token_provider=broken).complete("Hi")
     assert "RuntimeError" in str(info.value) and IAM_TOKEN not in str(info.value)
+    assert info.value.__cause__ is None and info.value.__suppress_context__  # tracebacks stay clean
     assert len(mocked.calls) == 0
 
 
@@ -798,3 +801,13 @@ def test_secrets_never_in_repr_logs_or_errors(mocked, caplog):
         for text in shown:
             assert secret not in text
     assert "<redacted>" in str(errors[0])
+
+
+def test_a_slow_token_provider_counts_against_the_timeout(mocked):
+    def slow():
+        time.sleep(0.3)
+        return NEW_TOKEN
+
+    with pytest.raises(ProviderTimeoutError, match="token"):
+        make(api_key=None, token_provider=slow, timeout=0.2).complete("Hi")
+    assert len(mocked.calls) == 0

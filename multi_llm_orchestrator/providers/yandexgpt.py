@@ -33,6 +33,9 @@ Decisions where Yandex differs from the common parameters:
 - Streaming: Yandex sends the whole text so far in every frame; the stream yields only
   the new part. A frame whose text does not extend the previous one replaces it: the
   new text is yielded whole (and a warning logged), as the wire protocol prescribes.
+  The stream ends at the first frame whose status is final (anything but ``PARTIAL``;
+  a missing or ``UNSPECIFIED`` status is read as "more may follow") or at the end of the
+  body; usage and finish reason come from the last frame.
 - ``health_check`` calls the free ``tokenize`` endpoint. Where that endpoint is not
   available (404/405/501, e.g. behind a gateway that only forwards completions), it
   falls back to a completion of at most one token.
@@ -153,7 +156,7 @@ class _Credentials:
                 f"token_provider raised {type(exc).__name__}: it must return a fresh IAM token",
                 provider=self.owner,
                 retryable=True,
-            ) from exc
+            ) from None  # its message could quote a credential: only the type is shown
         problem = _token_problem(value)
         if problem:
             raise AuthenticationError(
@@ -410,18 +413,22 @@ class YandexGPTProvider(HttpProvider):
         deadline = time.monotonic() + timeout
         token, generation = self._credentials.current()
         try:
-            return send(self._headers(token), timeout)
+            return send(self._headers(token), self._left(deadline, timeout))
         except AuthenticationError as exc:
             if exc.status_code != 401 or not self._credentials.refreshable:
                 raise
         logger.debug("provider %r: token rejected (401); refreshing it and retrying once", self.name)
         token, _ = self._credentials.refresh(generation)
+        return send(self._headers(token), self._left(deadline, timeout))
+
+    def _left(self, deadline: float, timeout: float) -> float:
+        """Time left before ``deadline``; a slow token_provider counts against the call."""
         left = deadline - time.monotonic()
         if left <= 0:
             raise ProviderTimeoutError(
-                f"no time left to retry after refreshing the token (timeout {timeout:g} s)", provider=self.name
+                f"fetching the token used up the timeout of {timeout:g} s", provider=self.name
             )
-        return send(self._headers(token), left)
+        return left
 
     def _payload(self, messages: List[Message], params: GenerationParams, *, stream: bool) -> Dict[str, Any]:
         options: Dict[str, Any] = {"stream": stream}
