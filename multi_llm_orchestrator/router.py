@@ -16,7 +16,6 @@ modules; the Router only composes them.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import threading
@@ -196,7 +195,10 @@ class Router:
         completion, attempt = self._run(call, invoke)
         attempt.finish(None, completion.usage)
         call.finish(attempt, None, completion.usage)
-        return dataclasses.replace(completion, latency_s=call.elapsed(), attempts=call.attempt_list())
+        return Completion(
+            completion.text, completion.provider, completion.model, completion.usage,
+            completion.finish_reason, call.elapsed(), call.attempt_list(),
+        )
 
     def route_stream(
         self, prompt: Prompt, params: Optional[GenerationParams] = None, *, timeout: Optional[float] = None
