@@ -1,0 +1,548 @@
+"""GigaChat (Sber): OAuth2 token cache, chat completions, SSE streaming, models.
+
+Wire protocol (PROTOCOLS.md §1):
+
+- OAuth: ``POST {auth_url}`` with ``Authorization: Basic <authorization key>``, a fresh
+  ``RqUID`` (uuid4) and the form body ``scope=...``; the answer is
+  ``{"access_token", "expires_at"}`` with ``expires_at`` in epoch milliseconds (seconds
+  are tolerated). A token lives 30 minutes; it is cached and refreshed 60 s early.
+- API: ``Authorization: Bearer <token>`` on ``{base_url}/chat/completions`` and
+  ``{base_url}/models``; errors are ``{"status", "message"}``, OAuth errors
+  ``{"code", "message"}``.
+- TLS: the hosts use the Russian Trusted Root CA, which is not in certifi: pass
+  ``ca_bundle`` with it (``verify_ssl=False`` only for development).
+
+Decisions where GigaChat differs from the common interface:
+
+- Several system messages are joined (blank line between them) into one system message
+  placed first, because GigaChat accepts only one, and only first (else 422).
+- ``temperature=0`` is sent as 0.001 (GigaChat needs > 0; 0-0.001 is its deterministic mode).
+- ``params.stop`` is ignored with a DEBUG log: GigaChat has no stop sequences, and raising
+  would make a Router that mixes GigaChat with other providers fail on every call.
+- ``params.extra`` is merged into the request body (``repetition_penalty``,
+  ``update_interval``, ``profanity_check``, ``functions``, ...); it may not set
+  ``messages`` or ``stream``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import copy
+import logging
+import os
+import threading
+import time
+import uuid
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Union
+
+import requests
+
+from ..config import ProviderConfig
+from ..errors import (
+    AuthenticationError,
+    ConfigurationError,
+    ProviderError,
+    ProviderTimeoutError,
+    ResponseFormatError,
+)
+from ..http import HttpProvider, error_from_status, error_message_from_body, parse_retry_after
+from ..streaming import iter_lines, iter_sse_json
+from ..types import Completion, GenerationParams, Message, Prompt, StreamEnd, TextStream, Usage
+
+__all__ = ["GigaChatProvider", "SCOPES", "DEFAULT_AUTH_URL"]
+
+logger = logging.getLogger("multi_llm_orchestrator.providers.gigachat")
+
+SCOPES = ("GIGACHAT_API_PERS", "GIGACHAT_API_B2B", "GIGACHAT_API_CORP")
+DEFAULT_BASE_URL = "https://gigachat.devices.sberbank.ru/api/v1"
+DEFAULT_AUTH_URL = "https://ngw.devices.sberbank.ru:9443/api/v2/oauth"
+#: Seconds before expiry at which a cached token is replaced.
+TOKEN_REFRESH_MARGIN = 60.0
+#: Assumed lifetime when the OAuth answer has no usable ``expires_at``.
+DEFAULT_TOKEN_LIFETIME = 30 * 60.0
+DETERMINISTIC_TEMPERATURE = 0.001
+RESERVED_EXTRA_PARAMS = ("messages", "stream")
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+class _Token:
+    """An access token and when to replace it (``refresh_at`` in ``time.monotonic()``
+    seconds; None: never on time, as for a token given by the caller)."""
+
+    __slots__ = ("value", "refresh_at")
+
+    def __init__(self, value: str, refresh_at: Optional[float]) -> None:
+        self.value = value
+        self.refresh_at = refresh_at
+
+    def fresh(self) -> bool:
+        return self.refresh_at is None or time.monotonic() < self.refresh_at
+
+    def __repr__(self) -> str:
+        return "_Token(<redacted>)"
+
+
+class GigaChatProvider(HttpProvider):
+    """Sber GigaChat (API v1) behind the common provider interface.
+
+    ``config.api_key`` is the *authorization key* (base64 of ``client_id:client_secret``
+    from the Sber cabinet); ``config.scope`` one of ``GIGACHAT_API_PERS`` (default),
+    ``GIGACHAT_API_B2B``, ``GIGACHAT_API_CORP``; ``config.model`` defaults to "GigaChat".
+    A ready access token may be passed as ``config.extra["access_token"]``: it is used
+    until the API answers 401, then replaced through OAuth if an authorization key is
+    configured. ``base_url`` and ``auth_url`` default to the public API.
+
+    >>> giga = GigaChatProvider(ProviderConfig(                       # doctest: +SKIP
+    ...     name="giga", api_key=os.environ["GIGACHAT_CREDENTIALS"], scope="GIGACHAT_API_PERS",
+    ...     ca_bundle="/etc/ssl/russian_trusted_root_ca.pem"))
+    >>> giga.generate("Привет!")                                      # doctest: +SKIP
+    'Здравствуйте! Чем могу помочь?'
+    """
+
+    type_name = "gigachat"
+    default_model = "GigaChat"
+    default_base_url = DEFAULT_BASE_URL
+    tls_hint = (
+        "pass ca_bundle='/path/to/russian_trusted_root_ca.pem' (or set GIGACHAT_CA_BUNDLE_FILE) "
+        "with the Russian Trusted Root CA from https://www.gosuslugi.ru/crt; "
+        "verify_ssl=False is for development only"
+    )
+
+    def __init__(self, config: ProviderConfig) -> None:
+        # Checked before HttpProvider builds a Session, so a bad config leaks nothing.
+        if not isinstance(config, ProviderConfig):
+            raise ConfigurationError(f"GigaChatProvider takes a ProviderConfig; got {type(config).__name__}")
+        scope = config.scope or SCOPES[0]
+        if scope not in SCOPES:
+            raise ConfigurationError(
+                f"Unknown GigaChat scope {scope!r} for provider {config.name!r}; valid: {', '.join(SCOPES)}"
+            )
+        auth_key = _clean_secret(config.api_key, "api_key", config.name)
+        if auth_key and auth_key.lower().startswith("basic "):
+            auth_key = auth_key[6:].strip()  # pasted with its header prefix
+        access_token = _clean_secret(config.extra.get("access_token"), "extra['access_token']", config.name)
+        if not auth_key and not access_token:
+            raise ConfigurationError(
+                f"GigaChat provider {config.name!r} needs api_key: the authorization key from the Sber "
+                "cabinet (environment: GIGACHAT_CREDENTIALS), or extra['access_token'] with a ready "
+                "token (GIGACHAT_ACCESS_TOKEN)"
+            )
+        super().__init__(config)
+        self.scope = scope
+        self.auth_url = config.auth_url or DEFAULT_AUTH_URL
+        # requests normalises URLs; compare error responses against the same form.
+        self._auth_request_url = requests.Request("POST", self.auth_url).prepare().url
+        self._auth_key = auth_key
+        if auth_key and not _is_base64(auth_key):
+            logger.warning(
+                "api_key of GigaChat provider %r is not base64: GigaChat expects the authorization key "
+                "(base64 of client_id:client_secret), not the client secret",
+                self.name,
+            )
+        self._token: Optional[_Token] = _Token(access_token, None) if access_token else None
+        self._token_lock = threading.Lock()
+        # Bumped after every token request; a thread that waited on the lock sees from it
+        # that someone else just tried, and shares that failure instead of repeating it.
+        self._token_generation = 0
+        self._token_error: Optional[ProviderError] = None
+
+    @classmethod
+    def from_env(cls, name: str = "gigachat", **overrides: Any) -> "GigaChatProvider":
+        """A provider configured like the official SDK, from ``GIGACHAT_*`` variables.
+
+        Reads GIGACHAT_CREDENTIALS, GIGACHAT_SCOPE, GIGACHAT_MODEL, GIGACHAT_BASE_URL,
+        GIGACHAT_AUTH_URL, GIGACHAT_VERIFY_SSL_CERTS, GIGACHAT_CA_BUNDLE_FILE,
+        GIGACHAT_TIMEOUT and GIGACHAT_ACCESS_TOKEN; keyword arguments (ProviderConfig
+        fields) override them.
+
+        >>> giga = GigaChatProvider.from_env(timeout=60)               # doctest: +SKIP
+        """
+        env = {key: value for key, value in os.environ.items() if key.startswith("GIGACHAT_") and value.strip()}
+        fields: Dict[str, Any] = {
+            "name": name,
+            "api_key": env.get("GIGACHAT_CREDENTIALS"),
+            "scope": env.get("GIGACHAT_SCOPE"),
+            "model": env.get("GIGACHAT_MODEL"),
+            "base_url": env.get("GIGACHAT_BASE_URL"),
+            "auth_url": env.get("GIGACHAT_AUTH_URL"),
+            "ca_bundle": env.get("GIGACHAT_CA_BUNDLE_FILE"),
+        }
+        if "GIGACHAT_VERIFY_SSL_CERTS" in env:
+            fields["verify_ssl"] = _env_bool(env, "GIGACHAT_VERIFY_SSL_CERTS")
+        if "GIGACHAT_TIMEOUT" in env:
+            fields["timeout"] = _env_seconds(env, "GIGACHAT_TIMEOUT")
+        extra: Dict[str, Any] = {}
+        if "GIGACHAT_ACCESS_TOKEN" in env:
+            extra["access_token"] = env["GIGACHAT_ACCESS_TOKEN"]
+        extra.update(overrides.pop("extra", None) or {})
+        fields.update(overrides)
+        fields["extra"] = extra
+        if not fields.get("api_key") and not extra.get("access_token"):
+            raise ConfigurationError(
+                "GigaChat credentials are missing: set GIGACHAT_CREDENTIALS to the authorization key "
+                "from the Sber cabinet (or GIGACHAT_ACCESS_TOKEN to a ready access token)"
+            )
+        try:
+            config = ProviderConfig(**fields)
+        except TypeError as exc:
+            raise ConfigurationError(f"GigaChatProvider.from_env: {exc}; pass ProviderConfig fields") from None
+        return cls(config)
+
+    def __repr__(self) -> str:
+        return f"GigaChatProvider(name={self.name!r}, model={self.model!r}, scope={self.scope!r})"
+
+    # Public interface ---------------------------------------------------------------
+
+    def complete(
+        self, messages: Prompt, params: Optional[GenerationParams] = None, *, timeout: Optional[float] = None
+    ) -> Completion:
+        started = time.perf_counter()
+        messages, params = self._prepare(messages, params)
+        limit = self._timeout(timeout)
+        deadline = time.monotonic() + limit
+        response = self._send(
+            "POST", "/chat/completions", deadline, json_body=self._payload(messages, params, stream=False)
+        )
+        data = self.read_json(response, limit)
+        try:
+            choice = data["choices"][0]
+            text = choice["message"]["content"] or ""
+        except (KeyError, IndexError, TypeError):
+            raise ResponseFormatError(
+                f"the GigaChat answer has no choices[0].message.content: {str(data)[:120]!r}", provider=self.name
+            ) from None
+        if not isinstance(text, str):
+            raise ResponseFormatError("choices[0].message.content is not a string", provider=self.name)
+        return self._completion(
+            text,
+            started,
+            usage=_usage(data.get("usage")),
+            finish_reason=choice.get("finish_reason"),
+            model=data.get("model") or self.model,
+        )
+
+    def stream(
+        self, messages: Prompt, params: Optional[GenerationParams] = None, *, timeout: Optional[float] = None
+    ) -> TextStream:
+        """Stream the answer; the request (and any 401 refresh) happens before this returns."""
+        messages, params = self._prepare(messages, params)
+        limit = self._timeout(timeout)
+        deadline = time.monotonic() + limit
+        response = self._send(
+            "POST",
+            "/chat/completions",
+            deadline,
+            json_body=self._payload(messages, params, stream=True),
+            headers={"Accept": "text/event-stream", "Cache-Control": "no-store"},
+            stream=True,
+        )
+        content_type = response.headers.get("Content-Type", "text/event-stream")
+        if not content_type.startswith("text/event-stream"):
+            _, text = self.read_error_body(response)
+            response.close()
+            raise ResponseFormatError(
+                f"GigaChat answered a stream request with {content_type!r}, not text/event-stream: {text[:120]!r}",
+                provider=self.name,
+            )
+        lines = iter_lines(
+            response, provider=self.name, deadline=deadline, map_exception=lambda exc: self.map_exception(exc, limit)
+        )
+        # on_close also covers a stream dropped before its first read (the generator's
+        # own cleanup only runs once it has started).
+        return TextStream(self._stream_events(lines), provider=self.name, model=self.model, on_close=response.close)
+
+    def health_check(self, timeout: Optional[float] = None) -> bool:
+        """True when ``GET /models`` answers with our token; never raises."""
+        try:
+            self.list_models(timeout)
+            return True
+        except Exception as exc:  # a health check reports, it does not fail
+            logger.debug("GigaChat %r health check failed: %s", self.name, exc)
+            return False
+
+    def list_models(self, timeout: Optional[float] = None) -> List[str]:
+        """Model ids from ``GET /models`` (e.g. "GigaChat", "GigaChat-2-Max")."""
+        limit = self._timeout(timeout)
+        data = self.read_json(self._send("GET", "/models", time.monotonic() + limit), limit)
+        models = data.get("data") if isinstance(data, dict) else None
+        if not isinstance(models, list):
+            raise ResponseFormatError(f"GET /models has no data list: {str(data)[:120]!r}", provider=self.name)
+        return [m["id"] for m in models if isinstance(m, dict) and isinstance(m.get("id"), str)]
+
+    # Requests -------------------------------------------------------------------------
+
+    def _payload(self, messages: List[Message], params: GenerationParams, *, stream: bool) -> Dict[str, Any]:
+        payload: Dict[str, Any] = {"model": self.model, "messages": _wire_messages(messages)}
+        if params.temperature is not None:
+            payload["temperature"] = params.temperature if params.temperature > 0 else DETERMINISTIC_TEMPERATURE
+        if params.top_p is not None:
+            payload["top_p"] = params.top_p
+        if params.max_tokens is not None:
+            payload["max_tokens"] = params.max_tokens
+        if params.stop:
+            logger.debug("GigaChat %r: GigaChat has no stop sequences; ignoring stop=%r", self.name, params.stop)
+        reserved = sorted(set(params.extra) & set(RESERVED_EXTRA_PARAMS))
+        if reserved:
+            raise ConfigurationError(
+                f"params.extra may not set {', '.join(reserved)}: pass messages as the prompt and use stream()"
+            )
+        payload.update(params.extra)
+        if stream:
+            payload["stream"] = True
+        return payload
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        deadline: float,
+        *,
+        json_body: Any = None,
+        headers: Optional[Dict[str, str]] = None,
+        stream: bool = False,
+    ) -> requests.Response:
+        """An API request with the cached token; on 401 one refresh and one retry."""
+        token = self._access_token(deadline)
+        for attempt in (1, 2):
+            send_headers = {"Accept": "application/json", **(headers or {}), "Authorization": f"Bearer {token}"}
+            try:
+                return self.request(
+                    method,
+                    self.base_url + path,
+                    timeout=self._remaining(deadline),
+                    json_body=json_body,
+                    headers=send_headers,
+                    stream=stream,
+                )
+            except AuthenticationError as exc:
+                if exc.status_code != 401 or attempt == 2:
+                    raise
+                logger.debug("GigaChat %r: 401 on %s %s, getting a new token", self.name, method, path)
+                token = self._access_token(deadline, stale=token)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _remaining(self, deadline: float) -> float:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise ProviderTimeoutError("the call's timeout ran out", provider=self.name)
+        return remaining
+
+    # Token cache ----------------------------------------------------------------------
+
+    def _access_token(self, deadline: float, stale: Optional[str] = None) -> str:
+        """A usable token: the cached one unless expiring or ``stale`` (rejected with 401).
+
+        Single flight: one thread fetches while the others wait on the lock, then use its
+        token. The lock is held only around the token request, never around API calls.
+        """
+        token = self._token
+        if token is not None and token.value != stale and token.fresh():
+            return token.value
+        generation = self._token_generation
+        if not self._token_lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            raise ProviderTimeoutError("timed out waiting for the GigaChat access token", provider=self.name)
+        try:
+            token = self._token
+            if token is not None and token.value != stale and token.fresh():
+                return token.value
+            shared = self._token_error
+            # A timeout is the other caller's budget running out, not a verdict on ours.
+            if generation != self._token_generation and shared is not None and not isinstance(
+                shared, ProviderTimeoutError
+            ):
+                raise copy.copy(shared)
+            if not self._auth_key:
+                raise AuthenticationError(
+                    "GigaChat rejected the access token (401) and no authorization key is configured to get "
+                    "a new one: pass api_key (GIGACHAT_CREDENTIALS) or a fresh access token",
+                    provider=self.name,
+                    status_code=401,
+                )
+            self._token = None
+            try:
+                self._token = self._fetch_token(deadline)
+                self._token_error = None
+            except ProviderError as exc:
+                self._token_error = exc
+                raise
+            finally:
+                self._token_generation += 1
+            return self._token.value
+        finally:
+            self._token_lock.release()
+
+    def _fetch_token(self, deadline: float) -> _Token:
+        started = time.monotonic()
+        response = self.request(
+            "POST",
+            self.auth_url,
+            timeout=self._remaining(deadline),
+            data={"scope": self.scope},
+            headers={
+                "Authorization": f"Basic {self._auth_key}",
+                "RqUID": str(uuid.uuid4()),
+                "Content-Type": "application/x-www-form-urlencoded",
+                "Accept": "application/json",
+            },
+        )
+        try:
+            body = response.json()
+        except Exception:
+            # No preview of the body here: it would hold (part of) the token.
+            raise ResponseFormatError("the GigaChat OAuth answer is not valid JSON", provider=self.name) from None
+        finally:
+            response.close()
+        value = body.get("access_token", body.get("tok")) if isinstance(body, dict) else None
+        if not isinstance(value, str) or not value.strip() or not value.isprintable() or " " in value.strip():
+            raise ResponseFormatError(
+                "the GigaChat OAuth answer has no usable access_token", provider=self.name
+            )
+        lifetime = _lifetime(body.get("expires_at", body.get("exp")))
+        # Refresh 60 s early, or halfway for a token that lives under two minutes.
+        refresh_at = started + lifetime - min(TOKEN_REFRESH_MARGIN, lifetime / 2)
+        logger.debug("GigaChat %r: new access token, valid for %.0f s", self.name, lifetime)
+        return _Token(value.strip(), refresh_at)
+
+    # Errors ---------------------------------------------------------------------------
+
+    def error_for_response(self, response: requests.Response) -> ProviderError:
+        body, text = self.read_error_body(response)
+        status = response.status_code
+        message = self._scrub(error_message_from_body(body, text))
+        retry_after = parse_retry_after(response.headers)
+        if response.url == self._auth_request_url and 400 <= status < 500 and status != 429:
+            return self._oauth_error(status, body, message)
+        if status == 401:
+            message = f"the access token was rejected: {message}"
+        elif status == 403:
+            message = f"access denied: {message}; check that the scope {self.scope} allows this model and endpoint"
+        elif status == 402:
+            message = f"payment required: {message}; the account's token balance is exhausted"
+        elif status == 404 and "model" in message.lower():
+            message = f"{message}: model {self.model!r}; list_models() shows the available ones"
+        return error_from_status(status, f"GigaChat: {message}", provider=self.name, retry_after=retry_after)
+
+    def _oauth_error(self, status: int, body: Any, message: str) -> AuthenticationError:
+        code = body.get("code") if isinstance(body, dict) else None
+        code_text = f" (code {code})" if code is not None else ""
+        if code == 7 or "scope" in message.lower():
+            text = (
+                f"GigaChat OAuth refused scope {self.scope}: {message}{code_text}. The scope does not match "
+                f"the authorization key: set scope to the one the key was issued for ({', '.join(SCOPES)})"
+            )
+        else:
+            text = (
+                f"GigaChat OAuth refused the authorization key: {message}{code_text}. Check api_key "
+                "(GIGACHAT_CREDENTIALS): it is the base64 authorization key from the Sber cabinet"
+            )
+        return AuthenticationError(text, provider=self.name, status_code=status)
+
+    def _scrub(self, text: str) -> str:
+        """A server message with our secrets blanked out, should a server ever echo them."""
+        token = self._token
+        for secret in (self._auth_key, token.value if token else None):
+            if secret:
+                text = text.replace(secret, "<redacted>")
+        return text
+
+    # Streaming ------------------------------------------------------------------------
+
+    def _stream_events(self, lines: Iterator[str]) -> Iterator[Union[str, StreamEnd]]:
+        usage: Optional[Usage] = None
+        finish_reason: Optional[str] = None
+        model: Optional[str] = None
+        for event in iter_sse_json(lines, provider=self.name):
+            status = event.get("status")
+            if "choices" not in event and isinstance(status, int) and status >= 400:
+                # An API error body sent as an event: reported like the same status.
+                raise error_from_status(
+                    status, f"GigaChat: {error_message_from_body(event)}", provider=self.name
+                )
+            model = event.get("model") or model
+            if event.get("usage"):
+                usage = _usage(event["usage"])
+            choices = event.get("choices") or []
+            if not choices or not isinstance(choices[0], dict):
+                continue
+            choice = choices[0]
+            finish_reason = choice.get("finish_reason") or finish_reason
+            content = (choice.get("delta") or {}).get("content")
+            if isinstance(content, str) and content:
+                yield content
+        yield StreamEnd(usage=usage, finish_reason=finish_reason, model=model)
+
+
+def _wire_messages(messages: List[Message]) -> List[Dict[str, str]]:
+    """GigaChat accepts one system message, first: join all of them there."""
+    system = "\n\n".join(m.content for m in messages if m.role == "system" and m.content)
+    wire = [{"role": "system", "content": system}] if system else []
+    wire.extend({"role": m.role, "content": m.content} for m in messages if m.role != "system")
+    return wire
+
+
+def _usage(raw: Any) -> Usage:
+    if not isinstance(raw, dict):
+        return Usage()
+    return Usage.of(raw.get("prompt_tokens"), raw.get("completion_tokens"), raw.get("total_tokens"))
+
+
+def _lifetime(expires_at: Any) -> float:
+    """Seconds until ``expires_at`` (epoch ms, or seconds when below 1e12)."""
+    try:
+        epoch = float(expires_at)
+    except (TypeError, ValueError):
+        return DEFAULT_TOKEN_LIFETIME
+    if epoch >= 1e12:
+        epoch /= 1000.0
+    lifetime = epoch - time.time()
+    if lifetime <= 0:
+        logger.warning(
+            "GigaChat token expiry is in the past by %.0f s: is the clock wrong? Assuming %.0f s",
+            -lifetime, DEFAULT_TOKEN_LIFETIME,
+        )
+        return DEFAULT_TOKEN_LIFETIME
+    return lifetime
+
+
+def _clean_secret(value: Any, field: str, name: str) -> Optional[str]:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ConfigurationError(f"{field} of GigaChat provider {name!r} must be a str; got {type(value).__name__}")
+    value = value.strip()
+    if value and not value.replace(" ", "").isprintable():
+        # Never echo it: this is a secret.
+        raise ConfigurationError(
+            f"{field} of GigaChat provider {name!r} contains control characters: paste it exactly as issued"
+        )
+    return value or None
+
+
+def _is_base64(value: str) -> bool:
+    try:
+        base64.b64decode(value, validate=True)
+        return True
+    except (binascii.Error, ValueError):
+        return False
+
+
+def _env_bool(env: Mapping[str, str], key: str) -> bool:
+    value = env[key].strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ConfigurationError(f"{key} must be true or false; got {env[key]!r}")
+
+
+def _env_seconds(env: Mapping[str, str], key: str) -> float:
+    try:
+        seconds = float(env[key])
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0:
+        raise ConfigurationError(f"{key} must be a number of seconds > 0; got {env[key]!r}")
+    return seconds
