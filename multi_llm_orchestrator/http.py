@@ -77,6 +77,13 @@ class DeadlineRetry(Retry):
     returned to the caller unchanged (``raise_on_status=False``).
     """
 
+    def is_retry(self, method, status_code, has_retry_after=False):
+        # urllib3 also retries 413/429/503 whenever they carry Retry-After, even outside
+        # status_forcelist; only the statuses chosen for the provider are retried here.
+        if status_code not in (self.status_forcelist or ()):
+            return False
+        return super().is_retry(method, status_code, has_retry_after)
+
     def increment(self, method=None, url=None, response=None, error=None, _pool=None, _stacktrace=None):
         new = super().increment(method, url, response, error, _pool, _stacktrace)
         wait = new.get_retry_after(response) if response is not None else None

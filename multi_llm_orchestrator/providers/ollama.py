@@ -1,0 +1,255 @@
+"""Ollama's native API (``/api/chat``): a local server, or Ollama's cloud with a key.
+
+Wire details: ../shared PROTOCOLS.md section 3. Streaming is NDJSON (one JSON object per
+line, text deltas appended) ending at the object with ``"done": true``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Union
+from urllib.parse import urlsplit
+
+import requests
+
+from ..errors import ConfigurationError, InvalidRequestError, ProviderError, ProviderUnavailableError, ResponseFormatError
+from ..http import HttpProvider
+from ..streaming import iter_json_lines, stream_error
+from ..types import Completion, GenerationParams, Message, Prompt, StreamEnd, TextStream, Usage
+from .base import ProviderConfig
+
+__all__ = ["OllamaProvider", "ollama_host_url"]
+
+DEFAULT_PORT = 11434
+# Keys of GenerationParams.extra that are top-level /api/chat fields; Ollama silently
+# ignores them inside "options", so they must not end up there.
+TOP_LEVEL_FIELDS = ("format", "keep_alive", "think", "tools")
+_MODEL_NOT_FOUND = re.compile(r"\bmodel\b.*\bnot found\b", re.IGNORECASE | re.DOTALL)
+
+
+def ollama_host_url(value: str) -> str:
+    """The base URL for an ``OLLAMA_HOST`` value, read the way the ``ollama`` CLI reads it.
+
+    A scheme is optional (default ``http``), so is the port (11434 without a scheme, else
+    the scheme's); ``0.0.0.0``/``::`` are bind-all addresses a server listens on, so a
+    client connects to loopback instead.
+
+    >>> ollama_host_url("gpu-box:11500")
+    'http://gpu-box:11500'
+    >>> ollama_host_url("0.0.0.0")
+    'http://127.0.0.1:11434'
+    """
+    text = value.strip().strip("\"'").strip()
+    scheme, separator, rest = text.partition("://")
+    if not separator:
+        scheme, rest, port = "http", text, DEFAULT_PORT
+        if text == "ollama.com":  # the CLI's shortcut for the cloud
+            scheme, port = "https", 443
+    elif scheme in ("http", "https"):
+        port = 80 if scheme == "http" else 443
+    else:
+        raise ConfigurationError(f"OLLAMA_HOST must be host[:port] or http(s)://host[:port]; got {value!r}")
+    hostport, _, path = rest.partition("/")
+    if hostport.count(":") > 1 and not hostport.startswith("["):
+        hostport = f"[{hostport}]"  # a bare IPv6 address such as ::1
+    try:
+        parts = urlsplit(f"//{hostport}")
+        port = parts.port or port
+    except ValueError:
+        raise ConfigurationError(f"OLLAMA_HOST has an invalid port: {value!r}; use host:port, e.g. localhost:11434") from None
+    host = parts.hostname or ""
+    if host in ("", "0.0.0.0"):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    if ":" in host:
+        host = f"[{host}]"
+    path = "/" + path.strip("/") if path.strip("/") else ""
+    return f"{scheme}://{host}:{port}{path}"
+
+
+class OllamaProvider(HttpProvider):
+    """Ollama through its native ``/api/chat``.
+
+    Configuration: ``model`` (default ``llama3.2``; must be pulled on the server),
+    ``base_url`` (default ``http://localhost:11434``; a trailing ``/api`` is accepted),
+    ``api_key`` only for Ollama's cloud (sent as ``Authorization: Bearer``). ``extra``:
+    ``options`` (default model options such as ``{"num_ctx": 8192}``), ``keep_alive``.
+
+    Parameters map to ``options``: temperature, top_p, ``max_tokens`` -> ``num_predict``,
+    stop; ``GenerationParams.extra`` is merged into ``options`` too, except the top-level
+    fields ``format``, ``keep_alive``, ``think`` and ``tools``.
+
+    >>> llm = OllamaProvider(ProviderConfig(name="local", model="llama3.2"))   # doctest: +SKIP
+    >>> llm.generate("Why is the sky blue?")
+    >>> OllamaProvider.from_env().list_models()                                # doctest: +SKIP
+    ['llama3.2:latest']
+    """
+
+    type_name = "ollama"
+    default_model = "llama3.2"
+    default_base_url = "http://localhost:11434"
+
+    def __init__(self, config: ProviderConfig) -> None:
+        super().__init__(config)
+        if self.base_url.endswith("/api"):
+            self.base_url = self.base_url[: -len("/api")]
+        options = config.extra.get("options", {})
+        if not isinstance(options, dict):
+            raise ConfigurationError(
+                f"extra['options'] of {self.name!r} must be a dict of Ollama model options; got {options!r}"
+            )
+
+    @classmethod
+    def from_env(
+        cls, name: str = "ollama", *, environ: Optional[Mapping[str, str]] = None, **fields: Any
+    ) -> "OllamaProvider":
+        """A provider configured from ``OLLAMA_HOST`` (``host:port`` or a URL),
+        ``OLLAMA_MODEL`` and ``OLLAMA_API_KEY`` (cloud); keyword ``fields`` of
+        ProviderConfig win over the environment.
+
+        >>> OllamaProvider.from_env(environ={"OLLAMA_HOST": "gpu-box:11500"}).base_url
+        'http://gpu-box:11500'
+        """
+        env = os.environ if environ is None else environ
+        settings: Dict[str, Any] = {"name": name}
+        if env.get("OLLAMA_HOST", "").strip():
+            settings["base_url"] = ollama_host_url(env["OLLAMA_HOST"])
+        if env.get("OLLAMA_MODEL", "").strip():
+            settings["model"] = env["OLLAMA_MODEL"].strip()
+        if env.get("OLLAMA_API_KEY", "").strip():
+            settings["api_key"] = env["OLLAMA_API_KEY"].strip()
+        settings.update(fields)
+        try:
+            config = ProviderConfig(**settings)
+        except TypeError as exc:
+            raise ConfigurationError(f"OllamaProvider.from_env: {exc}; pass ProviderConfig fields only") from None
+        return cls(config)
+
+    # Public interface -------------------------------------------------------------------
+
+    def complete(
+        self, messages: Prompt, params: Optional[GenerationParams] = None, *, timeout: Optional[float] = None
+    ) -> Completion:
+        started = time.perf_counter()
+        messages, params = self._prepare(messages, params)
+        data = self.request_json(
+            "POST", self.base_url + "/api/chat", timeout=self._timeout(timeout),
+            json_body=self._chat_body(messages, params, stream=False), headers=self._headers(),
+        )
+        if not isinstance(data, dict):
+            raise ResponseFormatError(f"/api/chat answered {type(data).__name__}, not an object", provider=self.name)
+        error = stream_error(data, self.name)
+        if error is not None:
+            raise error
+        message = data.get("message")
+        if not isinstance(message, dict):
+            raise ResponseFormatError("/api/chat answered without a 'message' object", provider=self.name)
+        return self._completion(
+            message.get("content") or "",
+            started,
+            usage=_usage(data),
+            finish_reason=data.get("done_reason"),
+            model=data.get("model") or self.model,
+        )
+
+    def stream(
+        self, messages: Prompt, params: Optional[GenerationParams] = None, *, timeout: Optional[float] = None
+    ) -> TextStream:
+        messages, params = self._prepare(messages, params)
+        # Sent now, not on first iteration: a refused call fails here and the Router can
+        # fall back before any text reached the caller.
+        lines = self.stream_lines(
+            "POST", self.base_url + "/api/chat", timeout=self._timeout(timeout),
+            json_body=self._chat_body(messages, params, stream=True),
+            headers=self._headers("application/x-ndjson"),
+        )
+        return self._text_stream(self._deltas(lines))
+
+    def health_check(self, timeout: Optional[float] = None) -> bool:
+        try:
+            self.request_json("GET", self.base_url + "/api/version", timeout=self._timeout(timeout), headers=self._headers())
+            return True
+        except Exception:  # health checks report, never raise
+            return False
+
+    def list_models(self, timeout: Optional[float] = None) -> List[str]:
+        """Models pulled on the server (``GET /api/tags``), e.g. ``['llama3.2:latest']``."""
+        data = self.request_json("GET", self.base_url + "/api/tags", timeout=self._timeout(timeout), headers=self._headers())
+        models = data.get("models") if isinstance(data, dict) else None
+        if not isinstance(models, list):
+            raise ResponseFormatError("/api/tags answered without a 'models' list", provider=self.name)
+        return [str(m.get("name") or m.get("model")) for m in models if isinstance(m, dict)]
+
+    def error_for_response(self, response: requests.Response) -> ProviderError:
+        error = super().error_for_response(response)
+        if response.status_code == 404 and _MODEL_NOT_FOUND.search(error.message):
+            return InvalidRequestError(
+                f"model {self.model!r} is not on the Ollama server {self.base_url}: run "
+                f"`ollama pull {self.model}` there, or set model to one of list_models() ({error.message})",
+                provider=self.name,
+                status_code=404,
+            )
+        return error
+
+    # Wire format ------------------------------------------------------------------------
+
+    def _headers(self, accept: str = "application/json") -> Dict[str, str]:
+        headers = {"Accept": accept}
+        if self.config.api_key:
+            headers["Authorization"] = f"Bearer {self.config.api_key}"
+        return headers
+
+    def _chat_body(self, messages: List[Message], params: GenerationParams, *, stream: bool) -> Dict[str, Any]:
+        body: Dict[str, Any] = {
+            "model": self.model,
+            "messages": [{"role": m.role, "content": m.content} for m in messages],
+            "stream": stream,  # Ollama streams unless told otherwise
+        }
+        if "keep_alive" in self.config.extra:
+            body["keep_alive"] = self.config.extra["keep_alive"]
+        options = dict(self.config.extra.get("options", {}))
+        for key, value in (
+            ("temperature", params.temperature),
+            ("top_p", params.top_p),
+            ("num_predict", params.max_tokens),
+            ("stop", params.stop),
+        ):
+            if value is not None:
+                options[key] = value
+        for key, value in params.extra.items():
+            if key in TOP_LEVEL_FIELDS:
+                body[key] = value
+            else:
+                options[key] = value
+        if options:
+            body["options"] = options
+        return body
+
+    def _deltas(self, lines: Iterator[str]) -> Iterator[Union[str, StreamEnd]]:
+        try:
+            for event in iter_json_lines(lines, provider=self.name):
+                message = event.get("message")
+                content = message.get("content") if isinstance(message, dict) else None
+                if content:
+                    yield content
+                if event.get("done"):
+                    yield StreamEnd(usage=_usage(event), finish_reason=event.get("done_reason"), model=event.get("model"))
+                    for _ in lines:  # read to the body's end: the connection is then reused
+                        pass
+                    return
+            raise ProviderUnavailableError(
+                'the stream ended before "done": true: the connection was cut', provider=self.name
+            )
+        finally:
+            close = getattr(lines, "close", None)
+            if close is not None:
+                close()
+
+
+def _usage(data: Dict[str, Any]) -> Usage:
+    # Ollama omits zero counters, and older servers omit prompt_eval_count for a cached
+    # prompt: absent means 0.
+    return Usage.of(data.get("prompt_eval_count"), data.get("eval_count"))

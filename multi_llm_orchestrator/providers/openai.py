@@ -1,0 +1,319 @@
+"""Any server speaking OpenAI's Chat Completions API: OpenAI, vLLM, llama.cpp,
+LM Studio, OpenRouter, Ollama's ``/v1``, Yandex's ``/v1``.
+
+Wire details: ../shared PROTOCOLS.md section 4. Two decisions worth knowing:
+
+- **429 is not retried by the transport.** At OpenAI a 429 means either "slow down"
+  (``rate_limit_exceeded``) or "out of money" (``insufficient_quota``), and only the
+  JSON body tells which. urllib3 decides on a status retry before anyone can read the
+  body (and reading it inside the Retry would leave requests an empty body), so this
+  provider leaves 429 out of ``retry_statuses``: every 429 is requested once and
+  surfaces at once, as ``QuotaExceededError`` (never worth retrying) or as
+  ``RateLimitError(retry_after=...)`` from ``Retry-After``/``retry-after-ms``, which the
+  Router answers by falling back to another provider. 5xx and connect errors are still
+  retried by the transport.
+- **Usage in streams.** Streams ask for ``stream_options: {"include_usage": true}``.
+  A server that rejects it (an HTTP 400/422 naming ``stream_options``) gets the request
+  once more without it, and this provider instance stops sending it; set
+  ``extra={"stream_usage": False}`` to never send it. Without it ``TextStream.usage``
+  stays None unless the server reports usage anyway.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Union
+
+import requests
+
+from ..errors import (
+    ConfigurationError,
+    InvalidRequestError,
+    ProviderError,
+    ProviderUnavailableError,
+    QuotaExceededError,
+    ResponseFormatError,
+)
+from ..http import RETRY_STATUSES, HttpProvider, error_from_status, error_message_from_body, parse_retry_after
+from ..streaming import iter_sse_json
+from ..types import Completion, GenerationParams, Message, Prompt, StreamEnd, TextStream, Usage
+from .base import ProviderConfig
+
+__all__ = ["OpenAICompatibleProvider"]
+
+logger = logging.getLogger("multi_llm_orchestrator.providers.openai")
+
+# error.type / error.code values that mean billing, not timing (OpenAI, OpenRouter).
+MIN_SECRET_LENGTH = 8
+QUOTA_CODES = frozenset({
+    "insufficient_quota",
+    "billing_hard_limit_reached",
+    "credit_balance_exhausted",
+    "project_spend_limit_exceeded",
+})
+
+
+class OpenAICompatibleProvider(HttpProvider):
+    """A server with ``POST {base_url}/chat/completions``.
+
+    Configuration: ``model`` (required: the id the server serves, see ``list_models()``),
+    ``base_url`` (default ``http://localhost:8000/v1``, vLLM's; OpenAI itself is
+    ``https://api.openai.com/v1``), ``api_key`` (optional; sent as
+    ``Authorization: Bearer``). ``extra``: ``headers`` (added to every request, e.g.
+    ``{"OpenAI-Organization": "org-..."}`` or OpenRouter's ``HTTP-Referer``),
+    ``stream_usage`` (False: never send ``stream_options``).
+    ``GenerationParams.extra`` is merged into the request body (``seed``, ``top_k``, ...).
+
+    >>> llm = OpenAICompatibleProvider(ProviderConfig(           # doctest: +SKIP
+    ...     name="vllm", model="Qwen/Qwen2.5-7B-Instruct", base_url="http://gpu:8000/v1"))
+    >>> llm.generate("Why is the sky blue?")
+    """
+
+    type_name = "openai"
+    default_model = ""
+    default_base_url = "http://localhost:8000/v1"
+    retry_statuses = RETRY_STATUSES - {429}
+
+    def __init__(self, config: ProviderConfig) -> None:
+        super().__init__(config)
+        if not self.model:
+            raise ConfigurationError(
+                f"OpenAICompatibleProvider {self.name!r} needs model=...: the model id the server "
+                f"serves (GET {self.base_url}/models lists them; from_env() reads OPENAI_MODEL)"
+            )
+        headers = config.extra.get("headers", {})
+        if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
+            raise ConfigurationError(
+                f"extra['headers'] of {self.name!r} must be a dict of header name -> str value"
+            )
+        stream_usage = config.extra.get("stream_usage", True)
+        if not isinstance(stream_usage, bool):
+            raise ConfigurationError(f"extra['stream_usage'] of {self.name!r} must be True or False; got {stream_usage!r}")
+        # Switched off for good once the server rejects stream_options (see the module doc).
+        self._stream_usage = stream_usage
+
+    @classmethod
+    def from_env(
+        cls, name: str = "openai", *, environ: Optional[Mapping[str, str]] = None, **fields: Any
+    ) -> "OpenAICompatibleProvider":
+        """A provider configured from ``OPENAI_BASE_URL``, ``OPENAI_API_KEY`` and
+        ``OPENAI_MODEL``; keyword ``fields`` of ProviderConfig win over the environment.
+        Without ``OPENAI_BASE_URL`` the default is ``http://localhost:8000/v1``, not OpenAI.
+
+        >>> OpenAICompatibleProvider.from_env(environ={"OPENAI_MODEL": "qwen"}).model
+        'qwen'
+        """
+        env = os.environ if environ is None else environ
+        settings: Dict[str, Any] = {"name": name}
+        for variable, field_name in (
+            ("OPENAI_BASE_URL", "base_url"), ("OPENAI_API_KEY", "api_key"), ("OPENAI_MODEL", "model"),
+        ):
+            if env.get(variable, "").strip():
+                settings[field_name] = env[variable].strip()
+        settings.update(fields)
+        try:
+            config = ProviderConfig(**settings)
+        except TypeError as exc:
+            raise ConfigurationError(f"OpenAICompatibleProvider.from_env: {exc}; pass ProviderConfig fields only") from None
+        return cls(config)
+
+    # Public interface -------------------------------------------------------------------
+
+    def complete(
+        self, messages: Prompt, params: Optional[GenerationParams] = None, *, timeout: Optional[float] = None
+    ) -> Completion:
+        started = time.perf_counter()
+        messages, params = self._prepare(messages, params)
+        data = self.request_json(
+            "POST", self.base_url + "/chat/completions", timeout=self._timeout(timeout),
+            json_body=self._chat_body(messages, params), headers=self._headers(),
+        )
+        if not isinstance(data, dict):
+            raise ResponseFormatError(f"chat/completions answered {type(data).__name__}, not an object", provider=self.name)
+        if _error_fields(data) is not None:  # OpenRouter reports late failures under HTTP 200
+            raise self._error(None, data)
+        choices = data.get("choices")
+        if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+            raise ResponseFormatError("chat/completions answered without choices", provider=self.name)
+        message = choices[0].get("message") or {}
+        content = message.get("content") if isinstance(message, dict) else None
+        if content is not None and not isinstance(content, str):
+            raise ResponseFormatError(
+                f"choices[0].message.content is {type(content).__name__}, not text", provider=self.name
+            )
+        return self._completion(
+            content or "",  # null when the model answered with tool calls only
+            started,
+            usage=_usage(data.get("usage")) or Usage(),
+            finish_reason=choices[0].get("finish_reason"),
+            model=data.get("model") or self.model,
+        )
+
+    def stream(
+        self, messages: Prompt, params: Optional[GenerationParams] = None, *, timeout: Optional[float] = None
+    ) -> TextStream:
+        messages, params = self._prepare(messages, params)
+        limit = self._timeout(timeout)
+        deadline = time.monotonic() + limit
+        with_usage = self._stream_usage
+        # Sent now, not on first iteration: a refused call fails here and the Router can
+        # fall back before any text reached the caller.
+        try:
+            lines = self._open_stream(messages, params, with_usage, limit)
+        except InvalidRequestError as exc:
+            if not (with_usage and "stream_options" in exc.message.lower()):
+                raise
+            logger.info(
+                "provider %r rejected stream_options: streaming without usage from now on", self.name,
+                extra={"provider": self.name},
+            )
+            self._stream_usage = False
+            lines = self._open_stream(messages, params, False, max(0.001, deadline - time.monotonic()))
+        return self._text_stream(self._deltas(lines))
+
+    def health_check(self, timeout: Optional[float] = None) -> bool:
+        """True when ``GET {base_url}/models`` answers 2xx, which also proves the key works."""
+        try:
+            self.request_json("GET", self.base_url + "/models", timeout=self._timeout(timeout), headers=self._headers())
+            return True
+        except Exception:  # health checks report, never raise
+            return False
+
+    def list_models(self, timeout: Optional[float] = None) -> List[str]:
+        """Model ids the server offers (``GET {base_url}/models``)."""
+        data = self.request_json("GET", self.base_url + "/models", timeout=self._timeout(timeout), headers=self._headers())
+        models = data.get("data") if isinstance(data, dict) else None
+        if not isinstance(models, list):
+            raise ResponseFormatError("/models answered without a 'data' list", provider=self.name)
+        return [str(m["id"]) for m in models if isinstance(m, dict) and m.get("id")]
+
+    def error_for_response(self, response: requests.Response) -> ProviderError:
+        body, text = self.read_error_body(response)
+        return self._error(response.status_code, body, text, response.headers)
+
+    # Wire format ------------------------------------------------------------------------
+
+    def _headers(self, accept: str = "application/json") -> Dict[str, str]:
+        headers = {"Accept": accept, **self.config.extra.get("headers", {})}
+        if self.config.api_key:
+            headers["Authorization"] = f"Bearer {self.config.api_key}"
+        return headers
+
+    def _chat_body(self, messages: List[Message], params: GenerationParams) -> Dict[str, Any]:
+        body: Dict[str, Any] = {
+            "model": self.model,
+            "messages": [{"role": m.role, "content": m.content} for m in messages],
+        }
+        for key, value in (
+            ("temperature", params.temperature),
+            ("top_p", params.top_p),
+            ("max_tokens", params.max_tokens),  # what local servers read; OpenAI still accepts it
+            ("stop", params.stop),
+        ):
+            if value is not None:
+                body[key] = value
+        body.update(params.extra)
+        return body
+
+    def _open_stream(
+        self, messages: List[Message], params: GenerationParams, with_usage: bool, timeout: float
+    ) -> Iterator[str]:
+        body = self._chat_body(messages, params)
+        body["stream"] = True
+        if with_usage:
+            body.setdefault("stream_options", {"include_usage": True})
+        return self.stream_lines(
+            "POST", self.base_url + "/chat/completions", timeout=timeout,
+            json_body=body, headers=self._headers("text/event-stream"),
+        )
+
+    def _deltas(self, lines: Iterator[str]) -> Iterator[Union[str, StreamEnd]]:
+        usage: Optional[Usage] = None
+        finish_reason: Optional[str] = None
+        model: Optional[str] = None
+        try:
+            for event in iter_sse_json(lines, provider=self.name):
+                if _error_fields(event) is not None:  # vLLM's flat {"object": "error"}
+                    raise self._error(None, event)
+                model = event.get("model") or model
+                usage = _usage(event.get("usage")) or usage  # the last chunk, choices == []
+                for choice in event.get("choices") or ():
+                    if not isinstance(choice, dict) or choice.get("index", 0) != 0:
+                        continue
+                    delta = choice.get("delta")
+                    content = delta.get("content") if isinstance(delta, dict) else None
+                    if content:
+                        yield content
+                    finish_reason = choice.get("finish_reason") or finish_reason
+            yield StreamEnd(usage=usage, finish_reason=finish_reason, model=model)
+            for _ in lines:  # read past [DONE] to the body's end: the connection is then reused
+                pass
+        except ProviderError as exc:
+            raise self._scrub_error(exc)
+        finally:
+            close = getattr(lines, "close", None)
+            if close is not None:
+                close()
+
+    # Errors -------------------------------------------------------------------------------
+
+    def _error(
+        self, status: Optional[int], body: Any, text: str = "", headers: Optional[Mapping[str, str]] = None
+    ) -> ProviderError:
+        """The typed error for an error body; ``status`` None for one found under HTTP 200."""
+        fields = _error_fields(body) or {}
+        message = str(fields.get("message") or "") or error_message_from_body(body, text)
+        message = self._scrub(message)
+        kinds = {str(fields.get("type") or "").lower(), str(fields.get("code") or "").lower()}
+        if status is None:
+            code = fields.get("code")
+            if isinstance(code, int) or (isinstance(code, str) and code.isdigit()):
+                status = int(code) if 400 <= int(code) < 600 else None
+        if status == 402 or kinds & QUOTA_CODES:
+            return QuotaExceededError(
+                f"the account is out of credit or quota ({message}): check the plan, billing and "
+                f"balance of this key's account; retrying will not help",
+                provider=self.name, status_code=status,
+            )
+        if status is None:
+            return ProviderUnavailableError(f"the server reported an error mid-response: {message}", provider=self.name)
+        if status == 401:
+            message += "; check api_key (OPENAI_API_KEY for from_env())"
+        return error_from_status(
+            status, message, provider=self.name, retry_after=parse_retry_after(headers) if headers else None
+        )
+
+    def _scrub(self, text: str) -> str:
+        # Some proxies echo the key they received in their error message.
+        # Shorter "keys" are placeholders such as "EMPTY" or "ollama" that local servers
+        # ignore; replacing those would garble every message that mentions the word.
+        key = self.config.api_key
+        return text.replace(key, "<redacted>") if key and len(key) >= MIN_SECRET_LENGTH else text
+
+    def _scrub_error(self, error: ProviderError) -> ProviderError:
+        error.message = self._scrub(error.message)
+        error.args = (error.message,)
+        return error
+
+
+def _error_fields(body: Any) -> Optional[Dict[str, Any]]:
+    """The ``{message, type, code}`` of an OpenAI ``{"error": {...}}`` or a vLLM flat
+    ``{"object": "error", ...}`` body; None when the body is not an error."""
+    if not isinstance(body, dict):
+        return None
+    error = body.get("error")
+    if isinstance(error, dict):
+        return error
+    if isinstance(error, str) and error:
+        return {"message": error}
+    if body.get("object") == "error":
+        return body
+    return None
+
+
+def _usage(usage: Any) -> Optional[Usage]:
+    if not isinstance(usage, dict):
+        return None
+    return Usage.of(usage.get("prompt_tokens"), usage.get("completion_tokens"), usage.get("total_tokens"))
