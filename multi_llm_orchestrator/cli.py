@@ -1,0 +1,393 @@
+"""The ``multi-llm-orchestrator`` command: a thin shell over the Router.
+
+    multi-llm-orchestrator ask "What is Python?"        # three mock providers: no config, no keys
+    multi-llm-orchestrator --config router.json ask --stream "Tell me a story"
+    multi-llm-orchestrator --config router.json health
+    multi-llm-orchestrator --config router.json models
+    multi-llm-orchestrator --config router.json batch prompts.txt --workers 8 > answers.jsonl
+    multi-llm-orchestrator demo
+
+The configuration file comes from ``--config`` or the ``MULTI_LLM_ORCHESTRATOR_CONFIG``
+environment variable (format: see ``multi_llm_orchestrator.configuration``).
+
+Exit status: 0 success; 1 every provider failed (``batch``: some prompt failed;
+``health``: no provider is healthy); 2 usage or configuration error. Errors are one
+line on stderr; ``--verbose`` adds the traceback and the library's log.
+
+Only argparse and the standard library are imported up front: the Router, its
+providers and tqdm are imported when a command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import threading
+import time
+from typing import Any, Callable, Dict, List, Optional, Sequence, TextIO
+
+__all__ = ["main", "build_parser", "DEFAULT_CONFIG", "CONFIG_ENV"]
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+CONFIG_ENV = "MULTI_LLM_ORCHESTRATOR_CONFIG"
+PROG = "multi-llm-orchestrator"
+
+#: Used when neither --config nor $MULTI_LLM_ORCHESTRATOR_CONFIG is given.
+DEFAULT_CONFIG: Dict[str, Any] = {
+    "strategy": "round-robin",
+    "providers": [{"type": "mock", "name": f"mock-{index}", "extra": {"delay": 0}} for index in (1, 2, 3)],
+}
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run the command line; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "handler", None) is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    verbose = getattr(args, "verbose", 0) or 0
+    if verbose:
+        import logging
+
+        logging.basicConfig(
+            level=logging.INFO if verbose == 1 else logging.DEBUG,
+            stream=sys.stderr,
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
+    try:
+        return args.handler(args)
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # e.g. `batch ... | head`: the reader left, nothing to report
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_FAILED
+    except Exception as exc:
+        if verbose:
+            import traceback
+
+            traceback.print_exc()
+        print(f"{PROG}: error: {_one_line(exc)}", file=sys.stderr)
+        return _exit_code(exc)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    # Global options are accepted before or after the command name; SUPPRESS keeps the
+    # subcommand's parse from resetting a value given before it.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", "-c", metavar="FILE", default=argparse.SUPPRESS,
+                        help=f"router configuration (JSON); default ${CONFIG_ENV}, else three mock providers")
+    common.add_argument("--strategy", "-s", metavar="NAME", default=argparse.SUPPRESS,
+                        help="override the strategy: round-robin, random, first-available, best-available, "
+                             "weighted, least-busy")
+    common.add_argument("--timeout", "-t", type=float, metavar="SECONDS", default=argparse.SUPPRESS,
+                        help="total seconds per call (and per health/model check)")
+    common.add_argument("--verbose", "-v", action="count", default=argparse.SUPPRESS,
+                        help="show tracebacks and the library log (-vv: debug)")
+
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog=PROG, parents=[common],
+        description="Route prompts over several LLM providers with fallback, health checks and hedging.",
+        epilog="Exit status: 0 success, 1 all providers failed, 2 usage or configuration error.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    ask = commands.add_parser("ask", parents=[common], help="answer one prompt")
+    ask.add_argument("prompt", help='the prompt ("-" reads it from stdin)')
+    ask.add_argument("--system", metavar="TEXT", help="a system message sent before the prompt")
+    ask.add_argument("--temperature", type=float, metavar="T")
+    ask.add_argument("--max-tokens", type=int, metavar="N")
+    output = ask.add_mutually_exclusive_group()
+    output.add_argument("--stream", action="store_true", help="print the answer while it arrives")
+    output.add_argument("--json", action="store_true",
+                        help="print the whole Completion as JSON (text, provider, usage, attempts)")
+    ask.set_defaults(handler=_ask)
+
+    health = commands.add_parser("health", parents=[common], help="check every provider, in parallel")
+    health.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    health.set_defaults(handler=_health)
+
+    models = commands.add_parser("models", parents=[common], help="list the models each provider offers")
+    models.add_argument("--json", action="store_true", help="print JSON")
+    models.set_defaults(handler=_models)
+
+    batch = commands.add_parser(
+        "batch", parents=[common], help="answer many prompts on a thread pool; JSONL out, in input order",
+        description="One prompt per line, or JSONL with {\"prompt\": ...} or {\"messages\": [...]} (an \"id\" "
+                    "is echoed). Results go to stdout as JSONL in input order; a failed prompt gives "
+                    "{\"index\", \"error_type\", \"error\"} and the batch goes on. Exit status 1 if any failed.",
+    )
+    batch.add_argument("file", help='prompts file ("-" reads stdin)')
+    batch.add_argument("--workers", "-w", type=int, default=8, metavar="N", help="parallel calls (default 8)")
+    batch.add_argument("--format", choices=("auto", "text", "jsonl"), default="auto",
+                       help="auto (default): JSONL when the first line starts with '{'")
+    batch.add_argument("--temperature", type=float, metavar="T")
+    batch.add_argument("--max-tokens", type=int, metavar="N")
+    batch.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    batch.set_defaults(handler=_batch)
+
+    demo = commands.add_parser("demo", parents=[common], help="a tour of strategies and fallback over mocks")
+    demo.set_defaults(handler=_demo)
+    return parser
+
+
+# Commands ----------------------------------------------------------------------------
+
+
+def _ask(args: argparse.Namespace) -> int:
+    prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
+    messages: List[Dict[str, str]] = []
+    if args.system:
+        messages.append({"role": "system", "content": args.system})
+    messages.append({"role": "user", "content": prompt})
+    params = _params(args)
+    with _router(args) as router:
+        if args.stream:
+            stream = router.route_stream(messages, params)
+            try:
+                for chunk in stream:
+                    sys.stdout.write(chunk)
+                    sys.stdout.flush()
+            finally:
+                sys.stdout.write("\n")
+                sys.stdout.flush()
+            return EXIT_OK
+        completion = router.complete(messages, params)
+        if args.json:
+            print(json.dumps(completion.to_dict(), ensure_ascii=False, indent=2))
+        else:
+            print(completion.text)
+    return EXIT_OK
+
+
+def _health(args: argparse.Namespace) -> int:
+    with _router(args) as router:
+        report = router.health_report(getattr(args, "timeout", None))
+        kinds = {provider.name: (provider.type_name or type(provider).__name__, provider.model) for provider in router.providers}
+    if args.json:
+        data = {
+            name: {"healthy": result.healthy, "latency_s": round(result.latency_s, 6), "error": result.error}
+            for name, result in report.items()
+        }
+        print(json.dumps(data, ensure_ascii=False, indent=2))
+    else:
+        rows = [
+            (name, *kinds[name], "healthy" if result.healthy else "UNHEALTHY",
+             f"{result.latency_s * 1000:.1f} ms", result.error or "")
+            for name, result in report.items()
+        ]
+        _print_table(("PROVIDER", "TYPE", "MODEL", "STATUS", "LATENCY", "ERROR"), rows)
+    return EXIT_OK if any(result.healthy for result in report.values()) else EXIT_FAILED
+
+
+def _models(args: argparse.Namespace) -> int:
+    from concurrent.futures import ThreadPoolExecutor
+
+    timeout = getattr(args, "timeout", None)
+    with _router(args) as router:
+        providers = router.providers
+
+        def listing(provider: Any) -> Dict[str, Any]:
+            try:
+                return {"models": list(provider.list_models(timeout=timeout))}
+            except Exception as exc:  # one provider's failure must not hide the others
+                return {"error": f"{type(exc).__name__}: {_one_line(exc)}"}
+
+        with ThreadPoolExecutor(max(1, len(providers)), thread_name_prefix="mlo-cli-models") as pool:
+            results = dict(zip([p.name for p in providers], pool.map(listing, providers)))
+    if args.json:
+        print(json.dumps(results, ensure_ascii=False, indent=2))
+    else:
+        for name, result in results.items():
+            print(f"{name}:")
+            if "error" in result:
+                print(f"  error: {result['error']}")
+            for model in result.get("models", []):
+                print(f"  {model}")
+    return EXIT_OK if any("models" in result for result in results.values()) else EXIT_FAILED
+
+
+def _batch(args: argparse.Namespace) -> int:
+    if args.workers < 1:
+        raise _UsageError("--workers must be at least 1")
+    items = _read_batch(args.file, args.format)
+    runnable = [index for index, item in enumerate(items) if "prompt" in item]
+    started = time.monotonic()
+    with _router(args) as router:
+        progress = _Progress(len(runnable), sys.stderr, enabled=not args.no_progress)
+        try:
+            outcomes = router.batch(
+                [items[index]["prompt"] for index in runnable], _params(args),
+                max_workers=args.workers, progress=progress,
+            )
+        finally:
+            progress.close()
+    for index, outcome in zip(runnable, outcomes):
+        items[index]["outcome"] = outcome
+    failed = 0
+    for index, item in enumerate(items):
+        record: Dict[str, Any] = {"index": index, "line": item["line"]}
+        if "id" in item:
+            record["id"] = item["id"]
+        outcome = item.get("outcome", item.get("error"))
+        if isinstance(outcome, BaseException):
+            failed += 1
+            record.update(error_type=type(outcome).__name__, error=_one_line(outcome))
+        else:
+            record.update(outcome.to_dict())
+        sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+    print(
+        f"batch: {len(items)} prompt(s), {len(items) - failed} answered, {failed} failed "
+        f"in {time.monotonic() - started:.2f} s",
+        file=sys.stderr,
+    )
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo()
+
+
+# Helpers -----------------------------------------------------------------------------
+
+
+def _router(args: argparse.Namespace) -> Any:
+    from .configuration import load_config
+
+    source = getattr(args, "config", None) or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG
+    config = load_config(source)
+    if getattr(args, "strategy", None):
+        config.strategy = args.strategy
+    if getattr(args, "timeout", None) is not None:
+        config.timeout = args.timeout
+    return config.build()
+
+
+def _params(args: argparse.Namespace) -> Any:
+    if args.temperature is None and args.max_tokens is None:
+        return None
+    from .types import GenerationParams
+
+    return GenerationParams(temperature=args.temperature, max_tokens=args.max_tokens)
+
+
+def _read_batch(path: str, fmt: str) -> List[Dict[str, Any]]:
+    """One dict per prompt: {"line", "prompt"} or {"line", "error"} (+ "id" when given)."""
+    from .errors import ConfigurationError
+
+    try:
+        if path == "-":
+            lines = sys.stdin.read().splitlines()
+        else:
+            with open(path, encoding="utf-8") as handle:
+                lines = handle.read().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise _UsageError(f"cannot read {path}: {exc}") from None
+    numbered = [(number, line) for number, line in enumerate(lines, 1) if line.strip()]
+    if fmt == "auto":
+        fmt = "jsonl" if numbered and numbered[0][1].lstrip().startswith("{") else "text"
+    items: List[Dict[str, Any]] = []
+    for number, line in numbered:
+        item: Dict[str, Any] = {"line": number}
+        items.append(item)
+        if fmt == "text":
+            item["prompt"] = line
+            continue
+        try:
+            data = json.loads(line)
+        except json.JSONDecodeError as exc:
+            item["error"] = ConfigurationError(f"line {number}: invalid JSON at column {exc.colno}: {exc.msg}")
+            continue
+        if not isinstance(data, dict) or ("prompt" in data) == ("messages" in data):
+            item["error"] = ConfigurationError(
+                f'line {number}: expected an object with "prompt" (a string) or "messages" (a list)'
+            )
+            continue
+        if "id" in data:
+            item["id"] = data["id"]
+        item["prompt"] = data["prompt"] if "prompt" in data else data["messages"]
+    return items
+
+
+class _Progress:
+    """progress(done, total) for Router.batch: tqdm when installed, else a plain counter.
+
+    Called from worker threads, possibly out of order; the lock keeps the count exact.
+    """
+
+    def __init__(self, total: int, stream: TextIO, enabled: bool = True) -> None:
+        self.total = total
+        self.stream = stream
+        self.enabled = enabled and total > 0
+        self.done = 0
+        self._lock = threading.Lock()
+        self._shown_at = 0.0
+        self._tty = hasattr(stream, "isatty") and stream.isatty()
+        self._bar: Any = None
+        if self.enabled:
+            try:
+                from tqdm import tqdm
+            except ImportError:  # the optional [progress] extra is not installed
+                tqdm = None
+            if tqdm is not None:
+                self._bar = tqdm(total=total, file=stream, desc="batch", unit="prompt")
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        with self._lock:
+            self.done += 1
+            if self._bar is not None:
+                self._bar.update(1)
+                return
+            now = time.monotonic()
+            # A terminal gets a live counter; a log file one line a second, plus the last.
+            if self.done == self.total or now - self._shown_at >= (0.1 if self._tty else 1.0):
+                self._shown_at = now
+                end = "" if self._tty and self.done < self.total else "\n"
+                self.stream.write(f"{chr(13) if self._tty else ''}batch: {self.done}/{self.total}{end}")
+                self.stream.flush()
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+def _print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    widths = [max(len(str(row[column])) for row in [header, *rows]) for column in range(len(header))]
+    for row in [header, *rows]:
+        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip())
+
+
+def _one_line(exc: BaseException) -> str:
+    """An error message on one line (AllProvidersFailedError lists one failure a line)."""
+    lines = [line.strip().lstrip("- ").strip() for line in str(exc).splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    return lines[0] + (" " + "; ".join(lines[1:]) if len(lines) > 1 else "")
+
+
+def _exit_code(exc: BaseException) -> int:
+    from .errors import ConfigurationError
+
+    if isinstance(exc, (ConfigurationError, _UsageError)):
+        return EXIT_USAGE
+    return EXIT_FAILED
+
+
+class _UsageError(Exception):
+    """A bad command-line argument found after parsing (exit status 2)."""
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
