@@ -14,7 +14,13 @@ from urllib.parse import urlsplit
 
 import requests
 
-from ..errors import ConfigurationError, InvalidRequestError, ProviderError, ProviderUnavailableError, ResponseFormatError
+from ..errors import (
+    ConfigurationError,
+    InvalidRequestError,
+    ProviderError,
+    ProviderUnavailableError,
+    ResponseFormatError,
+)
 from ..http import HttpProvider
 from ..streaming import iter_json_lines, stream_error
 from ..types import Completion, GenerationParams, Message, Prompt, StreamEnd, TextStream, Usage
@@ -58,7 +64,9 @@ def ollama_host_url(value: str) -> str:
         parts = urlsplit(f"//{hostport}")
         port = parts.port or port
     except ValueError:
-        raise ConfigurationError(f"OLLAMA_HOST has an invalid port: {value!r}; use host:port, e.g. localhost:11434") from None
+        raise ConfigurationError(
+            f"OLLAMA_HOST has an invalid port: {value!r}; use host:port, e.g. localhost:11434"
+        ) from None
     host = parts.hostname or ""
     if host in ("", "0.0.0.0"):
         host = "127.0.0.1"
@@ -82,9 +90,10 @@ class OllamaProvider(HttpProvider):
     stop; ``GenerationParams.extra`` is merged into ``options`` too, except the top-level
     fields ``format``, ``keep_alive``, ``think`` and ``tools``.
 
-    >>> llm = OllamaProvider(ProviderConfig(name="local", model="llama3.2"))   # doctest: +SKIP
-    >>> llm.generate("Why is the sky blue?")
-    >>> OllamaProvider.from_env().list_models()                                # doctest: +SKIP
+    >>> llm = OllamaProvider(ProviderConfig(name="local", model="llama3.2"))
+    >>> llm.generate("Why is the sky blue?")                      # doctest: +SKIP
+    'The sky looks blue because ...'
+    >>> OllamaProvider.from_env().list_models()                   # doctest: +SKIP
     ['llama3.2:latest']
     """
 
@@ -170,14 +179,14 @@ class OllamaProvider(HttpProvider):
 
     def health_check(self, timeout: Optional[float] = None) -> bool:
         try:
-            self.request_json("GET", self.base_url + "/api/version", timeout=self._timeout(timeout), headers=self._headers())
+            self._get("/api/version", timeout)
             return True
         except Exception:  # health checks report, never raise
             return False
 
     def list_models(self, timeout: Optional[float] = None) -> List[str]:
         """Models pulled on the server (``GET /api/tags``), e.g. ``['llama3.2:latest']``."""
-        data = self.request_json("GET", self.base_url + "/api/tags", timeout=self._timeout(timeout), headers=self._headers())
+        data = self._get("/api/tags", timeout)
         models = data.get("models") if isinstance(data, dict) else None
         if not isinstance(models, list):
             raise ResponseFormatError("/api/tags answered without a 'models' list", provider=self.name)
@@ -195,6 +204,9 @@ class OllamaProvider(HttpProvider):
         return error
 
     # Wire format ------------------------------------------------------------------------
+
+    def _get(self, path: str, timeout: Optional[float]) -> Any:
+        return self.request_json("GET", self.base_url + path, timeout=self._timeout(timeout), headers=self._headers())
 
     def _headers(self, accept: str = "application/json") -> Dict[str, str]:
         headers = {"Accept": accept}
@@ -236,7 +248,9 @@ class OllamaProvider(HttpProvider):
                 if content:
                     yield content
                 if event.get("done"):
-                    yield StreamEnd(usage=_usage(event), finish_reason=event.get("done_reason"), model=event.get("model"))
+                    yield StreamEnd(
+                        usage=_usage(event), finish_reason=event.get("done_reason"), model=event.get("model")
+                    )
                     for _ in lines:  # read to the body's end: the connection is then reused
                         pass
                     return

@@ -66,9 +66,10 @@ class OpenAICompatibleProvider(HttpProvider):
     ``stream_usage`` (False: never send ``stream_options``).
     ``GenerationParams.extra`` is merged into the request body (``seed``, ``top_k``, ...).
 
-    >>> llm = OpenAICompatibleProvider(ProviderConfig(           # doctest: +SKIP
+    >>> llm = OpenAICompatibleProvider(ProviderConfig(
     ...     name="vllm", model="Qwen/Qwen2.5-7B-Instruct", base_url="http://gpu:8000/v1"))
-    >>> llm.generate("Why is the sky blue?")
+    >>> llm.generate("Why is the sky blue?")                      # doctest: +SKIP
+    'The sky looks blue because ...'
     """
 
     type_name = "openai"
@@ -90,7 +91,9 @@ class OpenAICompatibleProvider(HttpProvider):
             )
         stream_usage = config.extra.get("stream_usage", True)
         if not isinstance(stream_usage, bool):
-            raise ConfigurationError(f"extra['stream_usage'] of {self.name!r} must be True or False; got {stream_usage!r}")
+            raise ConfigurationError(
+                f"extra['stream_usage'] of {self.name!r} must be True or False; got {stream_usage!r}"
+            )
         # Switched off for good once the server rejects stream_options (see the module doc).
         self._stream_usage = stream_usage
 
@@ -116,7 +119,9 @@ class OpenAICompatibleProvider(HttpProvider):
         try:
             config = ProviderConfig(**settings)
         except TypeError as exc:
-            raise ConfigurationError(f"OpenAICompatibleProvider.from_env: {exc}; pass ProviderConfig fields only") from None
+            raise ConfigurationError(
+                f"OpenAICompatibleProvider.from_env: {exc}; pass ProviderConfig fields only"
+            ) from None
         return cls(config)
 
     # Public interface -------------------------------------------------------------------
@@ -131,7 +136,9 @@ class OpenAICompatibleProvider(HttpProvider):
             json_body=self._chat_body(messages, params), headers=self._headers(),
         )
         if not isinstance(data, dict):
-            raise ResponseFormatError(f"chat/completions answered {type(data).__name__}, not an object", provider=self.name)
+            raise ResponseFormatError(
+                f"chat/completions answered {type(data).__name__}, not an object", provider=self.name
+            )
         if _error_fields(data) is not None:  # OpenRouter reports late failures under HTTP 200
             raise self._error(None, data)
         choices = data.get("choices")
@@ -176,14 +183,14 @@ class OpenAICompatibleProvider(HttpProvider):
     def health_check(self, timeout: Optional[float] = None) -> bool:
         """True when ``GET {base_url}/models`` answers 2xx, which also proves the key works."""
         try:
-            self.request_json("GET", self.base_url + "/models", timeout=self._timeout(timeout), headers=self._headers())
+            self._get("/models", timeout)
             return True
         except Exception:  # health checks report, never raise
             return False
 
     def list_models(self, timeout: Optional[float] = None) -> List[str]:
         """Model ids the server offers (``GET {base_url}/models``)."""
-        data = self.request_json("GET", self.base_url + "/models", timeout=self._timeout(timeout), headers=self._headers())
+        data = self._get("/models", timeout)
         models = data.get("data") if isinstance(data, dict) else None
         if not isinstance(models, list):
             raise ResponseFormatError("/models answered without a 'data' list", provider=self.name)
@@ -194,6 +201,9 @@ class OpenAICompatibleProvider(HttpProvider):
         return self._error(response.status_code, body, text, response.headers)
 
     # Wire format ------------------------------------------------------------------------
+
+    def _get(self, path: str, timeout: Optional[float]) -> Any:
+        return self.request_json("GET", self.base_url + path, timeout=self._timeout(timeout), headers=self._headers())
 
     def _headers(self, accept: str = "application/json") -> Dict[str, str]:
         headers = {"Accept": accept, **self.config.extra.get("headers", {})}

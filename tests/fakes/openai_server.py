@@ -310,7 +310,8 @@ class LoopbackServer:
         if head:
             self._write_chunk(handler, head)
         for index in range(len(pieces) + 1):
-            if fault is not None and index == fault.after_chunks and self._stream_fault(handler, fault, error_frame):
+            at_fault = fault is not None and index == min(fault.after_chunks, len(pieces))
+            if at_fault and self._stream_fault(handler, fault, error_frame):
                 return
             if index == len(pieces):
                 break
@@ -432,7 +433,8 @@ class FakeOpenAIServer(LoopbackServer):
     def _chat(self, handler: BaseHTTPRequestHandler, request: RecordedRequest, fault: Optional[Fault]) -> None:
         payload = request.json
         if not isinstance(payload, dict) or not isinstance(payload.get("messages"), list):
-            return self.send_body(handler, 400, _openai_error("'messages' is a required property", "invalid_request_error"))
+            error = _openai_error("'messages' is a required property", "invalid_request_error")
+            return self.send_body(handler, 400, error)
         model = payload.get("model")
         if model not in self.models:
             return self.send_body(handler, 404, _openai_error(
