@@ -209,6 +209,15 @@ def test_expiry_causes_exactly_one_refresh_for_many_threads(fake):
     assert len(fake.api) == 17  # 1 + 16: the refresh came before expiry, no call met a 401
 
 
+def test_the_token_lock_is_not_held_during_api_calls(fake):
+    fake.api_delay = 0.3
+    provider = fake.provider()
+    provider.list_models()
+    started = time.monotonic()
+    run_in_threads(8, lambda i: provider.complete(f"Вопрос {i}"))
+    assert time.monotonic() - started < 1.2  # 8 x 0.3 s would be 2.4 s if the calls were serialised
+
+
 def test_401_refreshes_the_token_and_succeeds(fake):
     provider = fake.provider()
     provider.complete("Первый")

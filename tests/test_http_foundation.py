@@ -17,6 +17,8 @@ from typing import Callable, List, Optional
 
 import pytest
 import requests
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import responses
 import urllib3
 from urllib3.exceptions import MaxRetryError, ProtocolError, ReadTimeoutError
@@ -147,6 +149,23 @@ def test_russian_text_split_inside_a_utf8_sequence():
     assert body[cut - 1 : cut + 1] == "р".encode("utf-8")
     _, lines = lines_of([body[:cut], body[cut:]])
     assert list(iter_sse_json(lines, provider="p")) == [{"text": "Привет, мир"}]
+
+
+SPLIT_BODY = (
+    ': hello\r\n\r\ndata: {"t": "Ёжик в тумане"}\r\n\r\n'
+    'event: x\ndata: {"t": "строка 1\\nстрока 2"}\n\ndata: {"t": "€ and 😀"}\n\ndata: [DONE]\n\n'
+).encode("utf-8")
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(min_value=1, max_value=len(SPLIT_BODY) - 1), max_size=12, unique=True))
+def test_any_chunking_of_a_stream_gives_the_same_events(cuts):
+    cuts = sorted(cuts)
+    chunks = [SPLIT_BODY[a:b] for a, b in zip([0] + cuts, cuts + [len(SPLIT_BODY)])]
+    _, lines = lines_of(chunks)
+    assert [e["t"] for e in iter_sse_json(lines, provider="p")] == [
+        "Ёжик в тумане", "строка 1\nстрока 2", "€ and 😀",
+    ]
 
 
 def test_non_utf8_bytes_raise_response_format_error_and_close():
