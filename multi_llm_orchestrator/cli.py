@@ -143,10 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _ask(args: argparse.Namespace) -> int:
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
-    messages: List[Dict[str, str]] = []
+    messages: Any = prompt
     if args.system:
-        messages.append({"role": "system", "content": args.system})
-    messages.append({"role": "user", "content": prompt})
+        messages = [{"role": "system", "content": args.system}, {"role": "user", "content": prompt}]
     params = _params(args)
     with _router(args) as router:
         if args.stream:
@@ -371,10 +370,11 @@ def _print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
 
 def _one_line(exc: BaseException) -> str:
     """An error message on one line (AllProvidersFailedError lists one failure a line)."""
-    lines = [line.strip().lstrip("- ").strip() for line in str(exc).splitlines() if line.strip()]
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     if not lines:
         return type(exc).__name__
-    return lines[0] + (" " + "; ".join(lines[1:]) if len(lines) > 1 else "")
+    rest = [line[2:] if line.startswith("- ") else line for line in lines[1:]]
+    return " ".join([lines[0], "; ".join(rest)]) if rest else lines[0]
 
 
 def _exit_code(exc: BaseException) -> int:
