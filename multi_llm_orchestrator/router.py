@@ -256,6 +256,10 @@ class Router:
         except OrchestratorError:
             self._calls_add("failed")
             raise
+        if logger.isEnabledFor(logging.DEBUG):
+            plan = [state.name for state in order]
+            logger.debug("%s: trying %s", "stream" if call.streaming else "call", ", ".join(plan),
+                         extra={"plan": plan, "streaming": call.streaming})
         if self._hedge is None and call.deadline is None:
             errors: List[ProviderError] = []
             for state in order:
@@ -513,7 +517,15 @@ class _Call:
                 extra={
                     "provider": provider.name, "model": provider.model, "latency_s": latency, "attempts": count,
                     "prompt_tokens": getattr(usage, "prompt_tokens", None),
-                    "completion_tokens": getattr(usage, "completion_tokens", None),
+                    "completion_tokens": getattr(usage, "completion_tokens", None), "outcome": "ok",
+                },
+            )
+        elif outcome != "ok" and logger.isEnabledFor(logging.INFO):
+            logger.info(
+                "call failed in %.3f s after %d attempt(s): %s", latency, count, type(error).__name__,
+                extra={
+                    "provider": provider.name if provider else None, "model": provider.model if provider else None,
+                    "latency_s": latency, "attempts": count, "error_type": type(error).__name__, "outcome": "error",
                 },
             )
         if router._listeners:
