@@ -375,6 +375,23 @@ def test_a_header_with_a_newline_fails_before_any_network_io():
     assert "TOPSECRET" not in str(info.value)
 
 
+def test_every_request_has_a_connect_and_read_timeout(monkeypatch):
+    provider = plain("http://api.test")
+    seen = {}
+
+    def fake_request(method, url, **kwargs):
+        seen.update(kwargs)
+        raise requests.exceptions.ConnectionError("stop here")
+
+    monkeypatch.setattr(provider.session, "request", fake_request)
+    with pytest.raises(ProviderUnavailableError):
+        provider.request("GET", "http://api.test/x", timeout=45)
+    assert seen["timeout"] == (10.0, 45)  # connect capped at 10 s, read = the call's timeout
+    with pytest.raises(ProviderUnavailableError):
+        provider.request("GET", "http://api.test/x", timeout=3)
+    assert seen["timeout"] == (3, 3)
+
+
 @responses.activate
 def test_error_for_response_reads_body_and_retry_after():
     responses.get("http://api.test/limited", status=429, json={"error": {"message": "Too many"}},
