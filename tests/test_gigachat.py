@@ -630,11 +630,16 @@ def test_pre_obtained_token_rejected_with_a_key_reauthenticates(rsps):
     ]
 
 
-def test_timeout_is_capped_by_the_call(rsps):
-    add_token(rsps)
-    provider = make(timeout=30)
+def test_budget_spent_on_the_token_is_not_granted_again_to_the_api_call(rsps):
+    def slow_token(request):
+        time.sleep(0.3)
+        return 200, {}, json.dumps({"access_token": TOKEN, "expires_at": FAR_FUTURE_MS})
+
+    rsps.add_callback("POST", OAUTH, callback=slow_token)
+    rsps.post(CHAT, body=fixture_bytes("chat_completion.json"), content_type="application/json")
     with pytest.raises(ProviderTimeoutError):
-        provider._remaining(time.monotonic() - 0.001)
+        make(timeout=30).complete("Привет", timeout=0.2)
+    assert not calls_to(rsps, CHAT)
 
 
 def test_tls_hint_names_ca_bundle_and_the_russian_root():
