@@ -55,6 +55,7 @@ def iter_lines(
     try:
         chunks = _raw_chunks(response)
         while True:
+            _cap_read_timeout(response, deadline)
             try:
                 chunk = next(chunks, None)
             except Exception as exc:
@@ -73,6 +74,22 @@ def iter_lines(
         response.close()
 
 
+def _cap_read_timeout(response: Any, deadline: Optional[float]) -> None:
+    """Shorten the socket's read timeout to the time left before ``deadline``: otherwise a
+    stream that trickles and then stalls outlives it by up to one whole read timeout.
+    urllib3 sets the timeout afresh when the connection is reused."""
+    sock = getattr(getattr(getattr(response, "raw", None), "connection", None), "sock", None)
+    if deadline is None or sock is None:
+        return
+    left = max(0.001, deadline - time.monotonic())
+    try:
+        current = sock.gettimeout()
+        if current is None or left < current:
+            sock.settimeout(left)
+    except OSError:  # already closed: the read reports it
+        pass
+
+
 def _decode(line: bytes, provider: str) -> str:
     if line.endswith(b"\r"):
         line = line[:-1]
@@ -88,7 +105,8 @@ def iter_sse_data(lines: Iterator[str], *, provider: str, require_done: bool = T
     """The ``data`` payload of each Server-Sent Event, multi-line data joined by "\\n".
 
     Blank lines end an event, ``:`` lines are comments (keep-alives), other fields
-    (``event``, ``id``, ``retry``) are ignored, ``[DONE]`` ends the stream. With
+    (``event``, ``id``, ``retry``) are ignored, ``[DONE]`` ends the stream (what follows
+    it is read and dropped, so the connection goes back to the pool). With
     ``require_done`` a stream that ends without ``[DONE]`` was cut: ProviderUnavailableError.
     """
     data: List[str] = []
@@ -98,6 +116,8 @@ def iter_sse_data(lines: Iterator[str], *, provider: str, require_done: bool = T
                 payload = "\n".join(data)
                 data = []
                 if payload.strip() == "[DONE]":
+                    for _ in lines:  # read to the body's end so the connection is reused
+                        pass
                     return
                 yield payload
             continue

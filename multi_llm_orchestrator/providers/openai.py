@@ -258,8 +258,6 @@ class OpenAICompatibleProvider(HttpProvider):
                         yield content
                     finish_reason = choice.get("finish_reason") or finish_reason
             yield StreamEnd(usage=usage, finish_reason=finish_reason, model=model)
-            for _ in lines:  # read past [DONE] to the body's end: the connection is then reused
-                pass
         except ProviderError as exc:
             raise self._scrub_error(exc)
         finally:
