@@ -1,0 +1,184 @@
+"""Prometheus metrics of a Router (optional extra: ``pip install 'multi-llm-orchestrator[prometheus]'``).
+
+``RouterCollector`` reads ``router.stats()`` when Prometheus scrapes, so there is no
+polling thread and nothing to keep in sync. Register it on any registry, or let
+``start_exporter`` serve it on its own port::
+
+    from multi_llm_orchestrator.prometheus import start_exporter
+    exporter = start_exporter(router, port=9464)       # http://127.0.0.1:9464/metrics
+    ...
+    exporter.close()
+
+    # or, next to your application's other metrics:
+    from prometheus_client import REGISTRY
+    REGISTRY.register(RouterCollector(router))
+
+Metrics (prefix ``mlo_``, set with ``namespace``); every ``mlo_provider_*`` metric has a
+``provider`` label:
+
+- ``mlo_router_calls_total{outcome="ok"|"error"}``: finished Router calls;
+  ``mlo_router_calls_in_progress``: calls started and not finished.
+- ``mlo_provider_info{model}`` (always 1); ``mlo_provider_attempts_total``,
+  ``mlo_provider_successes_total``, ``mlo_provider_failures_total{error_type}``;
+  ``mlo_provider_in_flight``; ``mlo_provider_success_rate``.
+- ``mlo_provider_latency_seconds{quantile="0.5"|"0.95"|"0.99"}``: recent successful
+  attempts (a bounded rolling window).
+- ``mlo_provider_tokens_total{kind="prompt"|"completion"}`` as the provider reported them;
+  ``mlo_provider_cost_total`` when prices are configured.
+- ``mlo_provider_breaker_state{state="closed"|"open"|"half-open"}`` (1 for the current
+  state); ``mlo_provider_breaker_open_seconds``.
+- ``mlo_provider_hedges_total{outcome="started"|"won"|"lost"}``.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from socketserver import ThreadingMixIn
+from typing import Any, Iterator, Optional
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+try:
+    from prometheus_client import CollectorRegistry, make_wsgi_app
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise ImportError(
+        "multi_llm_orchestrator.prometheus needs prometheus-client: "
+        "pip install 'multi-llm-orchestrator[prometheus]'"
+    ) from exc
+
+__all__ = ["RouterCollector", "Exporter", "start_exporter"]
+
+BREAKER_STATES = ("closed", "open", "half-open")
+QUANTILES = (("0.5", "latency_p50_s"), ("0.95", "latency_p95_s"), ("0.99", "latency_p99_s"))
+
+
+class RouterCollector:
+    """A Prometheus collector over ``router.stats()``, read at scrape time.
+
+    >>> registry = CollectorRegistry()                                  # doctest: +SKIP
+    >>> registry.register(RouterCollector(router))
+    """
+
+    def __init__(self, router: Any, namespace: str = "mlo") -> None:
+        self.router = router
+        self.namespace = namespace
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self.router.stats()
+        ns = self.namespace
+        calls = CounterMetricFamily(f"{ns}_router_calls", "Router calls finished, by outcome.", labels=["outcome"])
+        calls.add_metric(["ok"], stats["succeeded"])
+        calls.add_metric(["error"], stats["failed"])
+        yield calls
+        yield GaugeMetricFamily(
+            f"{ns}_router_calls_in_progress", "Router calls started and not finished.",
+            value=max(0, stats["calls"] - stats["succeeded"] - stats["failed"]),
+        )
+
+        def family(kind: type, name: str, documentation: str, *labels: str) -> Metric:
+            return kind(f"{ns}_provider_{name}", documentation, labels=["provider", *labels])
+
+        info = family(GaugeMetricFamily, "info", "One per provider, with its model.", "model")
+        attempts = family(CounterMetricFamily, "attempts", "Attempts sent to the provider.")
+        successes = family(CounterMetricFamily, "successes", "Successful attempts.")
+        failures = family(CounterMetricFamily, "failures", "Failed attempts by exception class.", "error_type")
+        in_flight = family(GaugeMetricFamily, "in_flight", "Attempts running now.")
+        success_rate = family(GaugeMetricFamily, "success_rate", "Successes among finished attempts.")
+        latency = family(GaugeMetricFamily, "latency_seconds", "Latency of recent successful attempts.", "quantile")
+        tokens = family(CounterMetricFamily, "tokens", "Tokens reported by the provider.", "kind")
+        cost = family(CounterMetricFamily, "cost", "Cost from the configured prices per 1k tokens.")
+        breaker = family(GaugeMetricFamily, "breaker_state", "1 for the circuit breaker's current state.", "state")
+        open_for = family(GaugeMetricFamily, "breaker_open_seconds", "Seconds until an open breaker lets a probe through.")
+        hedges = family(CounterMetricFamily, "hedges", "Hedged attempts by outcome.", "outcome")
+
+        for name, row in stats["providers"].items():
+            info.add_metric([name, str(row.get("model") or "")], 1)
+            attempts.add_metric([name], row["calls"])
+            successes.add_metric([name], row["successes"])
+            for error_type, count in sorted(row["failures_by_type"].items()):
+                failures.add_metric([name, error_type], count)
+            in_flight.add_metric([name], row["in_flight"])
+            if row["success_rate"] is not None:
+                success_rate.add_metric([name], row["success_rate"])
+            for quantile, key in QUANTILES:
+                if row[key] is not None:
+                    latency.add_metric([name, quantile], row[key])
+            tokens.add_metric([name, "prompt"], row["prompt_tokens"])
+            tokens.add_metric([name, "completion"], row["completion_tokens"])
+            if row["cost"] is not None:
+                cost.add_metric([name], row["cost"])
+            for state in BREAKER_STATES:
+                breaker.add_metric([name, state], 1 if row["breaker"]["state"] == state else 0)
+            open_for.add_metric([name], row["breaker"]["open_for_s"])
+            for outcome in ("started", "won", "lost"):
+                hedges.add_metric([name, outcome], row[f"hedges_{outcome}"])
+        yield from (info, attempts, successes, failures, in_flight, success_rate, latency, tokens, cost,
+                    breaker, open_for, hedges)
+
+
+class Exporter:
+    """A running ``/metrics`` endpoint; ``close()`` stops it (so does leaving ``with``)."""
+
+    def __init__(self, server: WSGIServer, thread: threading.Thread, registry: CollectorRegistry) -> None:
+        self._server = server
+        self._thread = thread
+        self.registry = registry
+        self.host, self.port = server.server_address[:2]
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/metrics"
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+    def __enter__(self) -> "Exporter":
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Exporter(url={self.url!r})"
+
+
+def start_exporter(
+    router: Any,
+    port: int = 9464,
+    addr: str = "127.0.0.1",
+    *,
+    registry: Optional[CollectorRegistry] = None,
+    namespace: str = "mlo",
+) -> Exporter:
+    """Serve the Router's metrics at ``http://addr:port/metrics`` from a daemon thread.
+
+    Listens on loopback by default; pass ``addr="0.0.0.0"`` for Prometheus on another
+    host. ``port=0`` picks a free port (see ``Exporter.port``). A new registry holds only
+    this Router's metrics unless ``registry`` is given.
+    """
+    registry = CollectorRegistry() if registry is None else registry
+    registry.register(RouterCollector(router, namespace))
+
+    class Server(_ThreadingWSGIServer):
+        address_family = socket.AF_INET6 if ":" in addr else socket.AF_INET
+
+    server = make_server(addr, port, make_wsgi_app(registry), Server, handler_class=_QuietHandler)
+    # A short poll interval only makes close() quick; requests are served at once anyway.
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="mlo-prometheus-exporter", daemon=True
+    )
+    thread.start()
+    return Exporter(server, thread, registry)
+
+
+class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # scrapes are not worth a stderr line each
+        pass
