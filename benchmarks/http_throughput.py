@@ -1,0 +1,156 @@
+"""HTTP throughput: the OpenAI-compatible provider through the Router vs bare requests.
+
+A loopback server (its own process, see ``_server.py``) answers every
+``POST /v1/chat/completions`` at once with a fixed completion. Three clients send the
+same JSON body to it:
+
+- ``router``: ``Router().route(prompt)`` over one ``OpenAICompatibleProvider``;
+- ``raw``: ``requests.Session().post(url, json=body).json()`` and the answer's text, with
+  one Session shared by all threads (as the provider shares its own);
+- ``raw, trust_env=False``: the same Session without requests' per-request environment
+  lookups (proxies, .netrc, CA bundle variables), which the provider also skips: the
+  stricter baseline;
+- ``provider.complete``: the provider alone, to split the gap between the provider and
+  the Router.
+
+Each is measured sequentially and with 8 threads, in short blocks of calls: the blocks
+of the clients alternate (in a rotating order), so a burst of load from elsewhere on the
+machine hits all clients alike, and each figure is the median of its blocks. Below the 0.9 target (or
+with ``--profile``) the Router side is profiled with cProfile.
+
+    python benchmarks/http_throughput.py [--profile]
+"""
+
+from __future__ import annotations
+
+import cProfile
+import pstats
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Dict, List, Optional
+
+import _common  # noqa: F401  (puts the repository on sys.path)
+import _server
+from _common import median
+
+import requests
+
+from multi_llm_orchestrator import ProviderConfig, Router
+from multi_llm_orchestrator.providers.openai import OpenAICompatibleProvider
+
+BLOCK = 48  # calls per block; blocks of the clients alternate, so drift hits all alike
+BLOCKS = 40  # blocks per client and mode
+THREADS = 8
+TARGET = 0.9
+PROMPT = "Say hello"
+
+
+def block_rate(call: Callable[[], str], pool: Optional[ThreadPoolExecutor], calls: int) -> float:
+    """Calls per second of one block of ``calls`` calls: on this thread when ``pool`` is
+    None, else spread evenly over the pool's threads."""
+    if pool is None:
+        started = time.perf_counter()
+        for _ in range(calls):
+            call()
+        return calls / (time.perf_counter() - started)
+
+    def some(count: int) -> None:
+        for _ in range(count):
+            call()
+
+    share = calls // THREADS
+    started = time.perf_counter()
+    for future in [pool.submit(some, share) for _ in range(THREADS)]:
+        future.result()
+    return share * THREADS / (time.perf_counter() - started)
+
+
+def profile(call: Callable[[], str], calls: int = 2000) -> None:
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for _ in range(calls):
+        call()
+    profiler.disable()
+    stats = pstats.Stats(profiler, stream=sys.stdout)
+    print(f"\ncProfile of {calls} sequential router.route calls: {stats.total_calls / calls:.0f} function calls per call")
+    print("top 12 by own time:")
+    stats.sort_stats("tottime").print_stats(12)
+    print("the library's own functions, top 12 by own time:")
+    stats.sort_stats("tottime").print_stats("multi_llm_orchestrator", 12)
+
+
+def main() -> None:
+    with _server.spawn() as server:
+        provider = OpenAICompatibleProvider(ProviderConfig(name="bench", model=_server.MODEL, base_url=server.url))
+        router = Router()
+        router.add_provider(provider)
+        body = {"model": _server.MODEL, "messages": [{"role": "user", "content": PROMPT}]}
+        default_session = requests.Session()
+        strict_session = requests.Session()
+        strict_session.trust_env = False
+
+        def raw(session: requests.Session) -> Callable[[], str]:
+            def call() -> str:
+                response = session.post(server.chat_url, json=body, timeout=30)
+                response.raise_for_status()
+                return response.json()["choices"][0]["message"]["content"]
+
+            return call
+
+        clients: Dict[str, Callable[[], str]] = {
+            "router": lambda: router.route(PROMPT),
+            "provider.complete": lambda: provider.complete(PROMPT).text,
+            "raw": raw(default_session),
+            "raw, trust_env=False": raw(strict_session),
+        }
+        answers = {name: call() for name, call in clients.items()}
+        assert len(set(answers.values())) == 1, answers
+
+        names = list(clients)
+        pools: Dict[int, Optional[ThreadPoolExecutor]] = {1: None, THREADS: ThreadPoolExecutor(THREADS)}
+        results: Dict[tuple, List[float]] = {(name, threads): [] for name in names for threads in pools}
+        for threads, pool in pools.items():  # warm-up: connections opened, code paths hot
+            for name in names:
+                block_rate(clients[name], pool, 4 * BLOCK)
+        for index in range(BLOCKS):
+            order = names[index % len(names):] + names[:index % len(names)]
+            for threads, pool in pools.items():
+                for name in order:
+                    results[name, threads].append(block_rate(clients[name], pool, BLOCK))
+        served = server.stats()
+        pools[THREADS].shutdown()
+
+        print(f"{BLOCKS} blocks of {BLOCK} calls per client and mode, alternated; server in its own process, no latency")
+        for threads in pools:
+            label = "sequential" if threads == 1 else f"{threads} threads"
+            for name in names:
+                values = sorted(results[name, threads])
+                rate = median(values)
+                print(
+                    f"{label:>10}  {name:<21} median {rate:5.0f} calls/s = {1e6 / rate:5.0f} us/call "
+                    f"(blocks: quartiles {values[len(values) // 4]:.0f}..{values[3 * len(values) // 4]:.0f})"
+                )
+        print(f"server: {served['requests']} completions on {served['connections']} TCP connections in all")
+
+        ratios = {}
+        for threads in pools:
+            routed = median(results["router", threads])
+            ratios[threads] = (routed / median(results["raw", threads]),
+                               routed / median(results["raw, trust_env=False", threads]))
+        worst = min(min(pair) for pair in ratios.values())
+        verdict = "met" if worst >= TARGET else "MISSED"
+        print(f"target: router/raw >= {TARGET} sequential and with {THREADS} threads (both baselines): {verdict}")
+        if worst < TARGET or "--profile" in sys.argv:
+            profile(clients["router"])
+        router.close()
+        default_session.close()
+        strict_session.close()
+        print(
+            f"ratio router/raw calls per second: sequential {ratios[1][0]:.2f}, {THREADS} threads {ratios[THREADS][0]:.2f} "
+            f"(vs raw with trust_env=False: {ratios[1][1]:.2f}, {ratios[THREADS][1]:.2f})"
+        )
+
+
+if __name__ == "__main__":
+    main()
