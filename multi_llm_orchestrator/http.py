@@ -84,6 +84,12 @@ class DeadlineRetry(Retry):
             return False
         return super().is_retry(method, status_code, has_retry_after)
 
+    def get_retry_after(self, response):
+        # urllib3 raises InvalidHeader on a Retry-After that is neither whole seconds nor
+        # a date ("0.5"), which failed the call as a bad request header; this parser also
+        # reads fractions and retry-after-ms, and ignores what it cannot read.
+        return parse_retry_after(response.headers)
+
     def increment(self, method=None, url=None, response=None, error=None, _pool=None, _stacktrace=None):
         new = super().increment(method, url, response, error, _pool, _stacktrace)
         wait = new.get_retry_after(response) if response is not None else None
