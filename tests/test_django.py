@@ -58,7 +58,9 @@ def django_app(tmp_path_factory):
         Router.from_config = classmethod(original)
     from llm_gateway.apps import get_router
 
-    yield get_router(), built
+    router = get_router()
+    yield router, built
+    router.close()  # its pool threads must not outlive this module (atexit would be too late)
     sys.path.remove(str(APP_DIR))
 
 
