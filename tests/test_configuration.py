@@ -287,3 +287,52 @@ def test_router_kwargs_only_holds_settings_that_are_set():
     config = load_config({"strategy": "random", "providers": [mock("a")]})
     assert config.router_kwargs() == {"strategy": "random"}
     assert isinstance(config.providers[0].build(), BaseProvider)
+
+
+# HTTP provider types ------------------------------------------------------------------------
+
+
+def test_every_builtin_type_builds_from_a_config(monkeypatch):
+    monkeypatch.setenv("MLO_TEST_KEY", SECRET)
+    with Router.from_config({"providers": [
+        {"type": "gigachat", "name": "giga", "api_key": "${MLO_TEST_KEY}", "scope": "GIGACHAT_API_CORP"},
+        {"type": "yandexgpt", "name": "yandex", "api_key": "${MLO_TEST_KEY}", "folder_id": "b1gfolder",
+         "extra": {"auth": "api-key"}},
+        {"type": "ollama", "name": "local", "model": "llama3.2", "base_url": "http://127.0.0.1:11434"},
+        {"type": "openai", "name": "oa", "model": "gpt-test", "api_key": "${MLO_TEST_KEY}",
+         "base_url": "http://127.0.0.1:8000/v1"},
+    ]}) as router:
+        kinds = {p.name: type(p).__name__ for p in router.providers}
+        assert kinds == {"giga": "GigaChatProvider", "yandex": "YandexGPTProvider", "local": "OllamaProvider",
+                         "oa": "OpenAICompatibleProvider"}
+        giga = router.providers[0]
+        assert giga.scope == "GIGACHAT_API_CORP" and giga.model == "GigaChat"
+        assert all(SECRET not in repr(p) and SECRET not in repr(p.config) for p in router.providers)
+
+
+def test_an_http_providers_own_check_is_reported_with_its_place():
+    with pytest.raises(ConfigurationError, match=r"providers\[1\] \('oa'\): .*needs model"):
+        Router.from_config({"providers": [mock("a"), {"type": "openai", "name": "oa", "base_url": "http://127.0.0.1:1/v1"}]})
+
+
+def test_an_openai_provider_from_config_answers_over_loopback(tmp_path, monkeypatch):
+    from fakes import FakeOpenAIServer
+
+    monkeypatch.setenv("MLO_TEST_KEY", SECRET)
+    with FakeOpenAIServer(api_key=SECRET) as server:
+        port = server.port
+        monkeypatch.setenv("MLO_TEST_PORT", str(port))
+        path = write(tmp_path, {"strategy": "first-available", "timeout": 10, "providers": [
+            {"type": "openai", "name": "fake", "model": server.model, "api_key": "${MLO_TEST_KEY}",
+             "base_url": "http://127.0.0.1:${MLO_TEST_PORT}/v1", "max_retries": "0"},
+            mock("backup"),
+        ]})
+        config = RouterConfig.from_file(path)
+        with config.build() as router:
+            completion = router.complete("Hello over loopback")
+            streamed = "".join(router.route_stream("Stream it"))
+        assert server.requests[0].headers["authorization"] == f"Bearer {SECRET}"
+    assert completion.provider == "fake" and "Hello over loopback" in completion.text
+    assert "Stream it" in streamed
+    assert SECRET not in config.to_json() and "api_key" not in config.to_dict()["providers"][0]
+    assert config.to_dict()["providers"][0]["base_url"] == f"http://127.0.0.1:{port}/v1"
