@@ -109,18 +109,25 @@ def main() -> None:
         )
     print(f"  breaker of the dead provider at the end: {breaker_stats['breaker']}")
     print(f"default max_retries (2) on the dead provider (mean ms per call):")
-    print(f"  dead first, breaker off   {retry_off:8.2f} ms/call  added {retry_off - base:+.2f} ms  ({RETRY_CALLS_OFF} calls)")
+    print(
+        f"  dead first, breaker off   {retry_off:8.2f} ms/call  added {retry_off - base:+.2f} ms  "
+        f"({RETRY_CALLS_OFF} calls)"
+    )
     print(
         f"  dead first, breaker on    {retry_on:8.2f} ms/call  added {retry_on - base:+.2f} ms  "
         f"({RETRY_CALLS_ON} calls; the first {retry_on_dead} paid the retries, then the circuit was {retry_on_breaker})"
     )
     added_off = median(times["dead first, breaker off"]) - base
     added_on = median(times["dead first, breaker on"]) - base
-    print(f"target: under {TARGET_OFF_MS:g} ms added with the breaker off: {'met' if added_off < TARGET_OFF_MS else 'MISSED'}")
+    verdict = "met" if added_off < TARGET_OFF_MS else "MISSED"
+    print(f"target: under {TARGET_OFF_MS:g} ms added with the breaker off: {verdict}")
     print(f"target: near zero added with the breaker on: {added_on:+.2f} ms")
     off_ratio = median(times["dead first, breaker off"]) / base
     on_ratio = median(times["dead first, breaker on"]) / base
-    print(f"ratio time per call vs the healthy provider alone (max_retries=0): breaker off {off_ratio:.2f}x, on {on_ratio:.2f}x")
+    print(
+        f"ratio time per call vs the healthy provider alone (max_retries=0): "
+        f"breaker off {off_ratio:.2f}x, on {on_ratio:.2f}x"
+    )
 
 
 if __name__ == "__main__":

@@ -116,7 +116,10 @@ def main() -> None:
     )
     for name, p in hedge_stats.items():
         print(f"  {name}: hedges started {p['hedges_started']}, won {p['hedges_won']}, lost {p['hedges_lost']}")
-    print(f"server: {served['requests']} requests, {served['slow']} of them slow, on {served['connections']} connections")
+    print(
+        f"server: {served['requests']} requests, {served['slow']} of them slow, "
+        f"on {served['connections']} connections"
+    )
     p99_ratio = median(figures["without"]["p99"]) / median(figures["with"]["p99"])
     extra_ratio = median(figures["with"]["extra"]) / median(slower) if median(slower) else float("inf")
     print(
