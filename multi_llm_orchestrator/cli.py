@@ -26,7 +26,7 @@ import os
 import sys
 import threading
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence, TextIO
+from typing import Any, Dict, List, Optional, Sequence, TextIO
 
 __all__ = ["main", "build_parser", "DEFAULT_CONFIG", "CONFIG_ENV"]
 

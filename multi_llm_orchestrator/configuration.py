@@ -265,7 +265,11 @@ def _parse_providers(entries: Any) -> List[ProviderSpec]:
                 "give each provider a unique 'name'"
             )
         names[settings["name"]] = index
-        specs.append(ProviderSpec(type_name, ProviderConfig.from_dict(settings)))
+        try:
+            config = ProviderConfig.from_dict(settings)
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"{where}: {exc}") from None
+        specs.append(ProviderSpec(type_name, config))
     return specs
 
 

@@ -56,8 +56,8 @@ QUANTILES = (("0.5", "latency_p50_s"), ("0.95", "latency_p95_s"), ("0.99", "late
 class RouterCollector:
     """A Prometheus collector over ``router.stats()``, read at scrape time.
 
-    >>> registry = CollectorRegistry()                                  # doctest: +SKIP
-    >>> registry.register(RouterCollector(router))
+    >>> registry = CollectorRegistry()
+    >>> registry.register(RouterCollector(router))                      # doctest: +SKIP
     """
 
     def __init__(self, router: Any, namespace: str = "mlo") -> None:
