@@ -254,7 +254,8 @@ def test_token_is_cached_and_every_oauth_call_has_a_fresh_rquid(rsps):
     for _ in range(3):
         provider.list_models()
     assert len(calls_to(rsps, OAUTH)) == 1
-    provider._token.refresh_at = time.monotonic() - 1  # as if 29 minutes had passed
+    due = provider._tokens.token.refresh_at
+    provider._tokens.clock = lambda: due + 1  # as if 29 minutes had passed
     provider.list_models()
     oauth_calls = calls_to(rsps, OAUTH)
     assert len(oauth_calls) == 2
@@ -268,7 +269,7 @@ def test_expiry_in_ms_or_seconds_refreshes_60_s_early(rsps, unit):
     rsps.get(MODELS, json=fixture_json("models.json"))
     provider = make()
     provider.list_models()
-    left = provider._token.refresh_at - time.monotonic()
+    left = provider._tokens.token.refresh_at - time.monotonic()
     assert 1800 - 60 - 3 < left <= 1800 - 60
 
 
@@ -279,7 +280,7 @@ def test_short_lived_token_is_refreshed_halfway_not_on_every_call(rsps):
     provider.list_models()
     provider.list_models()
     assert len(calls_to(rsps, OAUTH)) == 1
-    assert 15 < provider._token.refresh_at - time.monotonic() <= 20
+    assert 15 < provider._tokens.token.refresh_at - time.monotonic() <= 20
 
 
 def test_legacy_tok_exp_answer_is_accepted(rsps):
@@ -609,7 +610,7 @@ def test_pre_obtained_token_is_used_without_oauth_and_never_expires(rsps):
     provider.list_models()
     assert [c.request.url for c in rsps.calls] == [MODELS, MODELS]
     assert rsps.calls[0].request.headers["Authorization"] == f"Bearer {TOKEN}"
-    assert provider._token.refresh_at is None
+    assert provider._tokens.token.refresh_at is None
 
 
 def test_pre_obtained_token_rejected_without_a_key_explains_what_to_do(rsps):
@@ -674,7 +675,8 @@ def test_secrets_never_appear_in_repr_logs_or_errors(rsps, caplog):
         except Exception as exc:  # collected to inspect their messages
             errors.append(exc)
     assert [type(e) for e in errors] == [InvalidRequestError, ProviderUnavailableError]
-    texts = [repr(provider), str(provider), repr(provider.config), str(provider.config), repr(provider._token)]
+    texts = [repr(provider), str(provider), repr(provider.config), str(provider.config)]
+    texts += [repr(provider._tokens), repr(provider._tokens.token)]
     texts += [str(e) for e in errors] + [repr(e) for e in errors]
     texts += [r.getMessage() for r in caplog.records]
     assert len(caplog.records) > 3

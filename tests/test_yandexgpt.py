@@ -113,7 +113,7 @@ def test_missing_api_key_is_a_configuration_error_saying_what_to_set():
 
 def test_token_provider_replaces_api_key():
     provider = make(api_key=None, token_provider=lambda: NEW_TOKEN)
-    assert provider._credentials.refreshable
+    assert provider._tokens.refreshable
 
 
 @pytest.mark.parametrize("auth", ["oauth", "IAM", "", None, 1])
@@ -211,7 +211,7 @@ def test_from_env_asked_for_iam_names_only_that_variable():
 
 def test_from_env_with_token_provider_needs_no_credential_variable():
     provider = YandexGPTProvider.from_env(environ={"YC_FOLDER_ID": FOLDER}, token_provider=lambda: NEW_TOKEN)
-    assert provider.auth_mode == "iam" and provider._credentials.current()[0] == NEW_TOKEN
+    assert provider.auth_mode == "iam" and provider._tokens.get(time.monotonic() + 5).value == NEW_TOKEN
 
 
 def test_from_env_reads_os_environ(monkeypatch):
@@ -529,7 +529,7 @@ def test_token_is_fetched_lazily_then_refreshed_by_age(mocked):
     provider = make(api_key=None, token_provider=tokens, extra={"token_max_age": 100})
     assert tokens.calls == 0  # constructing does no I/O
     now = [1000.0]
-    provider._credentials.clock = lambda: now[0]
+    provider._tokens.clock = lambda: now[0]
     provider.complete("Hi")
     now[0] += 99
     provider.complete("Hi")
@@ -545,8 +545,8 @@ def test_api_key_is_used_until_it_reaches_the_max_age(mocked):
     mocked.post(COMPLETION_URL, json=answer())
     tokens = Tokens()
     provider = make(token_provider=tokens)  # default token_max_age: 3600 s
-    now = [provider._credentials.clock()]
-    provider._credentials.clock = lambda: now[0]
+    now = [provider._tokens.clock()]
+    provider._tokens.clock = lambda: now[0]
     provider.complete("Hi")
     now[0] += 3601
     provider.complete("Hi")

@@ -227,8 +227,8 @@ def test_token_provider_called_once_for_32_concurrent_calls_after_expiry(fake):
     fake.respond = respond
     tokens = CountingTokens(delay=0.05)
     with provider_for(fake, token_provider=tokens, extra={"token_max_age": 600}) as provider:
-        now = [provider._credentials.clock()]
-        provider._credentials.clock = lambda: now[0]
+        now = [provider._tokens.clock()]
+        provider._tokens.clock = lambda: now[0]
         now[0] += 601  # the configured token is now too old
         start = threading.Barrier(32, timeout=5)
 

@@ -28,22 +28,20 @@ from __future__ import annotations
 
 import base64
 import binascii
-import copy
 import logging
 import os
-import threading
 import time
 import uuid
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Union
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, Union
 
 import requests
 
+from ..auth import TokenCache, time_left
 from ..config import ProviderConfig
 from ..errors import (
     AuthenticationError,
     ConfigurationError,
     ProviderError,
-    ProviderTimeoutError,
     ResponseFormatError,
 )
 from ..http import HttpProvider, error_from_status, error_message_from_body, parse_retry_after
@@ -66,23 +64,6 @@ RESERVED_EXTRA_PARAMS = ("messages", "stream")
 
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
-
-
-class _Token:
-    """An access token and when to replace it (``refresh_at`` in ``time.monotonic()``
-    seconds; None: never on time, as for a token given by the caller)."""
-
-    __slots__ = ("value", "refresh_at")
-
-    def __init__(self, value: str, refresh_at: Optional[float]) -> None:
-        self.value = value
-        self.refresh_at = refresh_at
-
-    def fresh(self) -> bool:
-        return self.refresh_at is None or time.monotonic() < self.refresh_at
-
-    def __repr__(self) -> str:
-        return "_Token(<redacted>)"
 
 
 class GigaChatProvider(HttpProvider):
@@ -142,12 +123,12 @@ class GigaChatProvider(HttpProvider):
                 "(base64 of client_id:client_secret), not the client secret",
                 self.name,
             )
-        self._token: Optional[_Token] = _Token(access_token, None) if access_token else None
-        self._token_lock = threading.Lock()
-        # Bumped after every token request; a thread that waited on the lock sees from it
-        # that someone else just tried, and shares that failure instead of repeating it.
-        self._token_generation = 0
-        self._token_error: Optional[ProviderError] = None
+        # A given token is used until a 401 (then replaced through OAuth when there is a
+        # key). Threads that waited for a failed OAuth request share its error rather than
+        # repeat it: 32 callers with a wrong key make one OAuth request, not 32.
+        self._tokens = TokenCache(
+            self._fetch_token if auth_key else None, owner=self.name, token=access_token, share_failures=True
+        )
 
     @classmethod
     def from_env(cls, name: str = "gigachat", **overrides: Any) -> "GigaChatProvider":
@@ -305,81 +286,21 @@ class GigaChatProvider(HttpProvider):
         stream: bool = False,
     ) -> requests.Response:
         """An API request with the cached token; on 401 one refresh and one retry."""
-        token = self._access_token(deadline)
-        for attempt in (1, 2):
+
+        def send(token: str, timeout: float) -> requests.Response:
             send_headers = {"Accept": "application/json", **(headers or {}), "Authorization": f"Bearer {token}"}
-            try:
-                return self.request(
-                    method,
-                    self.base_url + path,
-                    timeout=self._remaining(deadline),
-                    json_body=json_body,
-                    headers=send_headers,
-                    stream=stream,
-                )
-            except AuthenticationError as exc:
-                if exc.status_code != 401 or attempt == 2:
-                    raise
-                logger.debug("GigaChat %r: 401 on %s %s, getting a new token", self.name, method, path)
-                token = self._access_token(deadline, stale=token)
-        raise AssertionError("unreachable")  # pragma: no cover
+            return self.request(
+                method, self.base_url + path, timeout=timeout, json_body=json_body, headers=send_headers, stream=stream
+            )
 
-    def _remaining(self, deadline: float) -> float:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise ProviderTimeoutError("the call's timeout ran out", provider=self.name)
-        return remaining
+        return self._tokens.call(send, deadline)
 
-    # Token cache ----------------------------------------------------------------------
-
-    def _access_token(self, deadline: float, stale: Optional[str] = None) -> str:
-        """A usable token: the cached one unless expiring or ``stale`` (rejected with 401).
-
-        Single flight: one thread fetches while the others wait on the lock, then use its
-        token. The lock is held only around the token request, never around API calls.
-        """
-        token = self._token
-        if token is not None and token.value != stale and token.fresh():
-            return token.value
-        generation = self._token_generation
-        if not self._token_lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
-            raise ProviderTimeoutError("timed out waiting for the GigaChat access token", provider=self.name)
-        try:
-            token = self._token
-            if token is not None and token.value != stale and token.fresh():
-                return token.value
-            shared = self._token_error
-            # A timeout is the other caller's budget running out, not a verdict on ours.
-            if generation != self._token_generation and shared is not None and not isinstance(
-                shared, ProviderTimeoutError
-            ):
-                raise copy.copy(shared)
-            if not self._auth_key:
-                raise AuthenticationError(
-                    "GigaChat rejected the access token (401) and no authorization key is configured to get "
-                    "a new one: pass api_key (GIGACHAT_CREDENTIALS) or a fresh access token",
-                    provider=self.name,
-                    status_code=401,
-                )
-            self._token = None
-            try:
-                self._token = self._fetch_token(deadline)
-                self._token_error = None
-            except ProviderError as exc:
-                self._token_error = exc
-                raise
-            finally:
-                self._token_generation += 1
-            return self._token.value
-        finally:
-            self._token_lock.release()
-
-    def _fetch_token(self, deadline: float) -> _Token:
-        started = time.monotonic()
+    def _fetch_token(self, deadline: float) -> Tuple[str, float]:
+        """A new token from OAuth and how long to use it (TokenCache's ``fetch``)."""
         response = self.request(
             "POST",
             self.auth_url,
-            timeout=self._remaining(deadline),
+            timeout=time_left(deadline, self.name),
             data={"scope": self.scope},
             headers={
                 "Authorization": f"Basic {self._auth_key}",
@@ -401,22 +322,29 @@ class GigaChatProvider(HttpProvider):
                 "the GigaChat OAuth answer has no usable access_token", provider=self.name
             )
         lifetime = _lifetime(body.get("expires_at", body.get("exp")))
-        # Refresh 60 s early, or halfway for a token that lives under two minutes.
-        refresh_at = started + lifetime - min(TOKEN_REFRESH_MARGIN, lifetime / 2)
         logger.debug("GigaChat %r: new access token, valid for %.0f s", self.name, lifetime)
-        return _Token(value.strip(), refresh_at)
+        # Refresh 60 s early, or halfway for a token that lives under two minutes.
+        return value.strip(), lifetime - min(TOKEN_REFRESH_MARGIN, lifetime / 2)
 
     # Errors ---------------------------------------------------------------------------
 
     def error_for_response(self, response: requests.Response) -> ProviderError:
         body, text = self.read_error_body(response)
         status = response.status_code
-        message = self._scrub(error_message_from_body(body, text))
+        # Should a server ever echo our secrets, they are blanked out.
+        message = self._tokens.scrub(error_message_from_body(body, text))
+        if self._auth_key:
+            message = message.replace(self._auth_key, "<redacted>")
         retry_after = parse_retry_after(response.headers)
         if response.url == self._auth_request_url and 400 <= status < 500 and status != 429:
             return self._oauth_error(status, body, message)
         if status == 401:
             message = f"the access token was rejected: {message}"
+            if not self._auth_key:
+                message += (
+                    "; no authorization key is configured to get a new one: pass api_key "
+                    "(GIGACHAT_CREDENTIALS) or a fresh access token"
+                )
         elif status == 403:
             message = f"access denied: {message}; check that the scope {self.scope} allows this model and endpoint"
         elif status == 402:
@@ -439,14 +367,6 @@ class GigaChatProvider(HttpProvider):
                 "(GIGACHAT_CREDENTIALS): it is the base64 authorization key from the Sber cabinet"
             )
         return AuthenticationError(text, provider=self.name, status_code=status)
-
-    def _scrub(self, text: str) -> str:
-        """A server message with our secrets blanked out, should a server ever echo them."""
-        token = self._token
-        for secret in (self._auth_key, token.value if token else None):
-            if secret:
-                text = text.replace(secret, "<redacted>")
-        return text
 
     # Streaming ------------------------------------------------------------------------
 

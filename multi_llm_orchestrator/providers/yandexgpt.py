@@ -59,16 +59,15 @@ import logging
 import math
 import os
 import re
-import threading
 import time
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple, TypeVar, Union
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple, Union
 
+from ..auth import TokenCache
 from ..config import ProviderConfig
 from ..errors import (
     AuthenticationError,
     ConfigurationError,
     ProviderError,
-    ProviderTimeoutError,
     ResponseFormatError,
 )
 from ..http import HttpProvider, error_from_status, error_message_from_body, parse_retry_after
@@ -100,82 +99,7 @@ TOP_LEVEL_EXTRAS = ("tools", "toolChoice", "parallelToolCalls", "jsonObject", "j
 TOKEN_PATTERN = re.compile(r"[\x21-\x7e]+")
 FOLDER_PATTERN = re.compile(r"[A-Za-z0-9._-]+")
 
-T = TypeVar("T")
 TokenProvider = Callable[[], str]
-
-
-class _Credentials:
-    """The token in use and, with a ``token_provider``, its refresh (single flight).
-
-    The fast path reads one immutable tuple without locking; only a refresh takes the
-    lock, and the lock is never held across an API call.
-    """
-
-    def __init__(
-        self, owner: str, token: Optional[str], token_provider: Optional[TokenProvider], max_age: float
-    ) -> None:
-        self.owner = owner
-        self.token_provider = token_provider
-        self.max_age = max_age
-        self.clock: Callable[[], float] = time.monotonic
-        self._lock = threading.Lock()
-        # (token, fetched at, generation); a generation number tells a 401 on a token
-        # that was already replaced by another thread from a 401 on the current one.
-        self._state: Tuple[Optional[str], float, int] = (token, self.clock(), 0)
-        # Tokens an error body might echo: the configured one and the latest fetched ones.
-        self._known: Tuple[str, ...] = (token,) if token else ()
-
-    @property
-    def refreshable(self) -> bool:
-        return self.token_provider is not None
-
-    def current(self) -> Tuple[str, int]:
-        token, fetched_at, generation = self._state
-        if token and (self.token_provider is None or self.clock() - fetched_at < self.max_age):
-            return token, generation
-        with self._lock:
-            token, fetched_at, generation = self._state
-            if token and self.clock() - fetched_at < self.max_age:
-                return token, generation
-            return self._fetch(generation)
-
-    def refresh(self, rejected_generation: int) -> Tuple[str, int]:
-        """A fresh token after a 401 on ``rejected_generation`` (fetched once for all)."""
-        with self._lock:
-            token, _, generation = self._state
-            if token and generation != rejected_generation:
-                return token, generation
-            return self._fetch(generation)
-
-    def _fetch(self, generation: int) -> Tuple[str, int]:
-        assert self.token_provider is not None
-        try:
-            value = self.token_provider()
-        except Exception as exc:
-            raise AuthenticationError(
-                f"token_provider raised {type(exc).__name__}: it must return a fresh IAM token",
-                provider=self.owner,
-                retryable=True,
-            ) from None  # its message could quote a credential: only the type is shown
-        problem = _token_problem(value)
-        if problem:
-            raise AuthenticationError(
-                f"token_provider returned {problem}: it must return the token string alone",
-                provider=self.owner,
-            )
-        token = value.strip()
-        if token not in self._known:
-            self._known = (self._known + (token,))[-4:]
-        self._state = (token, self.clock(), generation + 1)
-        logger.debug("provider %r: fetched a new token from token_provider", self.owner)
-        return token, generation + 1
-
-    def scrub(self, text: str) -> str:
-        """``text`` with any token we hold replaced by <redacted>."""
-        for token in self._known:
-            if token in text:
-                text = text.replace(token, "<redacted>")
-        return text
 
 
 def _token_problem(value: Any) -> Optional[str]:
@@ -266,7 +190,15 @@ class YandexGPTProvider(HttpProvider):
                 f"extra['token_max_age'] of YandexGPT provider {name!r} must be seconds in (0, 43200] "
                 f"(IAM tokens live at most 12 h); got {max_age!r}"
             )
-        self._credentials = _Credentials(name, token, token_provider, float(max_age))
+        self._token_provider = token_provider
+        self._token_max_age = float(max_age)
+        # Without a token_provider the configured token is used until Yandex rejects it.
+        self._tokens = TokenCache(
+            self._fetch_token if token_provider is not None else None,
+            owner=name,
+            token=token,
+            lifetime=self._token_max_age if token_provider is not None else None,
+        )
 
         model = self.model
         self.model_uri = model if "://" in model else f"gpt://{folder_id}/{model}"
@@ -341,11 +273,11 @@ class YandexGPTProvider(HttpProvider):
         started = time.perf_counter()
         messages, params = self._prepare(messages, params)
         payload = self._payload(messages, params, stream=False)
-        body = self._authorized(
-            lambda headers, limit: self.request_json(
-                "POST", self.completion_url, timeout=limit, json_body=payload, headers=headers
+        body = self._tokens.call(
+            lambda token, left: self.request_json(
+                "POST", self.completion_url, timeout=left, json_body=payload, headers=self._headers(token)
             ),
-            self._timeout(timeout),
+            time.monotonic() + self._timeout(timeout),
         )
         text, status, usage = self._parse_result(body)
         return self._completion(
@@ -359,11 +291,11 @@ class YandexGPTProvider(HttpProvider):
         payload = self._payload(messages, params, stream=True)
         # The request is sent here, so failures before the first frame (auth, 429, 5xx)
         # are raised by stream() itself and the Router can still fall back.
-        lines = self._authorized(
-            lambda headers, limit: self.stream_lines(
-                "POST", self.completion_url, timeout=limit, json_body=payload, headers=headers
+        lines = self._tokens.call(
+            lambda token, left: self.stream_lines(
+                "POST", self.completion_url, timeout=left, json_body=payload, headers=self._headers(token)
             ),
-            self._timeout(timeout),
+            time.monotonic() + self._timeout(timeout),
         )
         return self._text_stream(self._deltas(lines))
 
@@ -377,12 +309,12 @@ class YandexGPTProvider(HttpProvider):
             limit = self._timeout(timeout)
             deadline = time.monotonic() + limit
             try:
-                body = self._authorized(
-                    lambda headers, left: self.request_json(
+                body = self._tokens.call(
+                    lambda token, left: self.request_json(
                         "POST", self.tokenize_url, timeout=left,
-                        json_body={"modelUri": self.model_uri, "text": "ping"}, headers=headers,
+                        json_body={"modelUri": self.model_uri, "text": "ping"}, headers=self._headers(token),
                     ),
-                    limit,
+                    deadline,
                 )
                 return isinstance(body, dict) and isinstance(body.get("tokens"), list)
             except ProviderError as exc:
@@ -397,7 +329,7 @@ class YandexGPTProvider(HttpProvider):
             return True
         except Exception as exc:
             logger.debug("provider %r: health check failed: %s: %s", self.name, type(exc).__name__,
-                         self._credentials.scrub(str(exc)))
+                         self._tokens.scrub(str(exc)))
             return False
 
     # Requests --------------------------------------------------------------------------
@@ -407,28 +339,24 @@ class YandexGPTProvider(HttpProvider):
             return {"Authorization": f"Api-Key {token}"}
         return {"Authorization": f"Bearer {token}", "x-folder-id": self.folder_id}
 
-    def _authorized(self, send: Callable[[Dict[str, str], float], T], timeout: float) -> T:
-        """``send(headers, timeout)``; after a 401, with a token_provider, once more with a
-        fresh token within what is left of ``timeout``."""
-        deadline = time.monotonic() + timeout
-        token, generation = self._credentials.current()
+    def _fetch_token(self, deadline: float) -> Tuple[str, float]:
+        """A token from ``token_provider``, used for ``token_max_age`` (TokenCache's ``fetch``)."""
+        assert self._token_provider is not None
         try:
-            return send(self._headers(token), self._left(deadline, timeout))
-        except AuthenticationError as exc:
-            if exc.status_code != 401 or not self._credentials.refreshable:
-                raise
-        logger.debug("provider %r: token rejected (401); refreshing it and retrying once", self.name)
-        token, _ = self._credentials.refresh(generation)
-        return send(self._headers(token), self._left(deadline, timeout))
-
-    def _left(self, deadline: float, timeout: float) -> float:
-        """Time left before ``deadline``; a slow token_provider counts against the call."""
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise ProviderTimeoutError(
-                f"fetching the token used up the timeout of {timeout:g} s", provider=self.name
+            value = self._token_provider()
+        except Exception as exc:
+            raise AuthenticationError(
+                f"token_provider raised {type(exc).__name__}: it must return a fresh IAM token",
+                provider=self.name,
+                retryable=True,
+            ) from None  # its message could quote a credential: only the type is shown
+        problem = _token_problem(value)
+        if problem:
+            raise AuthenticationError(
+                f"token_provider returned {problem}: it must return the token string alone", provider=self.name
             )
-        return left
+        logger.debug("provider %r: fetched a new token from token_provider", self.name)
+        return value.strip(), self._token_max_age
 
     def _payload(self, messages: List[Message], params: GenerationParams, *, stream: bool) -> Dict[str, Any]:
         options: Dict[str, Any] = {"stream": stream}
@@ -522,7 +450,7 @@ class YandexGPTProvider(HttpProvider):
         """Yandex's ``{"error": {grpcCode, httpCode, message, ...}}`` or plain text -> typed error."""
         body, text = self.read_error_body(response)
         status = response.status_code
-        detail = self._credentials.scrub(error_message_from_body(body, text))
+        detail = self._tokens.scrub(error_message_from_body(body, text))
         if status == 400:
             message = f"YandexGPT rejected the request: {detail}"
             if "folder" in detail.lower():
@@ -531,7 +459,7 @@ class YandexGPTProvider(HttpProvider):
             if self.auth_mode == "api-key":
                 message = (f"YandexGPT rejected the API key: {detail}; check api_key is a service-account "
                            "API key, or set extra['auth']='iam' for an IAM token")
-            elif self._credentials.refreshable:
+            elif self._tokens.refreshable:
                 message = (f"YandexGPT rejected the IAM token even after a refresh from token_provider: {detail}; "
                            "check that token_provider returns a valid IAM token")
             else:
