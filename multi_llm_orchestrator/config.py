@@ -14,7 +14,7 @@ from .errors import ConfigurationError
 __all__ = ["ProviderConfig", "redact"]
 
 SECRET_FIELDS = ("api_key",)
-SECRET_EXTRA_KEYS = ("access_token", "password", "token", "secret", "api_key", "credentials")
+SECRET_EXTRA_KEYS = ("access_token", "password", "token", "secret", "api_key", "credentials", "authorization")
 
 
 def redact(value: Optional[str]) -> str:
@@ -137,9 +137,11 @@ class ProviderConfig(DataClassJsonMixin):
 def _redact_extra(extra: Dict[str, Any], drop: bool = False) -> Dict[str, Any]:
     cleaned: Dict[str, Any] = {}
     for key, value in extra.items():
-        secret = any(word in str(key).lower() for word in SECRET_EXTRA_KEYS) or callable(value)
+        # "-" too: header names such as "X-Api-Key" inside extra["headers"].
+        name = str(key).lower().replace("-", "_")
+        secret = any(word in name for word in SECRET_EXTRA_KEYS) or callable(value)
         if not secret:
-            cleaned[key] = value
+            cleaned[key] = _redact_extra(value, drop) if isinstance(value, dict) else value
         elif not drop:
             cleaned[key] = "<redacted>"
     return cleaned

@@ -357,6 +357,10 @@ class HttpProvider(BaseProvider):
                 auth=auth,
                 proxies=self._proxies_for(url),
             )
+        except requests.exceptions.InvalidHeader as exc:
+            # Not chained: its message quotes the header value (a key or token), and a
+            # logged traceback would print it.
+            raise error_from_exception(exc, provider=self.name, timeout=timeout, tls_hint=self.tls_hint) from None
         except Exception as exc:
             raise error_from_exception(exc, provider=self.name, timeout=timeout, tls_hint=self.tls_hint) from exc
         finally:
