@@ -6,6 +6,11 @@ metrics, the attempt list and the final Completion copy. Rounds alternate the tw
 sides; medians of the per-round means shown. ``--profile`` prints the top costs of the
 Router side under cProfile.
 
+For reference (not part of the ratio) it also times the executor paths: a Router with a
+total ``timeout`` (every call hops to the Router's executor) and one with
+``hedge_after="p95"`` over two providers (the hop, the race, and the adaptive delay,
+which is computed from each call's provider's recent latencies).
+
     python benchmarks/overhead.py [--profile]
 """
 
@@ -48,6 +53,11 @@ def main() -> None:
     provider = MockProvider(ProviderConfig(name="mock", extra={"delay": 0}))
     router = Router()
     router.add_provider(provider)
+    deadline = Router(timeout=10)
+    deadline.add_provider(MockProvider(ProviderConfig(name="deadline", extra={"delay": 0})))
+    hedged = Router(hedge_after="p95")
+    for name in ("hedged-a", "hedged-b"):  # hedging needs a second provider to race
+        hedged.add_provider(MockProvider(ProviderConfig(name=name, extra={"delay": 0})))
 
     def direct(prompt: str) -> str:
         return provider.complete(prompt).text
@@ -56,19 +66,27 @@ def main() -> None:
     per_call(router.route, 2_000)  # warm-up
     per_call(direct, 2_000)
 
-    routed, bare = [], []
+    per_call(deadline.route, 2_000)
+    per_call(hedged.route, 2_000)
+    routed, bare, hopping, hedging = [], [], [], []
     for _ in range(ROUNDS):
         bare.append(per_call(direct))
         routed.append(per_call(router.route))
+        hopping.append(per_call(deadline.route, CALLS // 4))
+        hedging.append(per_call(hedged.route, CALLS // 4))
 
     overhead = median(routed) - median(bare)
     print(f"{CALLS} calls per round, {ROUNDS} rounds alternated; MockProvider with delay 0")
-    print(rounds_line("provider.complete(prompt)", bare, " us/call", 1e6, 2))
-    print(rounds_line("router.route(prompt)     ", routed, " us/call", 1e6, 2))
+    print(rounds_line("provider.complete(prompt)      ", bare, " us/call", 1e6, 2))
+    print(rounds_line("router.route(prompt)           ", routed, " us/call", 1e6, 2))
     print(f"router overhead: {overhead * 1e6:.2f} us per call")
+    print("for reference, the executor paths:")
+    print(rounds_line("router.route, timeout=10       ", hopping, " us/call", 1e6, 2))
+    print(rounds_line("router.route, hedge_after='p95'", hedging, " us/call", 1e6, 2))
     if overhead * 1e6 > PROFILE_THRESHOLD_US or "--profile" in sys.argv:
         profile(router)
-    router.close()
+    for item in (router, deadline, hedged):
+        item.close()
     print(f"ratio router/direct: {median(routed) / median(bare):.2f}x")
 
 
