@@ -1,7 +1,8 @@
 """Settings of the example project: just enough Django to serve the llm_gateway app.
 
     cd examples/django_app
-    LLM_ROUTER_CONFIG=../config.example.json python manage.py runserver   # threaded
+    python manage.py runserver          # threaded; three mock providers
+    LLM_ROUTER_CONFIG=/path/to/router.json python manage.py runserver   # your providers
     curl -X POST localhost:8000/ask -d '{"prompt": "What is Python?"}'
 """
 
