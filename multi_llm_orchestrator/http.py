@@ -415,7 +415,7 @@ class HttpProvider(BaseProvider):
     def parse_json(self, content: bytes) -> Any:
         try:
             return json.loads(content)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # RecursionError: absurdly deep nesting
             preview = content[:80].decode("utf-8", "replace")
             raise ResponseFormatError(
                 f"the response is not valid JSON ({exc.__class__.__name__}): {preview!r}", provider=self.name
@@ -441,7 +441,7 @@ class HttpProvider(BaseProvider):
         text = raw.decode("utf-8", "replace")
         try:
             return json.loads(text), text
-        except ValueError:
+        except (ValueError, RecursionError):
             return None, text
 
     def map_exception(self, exc: BaseException, timeout: float) -> ProviderError:

@@ -150,7 +150,9 @@ def stream_error(event: Dict[str, Any], provider: str) -> Optional[ProviderError
         status = error["httpCode"]  # grpc-gateway (YandexGPT): "code"-like fields hold gRPC codes
     if isinstance(status, int) and 400 <= status < 600:
         return error_from_status(status, message, provider=provider)
-    if isinstance(status, str) and status.isdigit() and 400 <= int(status) < 600:
+    # isdigit() alone lets "²" or a 5,000-digit string through to int(), which raises.
+    if isinstance(status, str) and len(status) == 3 and status.isascii() and status.isdigit() \
+            and 400 <= int(status) < 600:
         return error_from_status(int(status), message, provider=provider)
     return ProviderUnavailableError(f"the provider reported an error mid-stream: {message}", provider=provider)
 
@@ -158,7 +160,7 @@ def stream_error(event: Dict[str, Any], provider: str) -> Optional[ProviderError
 def _loads(payload: str, provider: str) -> Dict[str, Any]:
     try:
         event = json.loads(payload)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
         raise ResponseFormatError(f"a stream event is not valid JSON: {payload[:80]!r}", provider=provider) from None
     if not isinstance(event, dict):
         raise ResponseFormatError(f"a stream event is not a JSON object: {payload[:80]!r}", provider=provider)

@@ -206,6 +206,14 @@ CASES = [
      "answered without choices"),
     ("stream event not an object", lambda c: "".join(c.openai(sse(b"[1, 2]"), "text/event-stream").stream("hi")),
      ResponseFormatError, "not a JSON object"),
+    ("JSON nested too deep", lambda c: c.openai(b"[" * 100_000).complete("hi"), ResponseFormatError,
+     "not valid JSON (RecursionError)"),
+    ("error code that is no number", lambda c: c.openai(b'{"object": "error", "code": "\xc2\xb2", "message": "odd"}')
+     .complete("hi"), ProviderUnavailableError, "the server reported an error mid-response: odd"),
+    ("stream error code of 5,000 digits",
+     lambda c: "".join(c.openai(sse(b'{"error": {"message": "odd", "code": "' + b"5" * 5000 + b'"}}'),
+                                "text/event-stream").stream("hi")),
+     ProviderUnavailableError, "error mid-stream: odd"),
     ("stream cut before [DONE]", lambda c: "".join(c.openai(b"data: " + GOOD_CHUNK + b"\n\n", "text/event-stream")
                                                    .stream("hi")),
      ProviderUnavailableError, "ended before [DONE]"),

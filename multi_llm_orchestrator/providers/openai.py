@@ -277,7 +277,8 @@ class OpenAICompatibleProvider(HttpProvider):
         kinds = {str(fields.get("type") or "").lower(), str(fields.get("code") or "").lower()}
         if status is None:
             code = fields.get("code")
-            if isinstance(code, int) or (isinstance(code, str) and code.isdigit()):
+            # isascii(): "²".isdigit() is True but int("²") raises; len: int() refuses 5,000 digits.
+            if isinstance(code, int) or (isinstance(code, str) and code.isascii() and code.isdigit() and len(code) < 9):
                 status = int(code) if 400 <= int(code) < 600 else None
         if status == 402 or kinds & QUOTA_CODES:
             return QuotaExceededError(
