@@ -35,8 +35,8 @@ from multi_llm_orchestrator.providers.openai import OpenAICompatibleProvider
 
 THREADS = 32
 CALLS_PER_THREAD = 75  # 2,400 calls in all
-ROUTER_TIMEOUT = 1.0
-PROVIDER_TIMEOUT = 0.45
+ROUTER_TIMEOUT = 2.0
+PROVIDER_TIMEOUT = 0.9
 DEADLINE_TOLERANCE = 1.10
 AUTH_KEY = base64.b64encode(b"reliability-client:reliability-secret").decode()
 FAULTS = {"500": 2, "429": 1, "reset": 2, "slow": 1, "malformed": 1, "cut": 2, "sse_error": 1}
@@ -82,6 +82,7 @@ class Outcomes:
         self.escaped = []  # (type name, message) of anything not an OrchestratorError
         self.bad_results = []
         self.walls = []
+        self.slowest = Counter()  # kind -> longest wall time
         self.answered_by = Counter()
         self.skipped_attempts = 0
 
@@ -89,6 +90,7 @@ class Outcomes:
         with self.lock:
             self.walls.append(wall)
             self.kinds[kind] += 1
+            self.slowest[kind] = max(self.slowest[kind], round(wall, 3))
             if answer is not None:
                 self.answered_by[answer.provider] += 1
                 self.skipped_attempts += sum(1 for a in answer.attempts if a.outcome == "skipped")
@@ -135,11 +137,11 @@ def test_one_router_survives_thousands_of_faulty_calls_from_32_threads():
     fds_before = open_fds()
     threads_before = set(threading.enumerate())
     servers = [
-        FaultServer("openai", fault_rate=0.3, faults=FAULTS, seed=1, slow_delay=0.9, retry_after=0.2,
+        FaultServer("openai", fault_rate=0.3, faults=FAULTS, seed=1, slow_delay=1.8, retry_after=0.2,
                     api_key="reliability-key-a"),
-        FaultServer("openai", fault_rate=0.3, faults=FAULTS, seed=2, slow_delay=0.9, retry_after=0.2,
+        FaultServer("openai", fault_rate=0.3, faults=FAULTS, seed=2, slow_delay=1.8, retry_after=0.2,
                     api_key="reliability-key-b"),
-        FaultServer("gigachat", fault_rate=0.3, faults=FAULTS, seed=3, slow_delay=0.9, retry_after=0.2,
+        FaultServer("gigachat", fault_rate=0.3, faults=FAULTS, seed=3, slow_delay=1.8, retry_after=0.2,
                     auth_key=AUTH_KEY, token_ttl=3.0),  # tokens refreshed every ~1.5 s under load
     ]
     for server in servers:
@@ -217,7 +219,8 @@ def test_one_router_survives_thousands_of_faulty_calls_from_32_threads():
         # Deadline: no call outlives the Router's timeout by more than 10 %.
         slowest = max(outcomes.walls)
         late = sorted(wall for wall in outcomes.walls if wall > ROUTER_TIMEOUT * DEADLINE_TOLERANCE)
-        print(f"slowest call {slowest:.3f} s; p99 {sorted(outcomes.walls)[int(calls * 0.99)]:.3f} s")
+        print(f"slowest call {slowest:.3f} s; p99 {sorted(outcomes.walls)[int(calls * 0.99)]:.3f} s; "
+              f"slowest by outcome {dict(outcomes.slowest)}")
         assert late == [], f"{len(late)} call(s) outlived the deadline: {late[-5:]}"
 
         # Every fault kind was served, and faults hit every server.
