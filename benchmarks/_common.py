@@ -43,3 +43,21 @@ def rounds_line(label: str, values: List[float], unit: str = "", scale: float = 
     """"label: median X (rounds: a b c)" for figures measured over several rounds."""
     shown = " ".join(f"{v * scale:.{digits}f}" for v in values)
     return f"{label}: median {median(values) * scale:.{digits}f}{unit} (rounds: {shown})"
+
+
+class LoadWatch:
+    """The machine's 1-minute load average at the start and at the end of a run: other
+    work on the machine spreads the rounds, and this line says how much there was."""
+
+    def __init__(self) -> None:
+        self.start = self._load()
+
+    @staticmethod
+    def _load() -> float:
+        return os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+
+    def summary(self) -> str:
+        return (
+            f"machine: {os.cpu_count()} CPUs, load average {self.start:.1f} at the start, "
+            f"{self._load():.1f} at the end"
+        )

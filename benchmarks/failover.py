@@ -24,7 +24,7 @@ from typing import Callable, Dict, List, Sequence
 
 import _common  # noqa: F401  (puts the repository on sys.path)
 import _server
-from _common import median
+from _common import LoadWatch, median
 
 from multi_llm_orchestrator import ProviderConfig, Router
 from multi_llm_orchestrator.providers.openai import OpenAICompatibleProvider
@@ -55,6 +55,7 @@ def per_call_ms(call: Callable[[], str], calls: int) -> float:
 
 
 def main() -> None:
+    watch = LoadWatch()
     dead_url = f"http://127.0.0.1:{_server.free_port_closed()}/v1"
     with _server.spawn() as server:
 
@@ -119,6 +120,7 @@ def main() -> None:
     )
     added_off = median(times["dead first, breaker off"]) - base
     added_on = median(times["dead first, breaker on"]) - base
+    print(watch.summary())
     verdict = "met" if added_off < TARGET_OFF_MS else "MISSED"
     print(f"target: under {TARGET_OFF_MS:g} ms added with the breaker off: {verdict}")
     print(f"target: near zero added with the breaker on: {added_on:+.2f} ms")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 
 import _common  # noqa: F401  (puts the repository on sys.path)
-from _common import median, rounds_line
+from _common import LoadWatch, median, rounds_line
 
 from multi_llm_orchestrator import MockProvider, ProviderConfig, Router
 
@@ -23,6 +23,7 @@ TARGET = 1.3 * CHECK_DELAY
 
 
 def main() -> None:
+    watch = LoadWatch()
     providers = [
         MockProvider(ProviderConfig(name=f"mock-{i}", extra={"health_delay": CHECK_DELAY})) for i in range(PROVIDERS)
     ]
@@ -47,6 +48,7 @@ def main() -> None:
     print(f"{PROVIDERS} providers, each health check takes {CHECK_DELAY * 1000:.0f} ms; {ROUNDS} rounds alternated")
     print(rounds_line("sequential (provider.health_check() in a loop)", sequential, " ms", 1000))
     print(rounds_line("parallel   (router.health_check())           ", parallel, " ms", 1000))
+    print(watch.summary())
     verdict = "met" if median(parallel) <= TARGET else "MISSED"
     print(f"target: parallel <= {TARGET * 1000:.0f} ms (1.3 x one check): {verdict}")
     print(

@@ -33,7 +33,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import _common  # noqa: F401  (puts the repository on sys.path)
 import _server
-from _common import median
+from _common import LoadWatch, median
 
 import requests
 
@@ -82,6 +82,7 @@ def profile(call: Callable[[], str], calls: int = 2000) -> None:
 
 
 def main() -> None:
+    watch = LoadWatch()
     with _server.spawn() as server:
         provider = OpenAICompatibleProvider(ProviderConfig(name="bench", model=_server.MODEL, base_url=server.url))
         router = Router()
@@ -146,6 +147,7 @@ def main() -> None:
             routed = median(results["router", threads])
             ratios[threads] = (routed / median(results["raw", threads]),
                                routed / median(results["raw, trust_env=False", threads]))
+        print(watch.summary())
         worst = min(min(pair) for pair in ratios.values())
         verdict = "met" if worst >= TARGET else "MISSED"
         print(f"target: router/raw >= {TARGET} sequential and with {THREADS} threads (both baselines): {verdict}")

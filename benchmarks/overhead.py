@@ -22,7 +22,7 @@ import sys
 import time
 
 import _common  # noqa: F401  (puts the repository on sys.path)
-from _common import median, rounds_line
+from _common import LoadWatch, median, rounds_line
 
 from multi_llm_orchestrator import MockProvider, ProviderConfig, Router
 
@@ -50,6 +50,7 @@ def profile(router: Router) -> None:
 
 
 def main() -> None:
+    watch = LoadWatch()
     provider = MockProvider(ProviderConfig(name="mock", extra={"delay": 0}))
     router = Router()
     router.add_provider(provider)
@@ -87,6 +88,7 @@ def main() -> None:
         profile(router)
     for item in (router, deadline, hedged):
         item.close()
+    print(watch.summary())
     print(f"ratio router/direct: {median(routed) / median(bare):.2f}x")
 
 
