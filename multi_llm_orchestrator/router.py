@@ -4,7 +4,7 @@ One call reads straight down::
 
     route / complete / route_stream
       -> _plan: strategy orders the providers whose circuit is not open
-      -> _run: for each provider in order -> _Attempt.run -> provider.complete / stream
+      -> _run: for each provider in order -> AttemptRun.run -> provider.complete / stream
                (on the caller's thread; on the executor via hedging.race when hedging
                or a total timeout is set)
       -> Completion / TextStream, with every attempt listed; metrics, breaker, logs and
@@ -27,8 +27,6 @@ from .breaker import BreakerPolicy, CircuitBreaker
 from .errors import (
     AllProvidersFailedError,
     ConfigurationError,
-    DeadlineExceededError,
-    InvalidRequestError,
     NoProvidersError,
     OrchestratorError,
     ProviderError,
@@ -38,16 +36,15 @@ from .health import HealthChecker, HealthResult
 from .hedging import HedgeBudget, HedgePolicy, RaceFailed, race
 from .metrics import ProviderMetrics
 from .providers.base import BaseProvider
+from .calls import AttemptRun, Call, Listener, OpenedStream, Telemetry, as_provider_error
 from .strategies import ProviderState, Strategy, make_strategy
-from .types import Attempt, Completion, GenerationParams, Prompt, RouterEvent, StreamEnd, TextStream
+from .types import Completion, GenerationParams, Prompt, StreamEnd, TextStream
 
 __all__ = ["Router"]
 
 logger = logging.getLogger("multi_llm_orchestrator.router")
 
-Listener = Callable[[RouterEvent], None]
 ALL_OPEN_CHOICES = ("closest", "fail")
-DEADLINE_SLACK_S = 0.02
 
 
 class Router:
@@ -116,8 +113,7 @@ class Router:
         self._executor: Optional[ThreadPoolExecutor] = None
         self._lock = threading.Lock()
         self._states: Tuple[ProviderState, ...] = ()
-        self._listeners: Tuple[Listener, ...] = ()
-        self._calls = {"calls": 0, "succeeded": 0, "failed": 0}
+        self._telemetry = Telemetry()
         self._closed = False
         if health_interval:
             self._health.start_background(health_interval, lambda: [s.provider for s in self._states])
@@ -191,7 +187,7 @@ class Router:
         def invoke(provider: BaseProvider, remaining: Optional[float]) -> Completion:
             return provider.complete(messages, params, timeout=remaining)
 
-        call = _Call(self, timeout, streaming=False)
+        call = self._call(timeout, streaming=False)
         completion, attempt = self._run(call, invoke)
         attempt.finish(None, completion.usage)
         call.finish(attempt, None, completion.usage)
@@ -210,10 +206,10 @@ class Router:
         """
         messages, params = BaseProvider._prepare(prompt, params)
 
-        def invoke(provider: BaseProvider, remaining: Optional[float]) -> "_OpenedStream":
-            return _OpenedStream.open(provider.stream(messages, params, timeout=remaining))
+        def invoke(provider: BaseProvider, remaining: Optional[float]) -> OpenedStream:
+            return OpenedStream.open(provider.stream(messages, params, timeout=remaining))
 
-        call = _Call(self, timeout, streaming=True)
+        call = self._call(timeout, streaming=True)
         opened, attempt = self._run(call, invoke)
         result = TextStream(
             self._relay(opened, call, attempt),
@@ -224,7 +220,7 @@ class Router:
         result.attempts = call.attempt_list()  # type: ignore[attr-defined]
         return result
 
-    def _relay(self, opened: "_OpenedStream", call: "_Call", attempt: "_Attempt") -> Iterator[Union[str, StreamEnd]]:
+    def _relay(self, opened: OpenedStream, call: Call, attempt: AttemptRun) -> Iterator[Union[str, StreamEnd]]:
         stream, error = opened.stream, None
         try:
             if opened.first:
@@ -238,7 +234,7 @@ class Router:
                 yield chunk
             yield StreamEnd(stream.usage, stream.finish_reason, stream.model)
         except Exception as exc:
-            error = _as_provider_error(exc, attempt.state.name)
+            error = as_provider_error(exc, attempt.state.name)
             if error is exc:
                 raise
             raise error from exc
@@ -247,14 +243,18 @@ class Router:
             attempt.finish(error, stream.usage)
             call.finish(attempt, error, stream.usage)
 
-    def _run(self, call: "_Call", invoke: Callable[[BaseProvider, Optional[float]], Any]) -> Tuple[Any, "_Attempt"]:
+    def _call(self, timeout: Optional[float], streaming: bool) -> Call:
+        budget = self.timeout if timeout is None else _optional_seconds("timeout", timeout)
+        return Call(budget, streaming, self._telemetry)
+
+    def _run(self, call: Call, invoke: Callable[[BaseProvider, Optional[float]], Any]) -> Tuple[Any, AttemptRun]:
         """Try providers in the planned order until one succeeds; the shared core of
         ``complete`` and ``route_stream``."""
-        self._calls_add("calls")
+        self._telemetry.count("calls")
         try:
             order, forced = self._plan()
         except OrchestratorError:
-            self._calls_add("failed")
+            self._telemetry.count("failed")
             raise
         if logger.isEnabledFor(logging.DEBUG):
             plan = [state.name for state in order]
@@ -263,7 +263,7 @@ class Router:
         if self._hedge is None and call.deadline is None:
             errors: List[ProviderError] = []
             for state in order:
-                attempt = _Attempt.reserve(call, state, hedge=False, force=state is forced)
+                attempt = AttemptRun.reserve(call, state, hedge=False, force=state is forced)
                 if attempt is None:
                     continue
                 try:
@@ -272,10 +272,10 @@ class Router:
                     errors.append(error)
             raise call.failed(errors, deadline_hit=False)
 
-        attempts: Dict[Future, _Attempt] = {}
+        attempts: Dict[Future, AttemptRun] = {}
 
         def launch(state: ProviderState, hedge: bool) -> Optional[Future]:
-            attempt = _Attempt.reserve(call, state, hedge=hedge, force=state is forced)
+            attempt = AttemptRun.reserve(call, state, hedge=hedge, force=state is forced)
             if attempt is None:
                 return None
             future = self._pool().submit(attempt.run, invoke)
@@ -375,8 +375,7 @@ class Router:
 
     def stats(self) -> Dict[str, Any]:
         """Counters for the Router and for each provider (see README, "Metrics")."""
-        with self._lock:
-            totals = dict(self._calls)
+        totals = self._telemetry.totals()
         providers = {}
         for state in self._states:
             snapshot = state.metrics.snapshot()
@@ -391,25 +390,10 @@ class Router:
         Listeners run on the thread that made the attempt; an exception in one is logged
         and ignored.
         """
-        if not callable(listener):
-            raise ConfigurationError(f"A listener must be callable; got {type(listener).__name__}")
-        with self._lock:
-            self._listeners = self._listeners + (listener,)
+        self._telemetry.add_listener(listener)
 
     def remove_listener(self, listener: Listener) -> None:
-        with self._lock:
-            self._listeners = tuple(l for l in self._listeners if l is not listener)
-
-    def _emit(self, event: RouterEvent) -> None:
-        for listener in self._listeners:
-            try:
-                listener(event)
-            except Exception:
-                logger.exception("A Router listener raised; the call goes on")
-
-    def _calls_add(self, key: str) -> None:
-        with self._lock:
-            self._calls[key] += 1
+        self._telemetry.remove_listener(listener)
 
     # Lifecycle ---------------------------------------------------------------------
 
@@ -442,225 +426,6 @@ class Router:
     def __repr__(self) -> str:
         names = ", ".join(state.name for state in self._states)
         return f"Router(strategy={self._strategy.name or self._strategy!r}, providers=[{names}])"
-
-
-class _Call:
-    """Bookkeeping of one Router call: deadline and the attempts made so far."""
-
-    def __init__(self, router: Router, timeout: Optional[float], streaming: bool) -> None:
-        self.router = router
-        self.streaming = streaming
-        self.budget = router.timeout if timeout is None else _optional_seconds("timeout", timeout)
-        self.started = time.monotonic()
-        self.deadline = self.started + self.budget if self.budget is not None else None
-        self._attempts: List[Tuple[int, Attempt]] = []
-        self._started = 0
-        self._lock = threading.Lock()
-        self.over = False
-
-    def remaining(self) -> Optional[float]:
-        if self.deadline is None:
-            return None
-        return self.deadline - time.monotonic()
-
-    def elapsed(self) -> float:
-        return time.monotonic() - self.started
-
-    def record(self, attempt: Attempt, order: int) -> None:
-        """Note an attempt's outcome; ``order`` is when it started, so the list reads in
-        start order even when a hedge finishes before the attempt it raced."""
-        with self._lock:
-            if not self.over:
-                self._attempts.append((order, attempt))
-
-    def next_order(self) -> int:
-        with self._lock:
-            self._started += 1
-            return self._started
-
-    def attempt_list(self) -> List[Attempt]:
-        with self._lock:
-            return [attempt for _, attempt in sorted(self._attempts, key=lambda item: item[0])]
-
-    def failed(self, errors: List[ProviderError], deadline_hit: bool) -> AllProvidersFailedError:
-        with self._lock:
-            self.over = True
-        # An attempt given the last of the budget times out on its own a hair before the
-        # Router's deadline: that is the deadline running out too.
-        remaining = self.remaining()
-        if remaining is not None and remaining < DEADLINE_SLACK_S:
-            deadline_hit = True
-        if deadline_hit:
-            failure: AllProvidersFailedError = DeadlineExceededError(errors, self.budget or 0.0)
-        else:
-            failure = AllProvidersFailedError(errors)
-        failure.__cause__ = errors[-1] if errors else None
-        failure.__suppress_context__ = True
-        self._report(None, "error", failure, None, len(errors))
-        return failure
-
-    def finish(self, attempt: "_Attempt", error: Optional[ProviderError], usage: Any) -> None:
-        with self._lock:
-            self.over = True
-            count = len(self._attempts)
-        self._report(attempt, "error" if error else "ok", error, usage, count)
-
-    def _report(self, attempt: Optional["_Attempt"], outcome: str, error: Optional[BaseException], usage: Any, count: int) -> None:
-        router = self.router
-        router._calls_add("succeeded" if outcome == "ok" else "failed")
-        provider = attempt.state.provider if attempt else None
-        latency = self.elapsed()
-        if outcome == "ok" and logger.isEnabledFor(logging.INFO):
-            logger.info(
-                "call answered by %s (%s) in %.3f s after %d attempt(s)",
-                provider.name, provider.model, latency, count,
-                extra={
-                    "provider": provider.name, "model": provider.model, "latency_s": latency, "attempts": count,
-                    "prompt_tokens": getattr(usage, "prompt_tokens", None),
-                    "completion_tokens": getattr(usage, "completion_tokens", None), "outcome": "ok",
-                },
-            )
-        elif outcome != "ok" and logger.isEnabledFor(logging.INFO):
-            logger.info(
-                "call failed in %.3f s after %d attempt(s): %s", latency, count, type(error).__name__,
-                extra={
-                    "provider": provider.name if provider else None, "model": provider.model if provider else None,
-                    "latency_s": latency, "attempts": count, "error_type": type(error).__name__, "outcome": "error",
-                },
-            )
-        if router._listeners:
-            router._emit(RouterEvent(
-                "call", provider.name if provider else None, provider.model if provider else None, outcome, latency,
-                type(error).__name__ if error else None, str(error) if error else None, usage,
-                attempts=count, streaming=self.streaming,
-            ))
-
-
-class _Attempt:
-    """One provider tried during one call: breaker reservation, metrics, logs, events."""
-
-    def __init__(self, call: _Call, state: ProviderState, hedge: bool) -> None:
-        self.call = call
-        self.state = state
-        self.hedge = hedge
-        self.order = call.next_order()
-        self.started = 0.0
-        self.answered = 0.0
-        self.lost = False
-        self.finished = False
-
-    @classmethod
-    def reserve(cls, call: _Call, state: ProviderState, *, hedge: bool, force: bool) -> Optional["_Attempt"]:
-        """An attempt if the provider's breaker lets one through now, else None."""
-        if not state.breaker.try_acquire(force=force):
-            call.record(Attempt(state.name, "skipped", hedge=hedge), call.next_order())
-            return None
-        if hedge:
-            state.metrics.hedge("started")
-        return cls(call, state, hedge)
-
-    def run(self, invoke: Callable[[BaseProvider, Optional[float]], Any]) -> Any:
-        remaining = self.call.remaining()
-        provider = self.state.provider
-        if remaining is not None and remaining <= 0:
-            self.state.breaker.release()
-            error = ProviderTimeoutError("no time left in the Router timeout", provider=provider.name)
-            self.call.record(Attempt(provider.name, "error", 0.0, error.message, type(error).__name__, self.hedge), self.order)
-            raise error
-        self.state.metrics.started()
-        self.started = time.monotonic()
-        try:
-            result = invoke(provider, remaining)
-        except Exception as exc:
-            error = _as_provider_error(exc, provider.name)
-            self.finish(error, None)
-            if error is exc:
-                raise
-            raise error from exc
-        except BaseException:  # KeyboardInterrupt and the like: account, then let it fly
-            self.finish(ProviderError("interrupted", provider=provider.name), None)
-            raise
-        self.answered = time.monotonic() - self.started
-        return result
-
-    def won(self) -> "_Attempt":
-        self.call.record(Attempt(self.state.name, "ok", self.answered, hedge=self.hedge), self.order)
-        if self.hedge:
-            self.state.metrics.hedge("won")
-        return self
-
-    def finish(self, error: Optional[ProviderError], usage: Any) -> None:
-        """Record the outcome once: metrics, breaker, attempt list, log, event."""
-        if self.finished:
-            return
-        self.finished = True
-        state, latency = self.state, time.monotonic() - self.started
-        if error is None:
-            state.metrics.succeeded(latency, usage)
-            state.breaker.record_success()
-        else:
-            state.metrics.failed(error)
-            state.breaker.record_failure(error)
-            self.call.record(Attempt(state.name, "error", latency, error.message, type(error).__name__, self.hedge), self.order)
-            logger.warning(
-                "attempt on %s failed after %.3f s: %s: %s", state.name, latency, type(error).__name__, error.message,
-                extra={"provider": state.name, "error_type": type(error).__name__, "latency_s": latency},
-            )
-        router = self.call.router
-        if router._listeners:
-            outcome = "lost" if self.lost else ("error" if error else "ok")
-            router._emit(RouterEvent(
-                "attempt", state.name, state.provider.model, outcome, latency,
-                type(error).__name__ if error else None, error.message if error else None, usage,
-                hedge=self.hedge, streaming=self.call.streaming,
-            ))
-
-    def abandon(self, future: Future) -> None:
-        """The race ended without this attempt: discard its result when it arrives."""
-        self.lost = True
-        self.call.record(Attempt(self.state.name, "lost", time.monotonic() - self.started, hedge=self.hedge), self.order)
-        if self.hedge:
-            self.state.metrics.hedge("lost")
-
-        def discard(done: Future) -> None:
-            if done.cancelled() or done.exception() is not None:
-                return
-            result = done.result()
-            if isinstance(result, _OpenedStream):
-                result.stream.close()
-            self.finish(None, getattr(result, "usage", None))
-
-        future.add_done_callback(discard)
-
-
-class _OpenedStream:
-    """A provider stream whose first chunk has arrived (so the provider did answer)."""
-
-    def __init__(self, stream: TextStream, first: str) -> None:
-        self.stream = stream
-        self.first = first
-
-    @classmethod
-    def open(cls, stream: TextStream) -> "_OpenedStream":
-        try:
-            first = next(stream, "")
-        except BaseException:
-            stream.close()
-            raise
-        return cls(stream, first)
-
-
-def _as_provider_error(exc: BaseException, provider: str) -> ProviderError:
-    """Every failure of an attempt as a ProviderError, so fallback sees one type."""
-    if isinstance(exc, ProviderError):
-        if exc.provider is None:
-            exc.provider = provider
-        return exc
-    if isinstance(exc, ConfigurationError):  # e.g. a parameter this provider cannot take
-        return InvalidRequestError(str(exc), provider=provider)
-    if isinstance(exc, TimeoutError):
-        return ProviderTimeoutError(str(exc) or "timed out", provider=provider)
-    return ProviderError(f"unexpected {type(exc).__name__}: {exc}", provider=provider)
 
 
 def _optional_seconds(name: str, value: Optional[float]) -> Optional[float]:

@@ -1,0 +1,289 @@
+"""The bookkeeping of one Router call and of each attempt in it.
+
+``Call`` holds the deadline and the attempts made so far, and reports the finished call
+(totals, one log record, listeners). ``AttemptRun`` is one provider tried: it reserves the
+breaker, runs the provider with the time left, and records the outcome once in the
+provider's metrics and breaker, the call's attempt list, the log and the listeners.
+``Telemetry`` holds what outlives calls: the Router's call totals and its listeners.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import Future
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from .errors import (
+    AllProvidersFailedError,
+    ConfigurationError,
+    DeadlineExceededError,
+    InvalidRequestError,
+    ProviderError,
+    ProviderTimeoutError,
+)
+from .providers.base import BaseProvider
+from .strategies import ProviderState
+from .types import Attempt, RouterEvent, TextStream
+
+__all__ = ["Call", "AttemptRun", "OpenedStream", "Telemetry", "Listener", "as_provider_error"]
+
+# Records keep the Router's logger name: it is what users filter on.
+logger = logging.getLogger("multi_llm_orchestrator.router")
+
+Listener = Callable[[RouterEvent], None]
+DEADLINE_SLACK_S = 0.02
+
+
+class Telemetry:
+    """The Router's call totals and listeners. Thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._totals = {"calls": 0, "succeeded": 0, "failed": 0}
+        self.listeners: Tuple[Listener, ...] = ()
+
+    def count(self, key: str) -> None:
+        with self._lock:
+            self._totals[key] += 1
+
+    def totals(self) -> Dict[str, int]:
+        with self._lock:
+            return dict(self._totals)
+
+    def add_listener(self, listener: Listener) -> None:
+        if not callable(listener):
+            raise ConfigurationError(f"A listener must be callable; got {type(listener).__name__}")
+        with self._lock:
+            self.listeners = self.listeners + (listener,)
+
+    def remove_listener(self, listener: Listener) -> None:
+        with self._lock:
+            self.listeners = tuple(known for known in self.listeners if known is not listener)
+
+    def emit(self, event: RouterEvent) -> None:
+        for listener in self.listeners:
+            try:
+                listener(event)
+            except Exception:
+                logger.exception("A Router listener raised; the call goes on")
+
+
+class Call:
+    """Bookkeeping of one Router call: deadline and the attempts made so far."""
+
+    def __init__(self, budget: Optional[float], streaming: bool, telemetry: "Telemetry") -> None:
+        self.telemetry = telemetry
+        self.streaming = streaming
+        self.budget = budget
+        self.started = time.monotonic()
+        self.deadline = self.started + self.budget if self.budget is not None else None
+        self._attempts: List[Tuple[int, Attempt]] = []
+        self._started = 0
+        self._lock = threading.Lock()
+        self.over = False
+
+    def remaining(self) -> Optional[float]:
+        if self.deadline is None:
+            return None
+        return self.deadline - time.monotonic()
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def record(self, attempt: Attempt, order: int) -> None:
+        """Note an attempt's outcome; ``order`` is when it started, so the list reads in
+        start order even when a hedge finishes before the attempt it raced."""
+        with self._lock:
+            if not self.over:
+                self._attempts.append((order, attempt))
+
+    def next_order(self) -> int:
+        with self._lock:
+            self._started += 1
+            return self._started
+
+    def attempt_list(self) -> List[Attempt]:
+        with self._lock:
+            return [attempt for _, attempt in sorted(self._attempts, key=lambda item: item[0])]
+
+    def failed(self, errors: List[ProviderError], deadline_hit: bool) -> AllProvidersFailedError:
+        with self._lock:
+            self.over = True
+        # An attempt given the last of the budget times out on its own a hair before the
+        # Router's deadline: that is the deadline running out too.
+        remaining = self.remaining()
+        if remaining is not None and remaining < DEADLINE_SLACK_S:
+            deadline_hit = True
+        if deadline_hit:
+            failure: AllProvidersFailedError = DeadlineExceededError(errors, self.budget or 0.0)
+        else:
+            failure = AllProvidersFailedError(errors)
+        failure.__cause__ = errors[-1] if errors else None
+        failure.__suppress_context__ = True
+        self._report(None, "error", failure, None, len(errors))
+        return failure
+
+    def finish(self, attempt: "AttemptRun", error: Optional[ProviderError], usage: Any) -> None:
+        with self._lock:
+            self.over = True
+            count = len(self._attempts)
+        self._report(attempt, "error" if error else "ok", error, usage, count)
+
+    def _report(self, attempt: Optional["AttemptRun"], outcome: str, error: Optional[BaseException], usage: Any, count: int) -> None:
+        telemetry = self.telemetry
+        telemetry.count("succeeded" if outcome == "ok" else "failed")
+        provider = attempt.state.provider if attempt else None
+        latency = self.elapsed()
+        if outcome == "ok" and logger.isEnabledFor(logging.INFO):
+            logger.info(
+                "call answered by %s (%s) in %.3f s after %d attempt(s)",
+                provider.name, provider.model, latency, count,
+                extra={
+                    "provider": provider.name, "model": provider.model, "latency_s": latency, "attempts": count,
+                    "prompt_tokens": getattr(usage, "prompt_tokens", None),
+                    "completion_tokens": getattr(usage, "completion_tokens", None), "outcome": "ok",
+                },
+            )
+        elif outcome != "ok" and logger.isEnabledFor(logging.INFO):
+            logger.info(
+                "call failed in %.3f s after %d attempt(s): %s", latency, count, type(error).__name__,
+                extra={
+                    "provider": provider.name if provider else None, "model": provider.model if provider else None,
+                    "latency_s": latency, "attempts": count, "error_type": type(error).__name__, "outcome": "error",
+                },
+            )
+        if telemetry.listeners:
+            telemetry.emit(RouterEvent(
+                "call", provider.name if provider else None, provider.model if provider else None, outcome, latency,
+                type(error).__name__ if error else None, str(error) if error else None, usage,
+                attempts=count, streaming=self.streaming,
+            ))
+
+
+class AttemptRun:
+    """One provider tried during one call: breaker reservation, metrics, logs, events."""
+
+    def __init__(self, call: Call, state: ProviderState, hedge: bool) -> None:
+        self.call = call
+        self.state = state
+        self.hedge = hedge
+        self.order = call.next_order()
+        self.started = 0.0
+        self.answered = 0.0
+        self.lost = False
+        self.finished = False
+
+    @classmethod
+    def reserve(cls, call: Call, state: ProviderState, *, hedge: bool, force: bool) -> Optional["AttemptRun"]:
+        """An attempt if the provider's breaker lets one through now, else None."""
+        if not state.breaker.try_acquire(force=force):
+            call.record(Attempt(state.name, "skipped", hedge=hedge), call.next_order())
+            return None
+        if hedge:
+            state.metrics.hedge("started")
+        return cls(call, state, hedge)
+
+    def run(self, invoke: Callable[[BaseProvider, Optional[float]], Any]) -> Any:
+        remaining = self.call.remaining()
+        provider = self.state.provider
+        if remaining is not None and remaining <= 0:
+            self.state.breaker.release()
+            error = ProviderTimeoutError("no time left in the Router timeout", provider=provider.name)
+            self.call.record(Attempt(provider.name, "error", 0.0, error.message, type(error).__name__, self.hedge), self.order)
+            raise error
+        self.state.metrics.started()
+        self.started = time.monotonic()
+        try:
+            result = invoke(provider, remaining)
+        except Exception as exc:
+            error = as_provider_error(exc, provider.name)
+            self.finish(error, None)
+            if error is exc:
+                raise
+            raise error from exc
+        except BaseException:  # KeyboardInterrupt and the like: account, then let it fly
+            self.finish(ProviderError("interrupted", provider=provider.name), None)
+            raise
+        self.answered = time.monotonic() - self.started
+        return result
+
+    def won(self) -> "AttemptRun":
+        self.call.record(Attempt(self.state.name, "ok", self.answered, hedge=self.hedge), self.order)
+        if self.hedge:
+            self.state.metrics.hedge("won")
+        return self
+
+    def finish(self, error: Optional[ProviderError], usage: Any) -> None:
+        """Record the outcome once: metrics, breaker, attempt list, log, event."""
+        if self.finished:
+            return
+        self.finished = True
+        state, latency = self.state, time.monotonic() - self.started
+        if error is None:
+            state.metrics.succeeded(latency, usage)
+            state.breaker.record_success()
+        else:
+            state.metrics.failed(error)
+            state.breaker.record_failure(error)
+            self.call.record(Attempt(state.name, "error", latency, error.message, type(error).__name__, self.hedge), self.order)
+            logger.warning(
+                "attempt on %s failed after %.3f s: %s: %s", state.name, latency, type(error).__name__, error.message,
+                extra={"provider": state.name, "error_type": type(error).__name__, "latency_s": latency},
+            )
+        telemetry = self.call.telemetry
+        if telemetry.listeners:
+            outcome = "lost" if self.lost else ("error" if error else "ok")
+            telemetry.emit(RouterEvent(
+                "attempt", state.name, state.provider.model, outcome, latency,
+                type(error).__name__ if error else None, error.message if error else None, usage,
+                hedge=self.hedge, streaming=self.call.streaming,
+            ))
+
+    def abandon(self, future: Future) -> None:
+        """The race ended without this attempt: discard its result when it arrives."""
+        self.lost = True
+        self.call.record(Attempt(self.state.name, "lost", time.monotonic() - self.started, hedge=self.hedge), self.order)
+        if self.hedge:
+            self.state.metrics.hedge("lost")
+
+        def discard(done: Future) -> None:
+            if done.cancelled() or done.exception() is not None:
+                return
+            result = done.result()
+            if isinstance(result, OpenedStream):
+                result.stream.close()
+            self.finish(None, getattr(result, "usage", None))
+
+        future.add_done_callback(discard)
+
+
+class OpenedStream:
+    """A provider stream whose first chunk has arrived (so the provider did answer)."""
+
+    def __init__(self, stream: TextStream, first: str) -> None:
+        self.stream = stream
+        self.first = first
+
+    @classmethod
+    def open(cls, stream: TextStream) -> "OpenedStream":
+        try:
+            first = next(stream, "")
+        except BaseException:
+            stream.close()
+            raise
+        return cls(stream, first)
+
+
+def as_provider_error(exc: BaseException, provider: str) -> ProviderError:
+    """Every failure of an attempt as a ProviderError, so fallback sees one type."""
+    if isinstance(exc, ProviderError):
+        if exc.provider is None:
+            exc.provider = provider
+        return exc
+    if isinstance(exc, ConfigurationError):  # e.g. a parameter this provider cannot take
+        return InvalidRequestError(str(exc), provider=provider)
+    if isinstance(exc, TimeoutError):
+        return ProviderTimeoutError(str(exc) or "timed out", provider=provider)
+    return ProviderError(f"unexpected {type(exc).__name__}: {exc}", provider=provider)
