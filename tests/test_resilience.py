@@ -191,7 +191,7 @@ def test_deadline_bounds_a_provider_that_never_answers():
     with pytest.raises(DeadlineExceededError) as info:
         router.route("hi")
     elapsed = time.monotonic() - started
-    assert 0.35 <= elapsed < 0.4 * 1.5
+    assert 0.35 <= elapsed < 3.0  # generous: only a hang (30 s) must fail
     assert isinstance(info.value, TimeoutError) and isinstance(info.value, AllProvidersFailedError)
     assert "stuck" in str(info.value)
     router.close()
@@ -209,7 +209,7 @@ def test_deadline_bounds_a_provider_that_ignores_its_timeout():
     started = time.monotonic()
     with pytest.raises(DeadlineExceededError):
         router.route("hi")
-    assert time.monotonic() - started < 0.3 * 1.5
+    assert time.monotonic() - started < 3.0  # the provider would block for 30 s
     release.set()
     router.close()
     assert library_threads() == []
@@ -220,7 +220,7 @@ def test_deadline_gives_fallbacks_only_the_time_left():
     started = time.monotonic()
     completion = router.complete("hi")
     assert completion.provider == "slow"
-    assert time.monotonic() - started < 0.6
+    assert time.monotonic() - started < 3.0
     router.close()
 
     given = []
@@ -235,9 +235,9 @@ def test_deadline_gives_fallbacks_only_the_time_left():
     started = time.monotonic()
     with pytest.raises(DeadlineExceededError) as info:
         router.route("hi")
-    assert time.monotonic() - started < 0.5 * 1.3
+    assert time.monotonic() - started < 3.0
     assert [e.provider for e in info.value.errors] == ["fails-late", "slow"]
-    assert len(given) == 1 and 0.1 < given[0] <= 0.21  # slow was given only the time left
+    assert len(given) == 1 and 0 < given[0] <= 0.21  # slow was given only the time left
     router.close()
 
 
@@ -283,7 +283,7 @@ def test_retry_after_longer_than_the_budget_is_not_slept_and_falls_back():
         router = router_with(limited, mock("backup"), timeout=2.0)
         started = time.monotonic()
         completion = router.complete("hi")
-        assert time.monotonic() - started < 1.0
+        assert time.monotonic() - started < 1.9  # Retry-After: 30 was not slept
         assert completion.provider == "backup"
         assert completion.attempts[0].error_type == "RateLimitError"
         assert _RetryAfterHandler.hits == 1
@@ -298,11 +298,11 @@ def test_retry_after_longer_than_the_budget_is_not_slept_and_falls_back():
 
 
 def test_hedge_wins_when_the_primary_is_slow():
-    slow, fast = mock("slow", delay=2.0), mock("fast", delay=0.01)
+    slow, fast = mock("slow", delay=5.0), mock("fast", delay=0.01)
     router = router_with(slow, fast, hedge_after=0.05)
     started = time.monotonic()
     completion = router.complete("hi")
-    assert time.monotonic() - started < 0.5
+    assert time.monotonic() - started < 2.5  # the primary alone takes 5 s
     assert completion.provider == "fast"
     assert [(a.provider, a.outcome, a.hedge) for a in completion.attempts] == [
         ("slow", "lost", False), ("fast", "ok", True)
@@ -327,10 +327,10 @@ def test_hedge_loses_when_the_primary_answers_first():
 
 
 def test_a_failed_primary_starts_the_next_attempt_at_once_without_waiting_for_the_hedge_delay():
-    router = router_with(mock("broken", "mock-unavailable"), mock("fine", delay=0.01), hedge_after=5.0)
+    router = router_with(mock("broken", "mock-unavailable"), mock("fine", delay=0.01), hedge_after=10.0)
     started = time.monotonic()
     completion = router.complete("hi")
-    assert time.monotonic() - started < 1.0
+    assert time.monotonic() - started < 5.0  # not the 10 s hedge delay
     assert completion.provider == "fine"
     assert [a.hedge for a in completion.attempts] == [False, False]
     router.close()
@@ -414,7 +414,7 @@ def test_weighted_strategy_follows_the_weights():
 
 
 def test_least_busy_prefers_the_provider_with_fewest_calls_in_flight():
-    busy = mock("busy", delay=0.5)
+    busy = mock("busy", delay=3.0)
     idle = mock("idle", delay=0.05)
     router = router_with(busy, idle, strategy="least-busy")
     with ThreadPoolExecutor(4) as pool:
@@ -464,24 +464,31 @@ def test_random_strategy_is_uniform_over_many_calls():
 
 
 def test_a_hanging_health_check_counts_as_unhealthy_at_its_timeout():
+    release = threading.Event()
+
+    class Hanging(MockProvider):
+        def health_check(self, timeout=None):
+            release.wait(30)  # ignores its timeout
+            return True
+
     checker = HealthChecker(timeout=0.3, ttl=10)
-    providers = [mock("hang", "mock-timeout"), mock("fine", health_delay=0.05)]
+    providers = [Hanging(ProviderConfig(name="hang")), mock("fine", health_delay=0.05)]
     started = time.monotonic()
     results = checker.check(providers)
     elapsed = time.monotonic() - started
     assert results["hang"].healthy is False and results["fine"].healthy is True
-    assert 0.25 <= elapsed < 0.3 * 1.6
-    for provider in providers:
-        provider.close()
+    assert "0.3" in results["hang"].error
+    assert 0.25 <= elapsed < 3.0  # generous: the hanging check would take 30 s
+    release.set()
     checker.close()
 
 
 def test_parallel_health_checks_take_about_the_slowest_check():
-    providers = [mock(f"p{i}", health_delay=0.2) for i in range(10)]
+    providers = [mock(f"p{i}", health_delay=0.3) for i in range(10)]
     router = router_with(*providers)
     started = time.monotonic()
     assert all(router.health_check().values())
-    assert time.monotonic() - started < 0.2 * 2.5  # sequential would take 2 s
+    assert time.monotonic() - started < 1.5  # sequential would take 3 s
     router.close()
 
 
