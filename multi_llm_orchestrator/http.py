@@ -23,7 +23,7 @@ import os
 import threading
 import time
 from email.utils import parsedate_to_datetime
-from typing import Any, ClassVar, Collection, Dict, FrozenSet, Iterator, Mapping, Optional, Tuple
+from typing import Any, Callable, ClassVar, Collection, Dict, FrozenSet, Iterator, Mapping, Optional, Tuple
 from urllib.parse import urlsplit
 
 import requests
@@ -319,6 +319,19 @@ class HttpProvider(BaseProvider):
 
     def close(self) -> None:
         self.session.close()
+
+    def probe(self, call: Callable[[], Any]) -> bool:
+        """True when ``call()`` returns, False when it raises: what ``health_check`` needs.
+
+        >>> def health_check(self, timeout=None):                       # doctest: +SKIP
+        ...     return self.probe(lambda: self.list_models(timeout))
+        """
+        try:
+            call()
+            return True
+        except Exception as exc:  # a health check reports, it does not fail
+            logger.debug("health check of %r failed: %s", self.name, exc, extra={"provider": self.name})
+            return False
 
     # Sending ------------------------------------------------------------------------
 

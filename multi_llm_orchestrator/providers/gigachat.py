@@ -32,7 +32,7 @@ import logging
 import os
 import time
 import uuid
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple
 
 import requests
 
@@ -46,7 +46,8 @@ from ..errors import (
 )
 from ..http import HttpProvider, error_from_status, error_message_from_body, parse_retry_after
 from ..streaming import iter_lines, iter_sse_json
-from ..types import Completion, GenerationParams, Message, Prompt, StreamEnd, TextStream, Usage
+from ..types import Completion, GenerationParams, Message, Prompt, TextStream
+from .chat_format import chunk_deltas, parse_completion
 
 __all__ = ["GigaChatProvider", "SCOPES", "DEFAULT_AUTH_URL"]
 
@@ -187,23 +188,10 @@ class GigaChatProvider(HttpProvider):
         response = self._send(
             "POST", "/chat/completions", deadline, json_body=self._payload(messages, params, stream=False)
         )
-        data = self.read_json(response, limit)
-        try:
-            choice = data["choices"][0]
-            text = choice["message"]["content"] or ""
-        except (KeyError, IndexError, TypeError):
-            raise ResponseFormatError(
-                f"the GigaChat answer has no choices[0].message.content: {str(data)[:120]!r}", provider=self.name
-            ) from None
-        if not isinstance(text, str):
-            raise ResponseFormatError("choices[0].message.content is not a string", provider=self.name)
-        return self._completion(
-            text,
-            started,
-            usage=_usage(data.get("usage")),
-            finish_reason=choice.get("finish_reason"),
-            model=data.get("model") or self.model,
+        text, usage, finish_reason, model = parse_completion(
+            self.read_json(response, limit), self.name, what="GigaChat chat/completions"
         )
+        return self._completion(text, started, usage=usage, finish_reason=finish_reason, model=model or self.model)
 
     def stream(
         self, messages: Prompt, params: Optional[GenerationParams] = None, *, timeout: Optional[float] = None
@@ -231,18 +219,16 @@ class GigaChatProvider(HttpProvider):
         lines = iter_lines(
             response, provider=self.name, deadline=deadline, map_exception=lambda exc: self.map_exception(exc, limit)
         )
+        events = self._raise_error_events(iter_sse_json(lines, provider=self.name))
         # on_close also covers a stream dropped before its first read (the generator's
         # own cleanup only runs once it has started).
-        return TextStream(self._stream_events(lines), provider=self.name, model=self.model, on_close=response.close)
+        return TextStream(
+            chunk_deltas(events, self.name), provider=self.name, model=self.model, on_close=response.close
+        )
 
     def health_check(self, timeout: Optional[float] = None) -> bool:
         """True when ``GET /models`` answers with our token; never raises."""
-        try:
-            self.list_models(timeout)
-            return True
-        except Exception as exc:  # a health check reports, it does not fail
-            logger.debug("GigaChat %r health check failed: %s", self.name, exc)
-            return False
+        return self.probe(lambda: self.list_models(timeout))
 
     def list_models(self, timeout: Optional[float] = None) -> List[str]:
         """Model ids from ``GET /models`` (e.g. "GigaChat", "GigaChat-2-Max")."""
@@ -370,29 +356,15 @@ class GigaChatProvider(HttpProvider):
 
     # Streaming ------------------------------------------------------------------------
 
-    def _stream_events(self, lines: Iterator[str]) -> Iterator[Union[str, StreamEnd]]:
-        usage: Optional[Usage] = None
-        finish_reason: Optional[str] = None
-        model: Optional[str] = None
-        for event in iter_sse_json(lines, provider=self.name):
+    def _raise_error_events(self, events: Iterable[Dict[str, Any]]) -> Iterator[Dict[str, Any]]:
+        for event in events:
             status = event.get("status")
             if "choices" not in event and isinstance(status, int) and status >= 400:
                 # An API error body sent as an event: reported like the same status.
                 raise error_from_status(
                     status, f"GigaChat: {error_message_from_body(event)}", provider=self.name
                 )
-            model = event.get("model") or model
-            if event.get("usage"):
-                usage = _usage(event["usage"])
-            choices = event.get("choices") or []
-            if not choices or not isinstance(choices[0], dict):
-                continue
-            choice = choices[0]
-            finish_reason = choice.get("finish_reason") or finish_reason
-            content = (choice.get("delta") or {}).get("content")
-            if isinstance(content, str) and content:
-                yield content
-        yield StreamEnd(usage=usage, finish_reason=finish_reason, model=model)
+            yield event
 
 
 def _wire_messages(messages: List[Message]) -> List[Dict[str, str]]:
@@ -401,12 +373,6 @@ def _wire_messages(messages: List[Message]) -> List[Dict[str, str]]:
     wire = [{"role": "system", "content": system}] if system else []
     wire.extend({"role": m.role, "content": m.content} for m in messages if m.role != "system")
     return wire
-
-
-def _usage(raw: Any) -> Usage:
-    if not isinstance(raw, dict):
-        return Usage()
-    return Usage.of(raw.get("prompt_tokens"), raw.get("completion_tokens"), raw.get("total_tokens"))
 
 
 def _lifetime(expires_at: Any) -> float:

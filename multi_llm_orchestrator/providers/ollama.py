@@ -178,11 +178,8 @@ class OllamaProvider(HttpProvider):
         return self._text_stream(self._deltas(lines))
 
     def health_check(self, timeout: Optional[float] = None) -> bool:
-        try:
-            self._get("/api/version", timeout)
-            return True
-        except Exception:  # health checks report, never raise
-            return False
+        """True when ``GET /api/version`` answers 2xx; never raises."""
+        return self.probe(lambda: self._get("/api/version", timeout))
 
     def list_models(self, timeout: Optional[float] = None) -> List[str]:
         """Models pulled on the server (``GET /api/tags``), e.g. ``['llama3.2:latest']``."""

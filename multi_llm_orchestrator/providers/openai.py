@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Union
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Union
 
 import requests
 
@@ -38,8 +38,9 @@ from ..errors import (
 )
 from ..http import RETRY_STATUSES, HttpProvider, error_from_status, error_message_from_body, parse_retry_after
 from ..streaming import iter_sse_json
-from ..types import Completion, GenerationParams, Message, Prompt, StreamEnd, TextStream, Usage
+from ..types import Completion, GenerationParams, Message, Prompt, StreamEnd, TextStream
 from .base import ProviderConfig
+from .chat_format import chunk_deltas, parse_completion
 
 __all__ = ["OpenAICompatibleProvider"]
 
@@ -135,28 +136,10 @@ class OpenAICompatibleProvider(HttpProvider):
             "POST", self.base_url + "/chat/completions", timeout=self._timeout(timeout),
             json_body=self._chat_body(messages, params), headers=self._headers(),
         )
-        if not isinstance(data, dict):
-            raise ResponseFormatError(
-                f"chat/completions answered {type(data).__name__}, not an object", provider=self.name
-            )
         if _error_fields(data) is not None:  # OpenRouter reports late failures under HTTP 200
             raise self._error(None, data)
-        choices = data.get("choices")
-        if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
-            raise ResponseFormatError("chat/completions answered without choices", provider=self.name)
-        message = choices[0].get("message") or {}
-        content = message.get("content") if isinstance(message, dict) else None
-        if content is not None and not isinstance(content, str):
-            raise ResponseFormatError(
-                f"choices[0].message.content is {type(content).__name__}, not text", provider=self.name
-            )
-        return self._completion(
-            content or "",  # null when the model answered with tool calls only
-            started,
-            usage=_usage(data.get("usage")) or Usage(),
-            finish_reason=choices[0].get("finish_reason"),
-            model=data.get("model") or self.model,
-        )
+        text, usage, finish_reason, model = parse_completion(data, self.name)
+        return self._completion(text, started, usage=usage, finish_reason=finish_reason, model=model or self.model)
 
     def stream(
         self, messages: Prompt, params: Optional[GenerationParams] = None, *, timeout: Optional[float] = None
@@ -182,11 +165,7 @@ class OpenAICompatibleProvider(HttpProvider):
 
     def health_check(self, timeout: Optional[float] = None) -> bool:
         """True when ``GET {base_url}/models`` answers 2xx, which also proves the key works."""
-        try:
-            self._get("/models", timeout)
-            return True
-        except Exception:  # health checks report, never raise
-            return False
+        return self.probe(lambda: self._get("/models", timeout))
 
     def list_models(self, timeout: Optional[float] = None) -> List[str]:
         """Model ids the server offers (``GET {base_url}/models``)."""
@@ -240,30 +219,20 @@ class OpenAICompatibleProvider(HttpProvider):
         )
 
     def _deltas(self, lines: Iterator[str]) -> Iterator[Union[str, StreamEnd]]:
-        usage: Optional[Usage] = None
-        finish_reason: Optional[str] = None
-        model: Optional[str] = None
         try:
-            for event in iter_sse_json(lines, provider=self.name):
-                if _error_fields(event) is not None:  # vLLM's flat {"object": "error"}
-                    raise self._error(None, event)
-                model = event.get("model") or model
-                usage = _usage(event.get("usage")) or usage  # the last chunk, choices == []
-                for choice in event.get("choices") or ():
-                    if not isinstance(choice, dict) or choice.get("index", 0) != 0:
-                        continue
-                    delta = choice.get("delta")
-                    content = delta.get("content") if isinstance(delta, dict) else None
-                    if content:
-                        yield content
-                    finish_reason = choice.get("finish_reason") or finish_reason
-            yield StreamEnd(usage=usage, finish_reason=finish_reason, model=model)
+            yield from chunk_deltas(self._raise_error_events(iter_sse_json(lines, provider=self.name)), self.name)
         except ProviderError as exc:
             raise self._scrub_error(exc)
         finally:
             close = getattr(lines, "close", None)
             if close is not None:
                 close()
+
+    def _raise_error_events(self, events: Iterable[Dict[str, Any]]) -> Iterator[Dict[str, Any]]:
+        for event in events:
+            if _error_fields(event) is not None:  # vLLM's flat {"object": "error"}
+                raise self._error(None, event)
+            yield event
 
     # Errors -------------------------------------------------------------------------------
 
@@ -320,9 +289,3 @@ def _error_fields(body: Any) -> Optional[Dict[str, Any]]:
     if body.get("object") == "error":
         return body
     return None
-
-
-def _usage(usage: Any) -> Optional[Usage]:
-    if not isinstance(usage, dict):
-        return None
-    return Usage.of(usage.get("prompt_tokens"), usage.get("completion_tokens"), usage.get("total_tokens"))
