@@ -217,7 +217,7 @@ class Router:
             model=opened.stream.model,
             on_close=opened.stream.close,
         )
-        result.attempts = call.attempt_list()  # type: ignore[attr-defined]
+        result.attempts = call.attempt_list()
         return result
 
     def _relay(self, opened: OpenedStream, call: Call, attempt: AttemptRun) -> Iterator[Union[str, StreamEnd]]:

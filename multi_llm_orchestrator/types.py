@@ -261,6 +261,8 @@ class TextStream(Iterator[str]):
         self.model = model
         self.usage: Optional[Usage] = None
         self.finish_reason: Optional[str] = None
+        #: Set by ``Router.route_stream``: the providers tried before this one answered.
+        self.attempts: List[Attempt] = []
         self.done = False
 
     def __iter__(self) -> "TextStream":
