@@ -29,6 +29,7 @@ from urllib.parse import urlsplit
 import requests
 import urllib3
 from requests.adapters import HTTPAdapter
+from requests.structures import CaseInsensitiveDict
 from urllib3.exceptions import MaxRetryError, ResponseError
 from urllib3.util.retry import Retry
 
@@ -360,15 +361,14 @@ class HttpProvider(BaseProvider):
         started = time.monotonic()
         _call.deadline = started + timeout
         try:
-            response = self.session.request(
-                method,
-                url,
-                data=body,
-                headers=send_headers,
+            response = self.session.send(
+                self._prepare_request(method, url, send_headers, body, auth),
                 timeout=(min(CONNECT_TIMEOUT_CAP, timeout), timeout),
                 stream=stream,
-                auth=auth,
+                verify=self.session.verify,
+                cert=self.session.cert,
                 proxies=self._proxies_for(url),
+                allow_redirects=False,
             )
         except requests.exceptions.InvalidHeader as exc:
             # Not chained: its message quotes the header value (a key or token), and a
@@ -391,6 +391,25 @@ class HttpProvider(BaseProvider):
                 response.close()
             raise error
         return response
+
+    def _prepare_request(
+        self, method: str, url: str, headers: Dict[str, str], body: Any, auth: Any
+    ) -> requests.PreparedRequest:
+        """What ``Session.request`` would send, built without its per-call merging of
+        params, proxies and environment settings (each merge costs runtime-protocol
+        checks in requests): session headers, then ours; session cookies only if any."""
+        merged = CaseInsensitiveDict(self.session.headers)
+        merged.update(headers)
+        prepared = requests.PreparedRequest()
+        prepared.prepare(
+            method=method,
+            url=url,
+            headers=merged,
+            data=body,
+            auth=auth or self.session.auth,
+            cookies=self.session.cookies if len(self.session.cookies) else None,
+        )
+        return prepared
 
     def request_json(self, method: str, url: str, *, timeout: float, **kwargs: Any) -> Any:
         """``request`` then parse the JSON body (ResponseFormatError if it is not JSON)."""

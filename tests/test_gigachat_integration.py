@@ -282,7 +282,7 @@ def test_chunked_stream_is_read_incrementally(fake):
     stream = fake.provider().stream("Count from 1 to 3", timeout=10)
     first = next(stream)
     assert first.startswith("$1\\, 2\\, 3$")
-    assert first_sent.is_set() and not release.is_set()  # the rest has not been sent yet
+    assert first_sent.wait(5) and not release.is_set()  # the rest has not been sent yet
     release.set()
     rest = "".join(stream)
     assert rest.endswith(STREAM_TEXT_END)

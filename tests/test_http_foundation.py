@@ -379,11 +379,11 @@ def test_every_request_has_a_connect_and_read_timeout(monkeypatch):
     provider = plain("http://api.test")
     seen = {}
 
-    def fake_request(method, url, **kwargs):
+    def fake_send(prepared, **kwargs):
         seen.update(kwargs)
         raise requests.exceptions.ConnectionError("stop here")
 
-    monkeypatch.setattr(provider.session, "request", fake_request)
+    monkeypatch.setattr(provider.session, "send", fake_send)
     with pytest.raises(ProviderUnavailableError):
         provider.request("GET", "http://api.test/x", timeout=45)
     assert seen["timeout"] == (10.0, 45)  # connect capped at 10 s, read = the call's timeout
