@@ -48,6 +48,7 @@ class ProviderMetrics:
         self._latencies: deque = deque(maxlen=latency_window)
         self._outcomes: deque = deque(maxlen=OUTCOME_WINDOW)
         self.ewma_latency_s: Optional[float] = None
+        self._sorted_cache: Optional["tuple[int, list[float]]"] = None  # (successes then, sorted window)
         self.prompt_tokens = 0
         self.completion_tokens = 0
         self.hedges_started = 0
@@ -98,12 +99,26 @@ class ProviderMetrics:
             return self._outcomes.count(False) / len(self._outcomes)
 
     def latency_percentile(self, share: float, min_samples: int = 1) -> Optional[float]:
-        """Latency percentile of recent successful attempts; None with fewer than ``min_samples``."""
+        """Latency percentile of recent successful attempts; None with fewer than ``min_samples``.
+
+        Hedging asks for it on every call, so the sorted window is reused until 1/32 of
+        it is new samples (32 for a full window): the answer lags by at most that many
+        calls, and the sort happens outside the lock.
+        """
         with self._lock:
-            if len(self._latencies) < min_samples:
+            count = len(self._latencies)
+            if count < min_samples:
                 return None
-            values = sorted(self._latencies)
-        return percentile(values, share)
+            cached = self._sorted_cache
+            if cached is None or self.successes - cached[0] >= max(1, count // 32):
+                snapshot, seen = list(self._latencies), self.successes
+            else:
+                snapshot = None
+        if snapshot is not None:
+            snapshot.sort()
+            cached = (seen, snapshot)
+            self._sorted_cache = cached
+        return percentile(cached[1], share)
 
     def snapshot(self) -> Dict[str, Any]:
         with self._lock:

@@ -1,6 +1,7 @@
 """Circuit breakers, total deadline, hedging, strategies and health checks (issue 6)."""
 
 import http.server
+import math
 import random
 import threading
 import time
@@ -534,3 +535,20 @@ def test_no_library_thread_outlives_close_after_mixed_load():
     router.health_check()
     router.close()
     assert library_threads() == []
+
+
+def test_latency_percentile_reuses_its_sort_for_a_few_samples_then_catches_up():
+    metrics = ProviderMetrics()
+    for i in range(100):
+        metrics.started()
+        metrics.succeeded(0.001 * (i + 1), None)
+    assert metrics.latency_percentile(0.95) == pytest.approx(0.095)
+    for _ in range(2):  # fewer than 100 // 32 new samples: the cached sort is reused
+        metrics.started()
+        metrics.succeeded(10.0, None)
+    assert metrics.latency_percentile(0.95) == pytest.approx(0.095)
+    metrics.started()
+    metrics.succeeded(10.0, None)  # the third: the window is sorted afresh
+    fresh = sorted([0.001 * (i + 1) for i in range(100)] + [10.0] * 3)
+    assert metrics.latency_percentile(0.95) == fresh[math.ceil(0.95 * len(fresh)) - 1]
+    assert metrics.latency_percentile(0.99) == 10.0
