@@ -2,7 +2,6 @@
 
 import http.server
 import math
-import random
 import threading
 import time
 from collections import Counter
