@@ -118,6 +118,10 @@ class Call:
             deadline_hit = True
         if deadline_hit:
             failure: AllProvidersFailedError = DeadlineExceededError(errors, self.budget or 0.0)
+        elif not errors:  # every reservation was refused: other threads hold the probes
+            failure = AllProvidersFailedError(
+                [], "No provider could be tried: every circuit breaker is open or already probing; retry shortly"
+            )
         else:
             failure = AllProvidersFailedError(errors)
         failure.__cause__ = errors[-1] if errors else None

@@ -551,3 +551,18 @@ def test_latency_percentile_reuses_its_sort_for_a_few_samples_then_catches_up():
     fresh = sorted([0.001 * (i + 1) for i in range(100)] + [10.0] * 3)
     assert metrics.latency_percentile(0.95) == fresh[math.ceil(0.95 * len(fresh)) - 1]
     assert metrics.latency_percentile(0.99) == 10.0
+
+
+def test_when_every_breaker_refuses_the_error_says_why():
+    router = router_with(mock("a"), breaker={"failure_threshold": 1, "cooldown": 0.05})
+    state = router._states[0]
+    state.breaker.record_failure(ProviderUnavailableError("down"))
+    time.sleep(0.06)
+    # The race this covers: the plan saw the half-open breaker free, then another caller
+    # took its single probe before this call could.
+    state.breaker.is_available = lambda: True
+    assert state.breaker.try_acquire()
+    with pytest.raises(AllProvidersFailedError, match="already probing") as info:
+        router.complete("hi")
+    assert info.value.errors == []
+    assert router.stats()["failed"] == 1
