@@ -15,31 +15,18 @@ from pathlib import Path
 import pytest
 import responses
 
-from multi_llm_orchestrator import (
-    AllProvidersFailedError,
-    MockProvider,
-    ProviderConfig,
-    Router,
-    RouterEvent,
-    Usage,
-)
+from multi_llm_orchestrator import AllProvidersFailedError, ProviderConfig, RouterEvent, Usage
 from multi_llm_orchestrator.metrics import LATENCY_WINDOW, ProviderMetrics, percentile
 from multi_llm_orchestrator.providers import provider_class
+
+from fakes.mocks import mock, router_with
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "sk-metrics-secret-9f8e7d6c5b4a"
 
 
-def mock(name, model="mock-normal", **config):
-    extra = {"delay": 0, **config.pop("extra", {})}
-    return MockProvider(ProviderConfig(name=name, model=model, extra=extra, **config))
 
 
-def router_with(*providers, **settings):
-    router = Router(**settings)
-    for provider in providers:
-        router.add_provider(provider)
-    return router
 
 
 # Percentiles and boundedness ------------------------------------------------------------

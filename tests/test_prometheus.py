@@ -14,14 +14,14 @@ import pytest
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from multi_llm_orchestrator import MockProvider, ProviderConfig, Router
+from multi_llm_orchestrator import Router
 from multi_llm_orchestrator.prometheus import RouterCollector, start_exporter
+
+from fakes.mocks import mock
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def mock(name, model="mock-normal", **config):
-    return MockProvider(ProviderConfig(name=name, model=model, extra={"delay": 0}, **config))
 
 
 @pytest.fixture

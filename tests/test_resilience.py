@@ -27,17 +27,11 @@ from multi_llm_orchestrator.metrics import ProviderMetrics
 from multi_llm_orchestrator.providers import MockProvider, ProviderConfig
 from multi_llm_orchestrator.types import Completion
 
-
-def mock(name, model="mock-normal", **extra):
-    extra.setdefault("delay", 0)
-    return MockProvider(ProviderConfig(name=name, model=model, extra=extra))
+from fakes.mocks import mock, router_with
 
 
-def router_with(*providers, **kwargs):
-    router = Router(**kwargs)
-    for provider in providers:
-        router.add_provider(provider)
-    return router
+
+
 
 
 class FakeClock:

@@ -23,17 +23,11 @@ from multi_llm_orchestrator import (
 )
 from multi_llm_orchestrator.providers import MockProvider, ProviderConfig
 
-
-def mock(name, model="mock-normal", **extra):
-    extra.setdefault("delay", 0)
-    return MockProvider(ProviderConfig(name=name, model=model, extra=extra))
+from fakes.mocks import mock, router_with
 
 
-def router_with(*providers, **kwargs):
-    router = Router(**kwargs)
-    for provider in providers:
-        router.add_provider(provider)
-    return router
+
+
 
 
 def test_seed_quickstart_works_unchanged_in_sync_form():
