@@ -1,7 +1,7 @@
 """Reliability under faults (issue 8): many threads, one Router, three faulty servers.
 
 32 threads make 2,400 calls (complete, route and fully consumed route_stream) through one
-Router over two OpenAI-compatible providers and one GigaChat provider, each against its
+Router, once with plain fallback and once hedging, over two OpenAI-compatible providers and one GigaChat provider, each against its
 own FaultServer answering ~30 % of chat requests with a 500, a 429, a reset, a response
 slower than the timeout, malformed JSON, a cut body or stream, or an error event.
 
@@ -132,7 +132,8 @@ def one_call(router, index, outcomes):
         outcomes.record(time.monotonic() - started, f"escaped {type(exc).__name__}", error=exc)
 
 
-def test_one_router_survives_thousands_of_faulty_calls_from_32_threads():
+@pytest.mark.parametrize("hedge_after", [None, "p95"], ids=["fallback", "hedged"])
+def test_one_router_survives_thousands_of_faulty_calls_from_32_threads(hedge_after):
     gc.collect()
     fds_before = open_fds()
     threads_before = set(threading.enumerate())
@@ -149,6 +150,7 @@ def test_one_router_survives_thousands_of_faulty_calls_from_32_threads():
     router = Router(
         "round-robin",
         timeout=ROUTER_TIMEOUT,
+        hedge_after=hedge_after,
         breaker=BreakerPolicy(failure_threshold=3, cooldown=0.1, max_cooldown=0.4),
     )
     try:
@@ -254,6 +256,12 @@ def test_one_router_survives_thousands_of_faulty_calls_from_32_threads():
     assert events[("call", "ok")] + events[("call", "error")] == calls
     attempts = sum(provider["calls"] for provider in stats["providers"].values())
     assert events[("attempt", "ok")] + events[("attempt", "error")] + events[("attempt", "lost")] == attempts
+    hedges = sum(provider["hedges_started"] for provider in stats["providers"].values())
+    if hedge_after is None:
+        assert hedges == 0
+    else:  # slow answers were raced, within the default budget of 10 % plus the reserve
+        assert 0 < hedges <= calls * 0.1 + 3 * (elapsed / 10 + 1)
+        assert sum(p["hedges_won"] + p["hedges_lost"] for p in stats["providers"].values()) <= hedges
 
     # Nothing left behind: library threads, other threads, sockets.
     assert settle(lambda: not library_threads()), library_threads()
