@@ -12,7 +12,6 @@ Exit status: 0 on success, 1 when GigaChat fails, 2 when the environment is inco
 
 from __future__ import annotations
 
-import os
 import sys
 from typing import List, Optional
 
@@ -25,14 +24,7 @@ DEFAULT_PROMPT = "Объясни в двух предложениях, что т
 def main(argv: Optional[List[str]] = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     prompt = " ".join(args) or DEFAULT_PROMPT
-    if not os.environ.get("GIGACHAT_CREDENTIALS", "").strip() and not os.environ.get("GIGACHAT_ACCESS_TOKEN", "").strip():
-        print(
-            "gigachat_demo: GIGACHAT_CREDENTIALS is not set: export it with the authorization key "
-            "from the Sber cabinet (and GIGACHAT_CA_BUNDLE_FILE with the Russian Trusted Root CA)",
-            file=sys.stderr,
-        )
-        return 2
-    try:
+    try:  # from_env names the variable to set when one is missing
         provider = GigaChatProvider.from_env()
     except ConfigurationError as exc:
         print(f"gigachat_demo: {exc}", file=sys.stderr)
