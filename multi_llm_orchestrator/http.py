@@ -33,7 +33,8 @@ from requests.structures import CaseInsensitiveDict
 from urllib3.exceptions import MaxRetryError, ResponseError
 from urllib3.util.retry import Retry
 
-from .config import ProviderConfig
+from .auth import TokenCache
+from .config import SECRET_EXTRA_KEYS, ProviderConfig
 from .errors import (
     AuthenticationError,
     ConfigurationError,
@@ -47,6 +48,7 @@ from .errors import (
 )
 from .providers.base import BaseProvider
 from .streaming import iter_lines
+from .types import TextStream
 
 __all__ = [
     "DeadlineRetry",
@@ -64,6 +66,9 @@ RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 RETRY_AFTER_CAP = 60.0
 CONNECT_TIMEOUT_CAP = 10.0
 USER_AGENT = "multi-llm-orchestrator"
+#: Shorter "keys" are placeholders such as "EMPTY" or "ollama" that local servers ignore;
+#: scrubbing those would garble every message that mentions the word.
+MIN_SECRET_LENGTH = 8
 
 # The deadline of the request running on this thread, read by DeadlineRetry: urllib3
 # retries run synchronously on the caller's thread, so a thread-local is exact.
@@ -317,6 +322,7 @@ class HttpProvider(BaseProvider):
             raise ConfigurationError(f"{type(self).__name__} {self.name!r} needs base_url")
         self.session = build_session(config, self.retry_statuses)
         self._proxies: Dict[str, Dict[str, str]] = {}
+        self._secrets = _secrets_of(config)
 
     def close(self) -> None:
         self.session.close()
@@ -333,6 +339,40 @@ class HttpProvider(BaseProvider):
         except Exception as exc:  # a health check reports, it does not fail
             logger.debug("health check of %r failed: %s", self.name, exc, extra={"provider": self.name})
             return False
+
+    # Secrets ------------------------------------------------------------------------
+
+    def scrub(self, text: str) -> str:
+        """``text`` with every secret of this provider replaced by <redacted>: the api_key,
+        secret-named ``extra`` values (such as an ``X-Api-Key`` header) and every token its
+        ``TokenCache`` (``self._tokens``) has held. Some servers and proxies echo the
+        credentials they received in their error messages.
+
+        >>> provider.scrub("key sk-secret-123 rejected")                 # doctest: +SKIP
+        'key <redacted> rejected'
+        """
+        for secret in self._secrets:
+            text = text.replace(secret, "<redacted>")
+        tokens = getattr(self, "_tokens", None)
+        return tokens.scrub(text) if isinstance(tokens, TokenCache) else text
+
+    def scrub_error(self, error: ProviderError) -> ProviderError:
+        """``error`` with its message scrubbed (see ``scrub``), for raising."""
+        message = self.scrub(error.message)
+        if message != error.message:
+            error.message = message
+            error.args = (message,)
+        return error
+
+    def _text_stream(self, events: Iterator[Any], **kwargs: Any) -> TextStream:
+        """A TextStream whose errors raised while iterating are scrubbed."""
+        return super()._text_stream(self._scrubbed(events), **kwargs)
+
+    def _scrubbed(self, events: Iterator[Any]) -> Iterator[Any]:
+        try:
+            yield from events
+        except ProviderError as exc:
+            raise self.scrub_error(exc)
 
     # Sending ------------------------------------------------------------------------
 
@@ -373,9 +413,9 @@ class HttpProvider(BaseProvider):
         except requests.exceptions.InvalidHeader as exc:
             # Not chained: its message quotes the header value (a key or token), and a
             # logged traceback would print it.
-            raise error_from_exception(exc, provider=self.name, timeout=timeout, tls_hint=self.tls_hint) from None
+            raise self.map_exception(exc, timeout) from None
         except Exception as exc:
-            raise error_from_exception(exc, provider=self.name, timeout=timeout, tls_hint=self.tls_hint) from exc
+            raise self.map_exception(exc, timeout) from exc
         finally:
             _call.deadline = None
         if logger.isEnabledFor(logging.DEBUG):
@@ -386,7 +426,7 @@ class HttpProvider(BaseProvider):
             )
         if response.status_code >= 300:
             try:
-                error = self.error_for_response(response)
+                error = self.scrub_error(self.error_for_response(response))
             finally:
                 response.close()
             raise error
@@ -477,7 +517,10 @@ class HttpProvider(BaseProvider):
             return None, text
 
     def map_exception(self, exc: BaseException, timeout: float) -> ProviderError:
-        return error_from_exception(exc, provider=self.name, timeout=timeout, tls_hint=self.tls_hint)
+        """The typed, scrubbed error for an exception raised while talking."""
+        return self.scrub_error(
+            error_from_exception(exc, provider=self.name, timeout=timeout, tls_hint=self.tls_hint)
+        )
 
     def _proxies_for(self, url: str) -> Dict[str, str]:
         host = urlsplit(url).netloc
@@ -486,6 +529,31 @@ class HttpProvider(BaseProvider):
             proxies = requests.utils.get_environ_proxies(url)
             self._proxies[host] = proxies
         return proxies
+
+
+def _secrets_of(config: ProviderConfig) -> Tuple[str, ...]:
+    """The secret values of ``config``, longest first: ``api_key`` and the string values
+    of ``extra`` keys that config's repr hides (the same name rule: "X-Api-Key" in
+    ``extra["headers"]``, ``access_token``, ...). For "Bearer <key>"-like values the bare
+    key counts too."""
+    found = set()
+
+    def add(value: Any) -> None:
+        if isinstance(value, str):
+            for candidate in (value.strip(), value.strip().rpartition(" ")[2]):
+                if len(candidate) >= MIN_SECRET_LENGTH:
+                    found.add(candidate)
+
+    def walk(extra: Mapping[Any, Any]) -> None:
+        for key, value in extra.items():
+            if isinstance(value, dict):
+                walk(value)
+            elif any(word in str(key).lower().replace("-", "_") for word in SECRET_EXTRA_KEYS):
+                add(value)
+
+    add(config.api_key)
+    walk(config.extra)
+    return tuple(sorted(found, key=len, reverse=True))
 
 
 def _safe_url(url: str) -> str:

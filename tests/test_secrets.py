@@ -353,3 +353,80 @@ def test_a_router_over_every_provider_type_failing_shows_no_secret(exposure):
             assert str(failure).count("AuthenticationError") == 4
             exposure.router("all router", router)
         exposure.add("all router closed", repr(router))
+
+
+# One scrubber for every HTTP provider (HttpProvider.scrub) ---------------------------------
+
+OLLAMA_KEY = "ollama-cloud-suite-key-Zork-0808"
+HEADER_KEY = "gateway-header-suite-key-Thief-0606"
+
+
+def assert_hidden(error, *secrets):
+    """Neither the message nor the traceback a logger would print shows any secret."""
+    texts = (str(error), repr(error), error.message, *map(str, error.args),
+             "".join(traceback.format_exception(error)))
+    for secret in secrets:
+        assert all(secret not in text for text in texts), secret
+    assert "<redacted>" in error.message
+
+
+def echo_all_headers(status):
+    """A responses callback answering ``status`` with every received header quoted."""
+    def callback(request):
+        return status, {"Content-Type": "application/json"}, json.dumps({"error": f"got {dict(request.headers)}"})
+    return callback
+
+
+def test_ollama_error_bodies_echoing_the_key_are_scrubbed():
+    from multi_llm_orchestrator.providers.ollama import OllamaProvider
+
+    ollama = OllamaProvider(ProviderConfig(
+        name="ollama-cloud", api_key=OLLAMA_KEY, base_url="https://ollama.secrets.test", max_retries=0))
+    with responses.RequestsMock() as mocked:
+        mocked.add_callback("POST", "https://ollama.secrets.test/api/chat", callback=echo_all_headers(400))
+        mocked.add("POST", "https://ollama.secrets.test/api/chat", body=json.dumps(
+            {"message": {"role": "assistant", "content": "Hi"}, "done": False}) + "\n" + json.dumps(
+            {"error": f"upstream refused key {OLLAMA_KEY}"}) + "\n")
+        mocked.add("POST", "https://ollama.secrets.test/api/chat", json={"error": f"bad key {OLLAMA_KEY}"})
+        with pytest.raises(OrchestratorError) as refused:
+            ollama.complete("Hello")
+        assert_hidden(refused.value, OLLAMA_KEY)
+        stream = ollama.stream("Hello")
+        assert next(stream) == "Hi"
+        with pytest.raises(OrchestratorError) as cut:
+            next(stream)
+        assert_hidden(cut.value, OLLAMA_KEY)
+        with pytest.raises(OrchestratorError) as in_body:
+            ollama.complete("Hello")
+        assert_hidden(in_body.value, OLLAMA_KEY)
+
+
+def test_openai_secret_extra_headers_echoed_in_a_401_are_scrubbed():
+    gateway = OpenAICompatibleProvider(ProviderConfig(
+        name="gateway", model="m", base_url="https://gateway.secrets.test/v1", max_retries=0,
+        extra={"headers": {"X-Api-Key": HEADER_KEY, "Authorization": f"Bearer {OPENAI_KEY}"}}))
+    with responses.RequestsMock() as mocked:
+        mocked.add_callback("POST", "https://gateway.secrets.test/v1/chat/completions", callback=echo_all_headers(401))
+        with pytest.raises(AuthenticationError) as refused:
+            gateway.complete("Hello")
+    assert_hidden(refused.value, HEADER_KEY, OPENAI_KEY)
+
+
+def test_stream_error_events_echoing_tokens_are_scrubbed():
+    giga = GigaChatProvider(ProviderConfig(
+        name="giga", base_url="https://giga.secrets.test/api/v1", max_retries=0,
+        extra={"access_token": GIGA_READY_TOKEN}))
+    yandex = YandexGPTProvider(ProviderConfig(
+        name="yandex", api_key=YANDEX_IAM, folder_id="b1gsecretsfolder", base_url=YANDEX_BASE, max_retries=0))
+    sse = {"Content-Type": "text/event-stream"}
+    with responses.RequestsMock() as mocked:
+        for event in ({"status": 500, "message": f"token {GIGA_READY_TOKEN} broke"},
+                      {"error": {"message": f"token {GIGA_READY_TOKEN} expired", "code": 401}}):
+            mocked.add("POST", "https://giga.secrets.test/api/v1/chat/completions", headers=sse,
+                       body=f"data: {json.dumps(event)}\n\n")
+        mocked.add("POST", YANDEX_URL, body=json.dumps(
+            {"error": {"grpcCode": 16, "httpCode": 401, "message": f"token {YANDEX_IAM} expired"}}) + "\n")
+        for provider, secret in ((giga, GIGA_READY_TOKEN), (giga, GIGA_READY_TOKEN), (yandex, YANDEX_IAM)):
+            with pytest.raises(OrchestratorError) as failure:
+                "".join(provider.stream("Hello"))
+            assert_hidden(failure.value, secret)

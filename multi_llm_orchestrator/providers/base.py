@@ -100,8 +100,9 @@ class BaseProvider(ABC):
             )
         return to_messages(messages), params
 
-    def _text_stream(self, events: Iterator[Union[str, StreamEnd]]) -> TextStream:
-        return TextStream(events, provider=self.name, model=self.model)
+    def _text_stream(self, events: Iterator[Union[str, StreamEnd]], **kwargs: Any) -> TextStream:
+        """A TextStream of ``events``; ``kwargs`` (``on_close``) go to TextStream."""
+        return TextStream(events, provider=self.name, model=self.model, **kwargs)
 
     def _completion(self, text: str, started: float, **fields: Any) -> Completion:
         fields.setdefault("model", self.model)

@@ -222,9 +222,7 @@ class GigaChatProvider(HttpProvider):
         events = self._raise_error_events(iter_sse_json(lines, provider=self.name))
         # on_close also covers a stream dropped before its first read (the generator's
         # own cleanup only runs once it has started).
-        return TextStream(
-            chunk_deltas(events, self.name), provider=self.name, model=self.model, on_close=response.close
-        )
+        return self._text_stream(chunk_deltas(events, self.name), on_close=response.close)
 
     def health_check(self, timeout: Optional[float] = None) -> bool:
         """True when ``GET /models`` answers with our token; never raises."""
@@ -317,10 +315,8 @@ class GigaChatProvider(HttpProvider):
     def error_for_response(self, response: requests.Response) -> ProviderError:
         body, text = self.read_error_body(response)
         status = response.status_code
-        # Should a server ever echo our secrets, they are blanked out.
-        message = self._tokens.scrub(error_message_from_body(body, text))
-        if self._auth_key:
-            message = message.replace(self._auth_key, "<redacted>")
+        # A server that echoes our secrets is scrubbed by HttpProvider.request.
+        message = error_message_from_body(body, text)
         retry_after = parse_retry_after(response.headers)
         if response.url == self._auth_request_url and 400 <= status < 500 and status != 429:
             return self._oauth_error(status, body, message)

@@ -151,8 +151,8 @@ class OllamaProvider(HttpProvider):
         if not isinstance(data, dict):
             raise ResponseFormatError(f"/api/chat answered {type(data).__name__}, not an object", provider=self.name)
         error = stream_error(data, self.name)
-        if error is not None:
-            raise error
+        if error is not None:  # under HTTP 200, outside request(): scrubbed here
+            raise self.scrub_error(error)
         message = data.get("message")
         if not isinstance(message, dict):
             raise ResponseFormatError("/api/chat answered without a 'message' object", provider=self.name)

@@ -47,7 +47,6 @@ __all__ = ["OpenAICompatibleProvider"]
 logger = logging.getLogger("multi_llm_orchestrator.providers.openai")
 
 # error.type / error.code values that mean billing, not timing (OpenAI, OpenRouter).
-MIN_SECRET_LENGTH = 8
 QUOTA_CODES = frozenset({
     "insufficient_quota",
     "billing_hard_limit_reached",
@@ -221,8 +220,6 @@ class OpenAICompatibleProvider(HttpProvider):
     def _deltas(self, lines: Iterator[str]) -> Iterator[Union[str, StreamEnd]]:
         try:
             yield from chunk_deltas(self._raise_error_events(iter_sse_json(lines, provider=self.name)), self.name)
-        except ProviderError as exc:
-            raise self._scrub_error(exc)
         finally:
             close = getattr(lines, "close", None)
             if close is not None:
@@ -242,7 +239,7 @@ class OpenAICompatibleProvider(HttpProvider):
         """The typed error for an error body; ``status`` None for one found under HTTP 200."""
         fields = _error_fields(body) or {}
         message = str(fields.get("message") or "") or error_message_from_body(body, text)
-        message = self._scrub(message)
+        message = self.scrub(message)  # also used for errors under HTTP 200, outside request()
         kinds = {str(fields.get("type") or "").lower(), str(fields.get("code") or "").lower()}
         if status is None:
             code = fields.get("code")
@@ -262,18 +259,6 @@ class OpenAICompatibleProvider(HttpProvider):
         return error_from_status(
             status, message, provider=self.name, retry_after=parse_retry_after(headers) if headers else None
         )
-
-    def _scrub(self, text: str) -> str:
-        # Some proxies echo the key they received in their error message.
-        # Shorter "keys" are placeholders such as "EMPTY" or "ollama" that local servers
-        # ignore; replacing those would garble every message that mentions the word.
-        key = self.config.api_key
-        return text.replace(key, "<redacted>") if key and len(key) >= MIN_SECRET_LENGTH else text
-
-    def _scrub_error(self, error: ProviderError) -> ProviderError:
-        error.message = self._scrub(error.message)
-        error.args = (error.message,)
-        return error
 
 
 def _error_fields(body: Any) -> Optional[Dict[str, Any]]:

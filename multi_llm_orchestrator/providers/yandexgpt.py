@@ -329,7 +329,7 @@ class YandexGPTProvider(HttpProvider):
             return True
         except Exception as exc:
             logger.debug("provider %r: health check failed: %s: %s", self.name, type(exc).__name__,
-                         self._tokens.scrub(str(exc)))
+                         self.scrub(str(exc)))
             return False
 
     # Requests --------------------------------------------------------------------------
@@ -450,7 +450,7 @@ class YandexGPTProvider(HttpProvider):
         """Yandex's ``{"error": {grpcCode, httpCode, message, ...}}`` or plain text -> typed error."""
         body, text = self.read_error_body(response)
         status = response.status_code
-        detail = self._tokens.scrub(error_message_from_body(body, text))
+        detail = error_message_from_body(body, text)  # scrubbed by HttpProvider.request
         if status == 400:
             message = f"YandexGPT rejected the request: {detail}"
             if "folder" in detail.lower():
