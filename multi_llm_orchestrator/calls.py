@@ -83,6 +83,7 @@ class Call:
         self._started = 0
         self._lock = threading.Lock()
         self.over = False
+        self._reported = False
 
     def remaining(self) -> Optional[float]:
         if self.deadline is None:
@@ -108,9 +109,15 @@ class Call:
         with self._lock:
             return [attempt for _, attempt in sorted(self._attempts, key=lambda item: item[0])]
 
-    def failed(self, errors: List[ProviderError], deadline_hit: bool) -> AllProvidersFailedError:
+    def _end(self) -> bool:
+        """Mark the call over; True only the first time (so it is reported once)."""
         with self._lock:
             self.over = True
+            first, self._reported = not self._reported, True
+            return first
+
+    def failed(self, errors: List[ProviderError], deadline_hit: bool) -> AllProvidersFailedError:
+        first = self._end()
         # An attempt given the last of the budget times out on its own a hair before the
         # Router's deadline: that is the deadline running out too.
         remaining = self.remaining()
@@ -126,12 +133,14 @@ class Call:
             failure = AllProvidersFailedError(errors)
         failure.__cause__ = errors[-1] if errors else None
         failure.__suppress_context__ = True
-        self._report(None, "error", failure, None, len(errors))
+        if first:
+            self._report(None, "error", failure, None, len(errors))
         return failure
 
     def finish(self, attempt: "AttemptRun", error: Optional[ProviderError], usage: Any) -> None:
+        if not self._end():
+            return
         with self._lock:
-            self.over = True
             count = len(self._attempts)
         self._report(attempt, "error" if error else "ok", error, usage, count)
 

@@ -211,16 +211,31 @@ class Router:
 
         call = self._call(timeout, streaming=True)
         opened, attempt = self._run(call, invoke)
+        stream, once = opened.stream, threading.Lock()
+
+        def settle(error: Optional[ProviderError]) -> None:
+            # Once, however the stream ends: exhausted, failed, closed, or dropped before
+            # its first read (when the relay generator never started and its finally never runs).
+            if not once.acquire(blocking=False):
+                return
+            try:
+                stream.close()
+            finally:
+                attempt.finish(error, stream.usage)
+                call.finish(attempt, error, stream.usage)
+
         result = TextStream(
-            self._relay(opened, call, attempt),
+            self._relay(opened, call, attempt, settle),
             provider=attempt.state.name,
-            model=opened.stream.model,
-            on_close=opened.stream.close,
+            model=stream.model,
+            on_close=lambda: settle(None),
         )
         result.attempts = call.attempt_list()
         return result
 
-    def _relay(self, opened: OpenedStream, call: Call, attempt: AttemptRun) -> Iterator[Union[str, StreamEnd]]:
+    def _relay(
+        self, opened: OpenedStream, call: Call, attempt: AttemptRun, settle: Callable[[Optional[ProviderError]], None]
+    ) -> Iterator[Union[str, StreamEnd]]:
         stream, error = opened.stream, None
         try:
             if opened.first:
@@ -239,9 +254,7 @@ class Router:
                 raise
             raise error from exc
         finally:
-            stream.close()
-            attempt.finish(error, stream.usage)
-            call.finish(attempt, error, stream.usage)
+            settle(error)
 
     def _call(self, timeout: Optional[float], streaming: bool) -> Call:
         budget = self.timeout if timeout is None else _optional_seconds("timeout", timeout)
