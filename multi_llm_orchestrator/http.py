@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import threading
 import time
@@ -64,6 +65,9 @@ logger = logging.getLogger("multi_llm_orchestrator.http")
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 RETRY_AFTER_CAP = 60.0
+#: The longest ``retry_after`` put on an error: a server's "come back in 2100" must not
+#: keep a breaker open for ever. Above RETRY_AFTER_CAP, so such waits are still not slept.
+MAX_RETRY_AFTER = 3600.0
 CONNECT_TIMEOUT_CAP = 10.0
 USER_AGENT = "multi-llm-orchestrator"
 #: Shorter "keys" are placeholders such as "EMPTY" or "ollama" that local servers ignore;
@@ -180,24 +184,27 @@ def _warn_insecure_once(name: str) -> None:
 
 
 def parse_retry_after(headers: Mapping[str, str]) -> Optional[float]:
-    """Seconds from ``retry-after-ms``, or ``Retry-After`` as seconds or an HTTP date."""
+    """Seconds from ``retry-after-ms``, or ``Retry-After`` as seconds or an HTTP date;
+    None when absent or not a finite number ("inf", "1e400", "nan")."""
     value = headers.get("retry-after-ms")
     if value:
         try:
-            return max(0.0, float(value) / 1000.0)
+            seconds = float(value) / 1000.0
+            if math.isfinite(seconds):
+                return max(0.0, seconds)
         except ValueError:
             pass
     value = headers.get("Retry-After")
     if not value:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
-        pass
-    try:
-        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-    except (TypeError, ValueError, IndexError):
-        return None
+        try:
+            return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+    return max(0.0, seconds) if math.isfinite(seconds) else None
 
 
 def error_message_from_body(body: Any, text: str = "") -> str:
@@ -228,6 +235,8 @@ def error_from_status(
     """The typed error for an HTTP status (provider-specific cases are decided before)."""
     kwargs: Dict[str, Any] = {"provider": provider, "status_code": status}
     if status == 429:
+        if retry_after is not None:
+            retry_after = min(retry_after, MAX_RETRY_AFTER)
         return RateLimitError(message, retry_after=retry_after, **kwargs)
     if status in (401, 403):
         return AuthenticationError(message, **kwargs)

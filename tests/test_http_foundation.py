@@ -36,6 +36,7 @@ from multi_llm_orchestrator.errors import (
     ResponseFormatError,
 )
 from multi_llm_orchestrator.http import (
+    MAX_RETRY_AFTER,
     RETRY_AFTER_CAP,
     HttpProvider,
     build_session,
@@ -739,3 +740,28 @@ def test_connections_are_reused_across_calls(server):
 
 def test_error_from_a_provider_is_a_provider_error():
     assert issubclass(ProviderTimeoutError, ProviderError) and issubclass(ProviderTimeoutError, TimeoutError)
+
+
+def test_retry_after_that_is_not_a_finite_number_is_ignored():
+    for value in ("inf", "1e400", "-inf", "nan", "Infinity"):
+        assert parse_retry_after({"Retry-After": value}) is None, value
+        assert parse_retry_after({"retry-after-ms": value}) is None, value
+    assert parse_retry_after({"retry-after-ms": "inf", "Retry-After": "4"}) == 4.0
+
+
+def test_retry_after_on_errors_is_clamped_to_an_hour():
+    assert MAX_RETRY_AFTER > RETRY_AFTER_CAP
+    assert error_from_status(429, "slow", provider="p", retry_after=2.3e9).retry_after == MAX_RETRY_AFTER
+    assert error_from_status(429, "slow", provider="p", retry_after=30.0).retry_after == 30.0
+    assert error_from_status(429, "slow", provider="p").retry_after is None
+
+
+@pytest.mark.parametrize("value", ["inf", "1e400", "Fri, 01 Jan 2100 00:00:00 GMT"])
+def test_an_absurd_retry_after_gives_a_finite_bounded_wait(server, value):
+    server.actions = [reply(429, b'{"message": "slow down"}', headers={"Retry-After": value})]
+    started = time.monotonic()
+    with pytest.raises(RateLimitError) as info:
+        plain(server.url, max_retries=2).request("GET", server.url + "/x", timeout=2)
+    assert time.monotonic() - started < 1.5
+    retry_after = info.value.retry_after
+    assert retry_after is None or 0 <= retry_after <= MAX_RETRY_AFTER
