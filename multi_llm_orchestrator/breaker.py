@@ -20,7 +20,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Dict
+from typing import Callable, Dict, Optional
 
 from .errors import (
     AuthenticationError,
@@ -30,11 +30,13 @@ from .errors import (
     RateLimitError,
 )
 
-__all__ = ["BreakerPolicy", "CircuitBreaker", "CLOSED", "OPEN", "HALF_OPEN"]
+__all__ = ["BreakerPolicy", "CircuitBreaker", "CLOSED", "OPEN", "HALF_OPEN", "PROBE", "NORMAL"]
 
 CLOSED = "closed"
 OPEN = "open"
 HALF_OPEN = "half-open"
+PROBE = "probe"
+NORMAL = "normal"
 
 
 @dataclass(frozen=True)
@@ -91,8 +93,8 @@ class BreakerPolicy:
 class CircuitBreaker:
     """The breaker state of one provider. Thread-safe.
 
-    Call ``try_acquire()`` before a call (False: skip this provider now), then exactly one
-    of ``record_success()`` / ``record_failure(error)``.
+    Call ``reserve()`` before a call (None: skip this provider now), then exactly one of
+    ``record_success(reservation)`` / ``record_failure(error, reservation)`` / ``release(reservation)``.
     """
 
     def __init__(self, policy: BreakerPolicy, clock: Callable[[], float] = time.monotonic) -> None:
@@ -132,56 +134,77 @@ class CircuitBreaker:
             return state == CLOSED or (state == HALF_OPEN and not self._probe_in_flight)
 
     def try_acquire(self, force: bool = False) -> bool:
-        """Reserve the right to call: always when closed; in half-open only the single
-        probe; never when open unless ``force`` (used when every provider is open)."""
+        """Whether a call may go through now (see ``reserve``, which says what kind of
+        reservation was taken)."""
+        return self.reserve(force) is not None
+
+    def reserve(self, force: bool = False) -> Optional[str]:
+        """Reserve the right to call: ``"normal"`` when closed; ``"probe"`` for the single
+        call let through a half-open breaker, or through an open one when ``force`` (every
+        provider is open); None when the call must not go through.
+
+        Pass the reservation back to ``release``/``record_success``/``record_failure``:
+        only the probe's outcome frees the probe slot.
+        """
         if not self.policy.enabled:
-            return True
+            return NORMAL
         with self._lock:
             state = self._current_state()
             if state == CLOSED:
-                return True
+                return NORMAL
             if state == HALF_OPEN and not self._probe_in_flight:
                 self._state = HALF_OPEN
                 self._probe_in_flight = True
-                return True
+                return PROBE
             if force:
                 self._probe_in_flight = True
-                return True
-            return False
+                return PROBE
+            return None
 
-    def release(self) -> None:
+    def release(self, reservation: Optional[str] = PROBE) -> None:
         """Give back a reservation whose call never ran (e.g. the deadline ran out first)."""
         with self._lock:
-            self._probe_in_flight = False
+            self._end(reservation)
 
-    def record_success(self) -> None:
+    def record_success(self, reservation: Optional[str] = PROBE) -> None:
         with self._lock:
+            self._end(reservation)
             self._state = CLOSED
             self._failures = 0
             self._trips = 0
-            self._probe_in_flight = False
 
-    def record_failure(self, error: BaseException) -> None:
-        if not self.policy.enabled or isinstance(error, InvalidRequestError):
-            with self._lock:
-                self._probe_in_flight = False
-            return
+    def record_failure(self, error: BaseException, reservation: Optional[str] = PROBE) -> None:
+        """Count a failure. A closed breaker opens at the threshold, a failed probe
+        re-opens it for a longer cooldown; failures of calls that started before it
+        opened do not re-open it again (many in flight at once would otherwise ratchet
+        the cooldown to the cap), though a Retry-After or auth error may extend it."""
         policy = self.policy
         with self._lock:
-            self._probe_in_flight = False
+            self._end(reservation)
+            if not policy.enabled or isinstance(error, InvalidRequestError):
+                return
             self._failures += 1
             if isinstance(error, (AuthenticationError, QuotaExceededError)):
-                self._open(policy.auth_cooldown)
+                fixed: Optional[float] = policy.auth_cooldown
             elif isinstance(error, RateLimitError) and error.retry_after:
-                self._open(error.retry_after)
-            elif self._state == HALF_OPEN or self._failures >= policy.failure_threshold:
-                cooldown = policy.cooldown * policy.cooldown_multiplier ** self._trips
-                self._open(min(cooldown, policy.max_cooldown))
+                fixed = error.retry_after
+            else:
+                fixed = None
+            if self._state == CLOSED:
+                trip = fixed is not None or self._failures >= policy.failure_threshold
+            else:
+                trip = reservation == PROBE
+            if trip:
+                backoff = min(policy.cooldown * policy.cooldown_multiplier ** self._trips, policy.max_cooldown)
+                self._state = OPEN
+                self._trips += 1
+                self._open_until = self._clock() + (backoff if fixed is None else fixed)
+            elif fixed is not None:
+                self._open_until = max(self._open_until, self._clock() + fixed)
 
-    def _open(self, seconds: float) -> None:
-        self._state = OPEN
-        self._trips += 1
-        self._open_until = self._clock() + seconds
+    def _end(self, reservation: Optional[str]) -> None:
+        if reservation == PROBE:
+            self._probe_in_flight = False
 
     def snapshot(self) -> Dict[str, object]:
         """State for ``Router.stats()``: state, consecutive failures, seconds to recovery."""

@@ -178,10 +178,11 @@ class Call:
 class AttemptRun:
     """One provider tried during one call: breaker reservation, metrics, logs, events."""
 
-    def __init__(self, call: Call, state: ProviderState, hedge: bool) -> None:
+    def __init__(self, call: Call, state: ProviderState, hedge: bool, reservation: Optional[str] = None) -> None:
         self.call = call
         self.state = state
         self.hedge = hedge
+        self.reservation = reservation  # the breaker's "probe" or "normal"
         self.order = call.next_order()
         self.started = 0.0
         self.answered = 0.0
@@ -191,18 +192,19 @@ class AttemptRun:
     @classmethod
     def reserve(cls, call: Call, state: ProviderState, *, hedge: bool, force: bool) -> Optional["AttemptRun"]:
         """An attempt if the provider's breaker lets one through now, else None."""
-        if not state.breaker.try_acquire(force=force):
+        reservation = state.breaker.reserve(force=force)
+        if reservation is None:
             call.record(Attempt(state.name, "skipped", hedge=hedge), call.next_order())
             return None
         if hedge:
             state.metrics.hedge("started")
-        return cls(call, state, hedge)
+        return cls(call, state, hedge, reservation)
 
     def run(self, invoke: Callable[[BaseProvider, Optional[float]], Any]) -> Any:
         remaining = self.call.remaining()
         provider = self.state.provider
         if remaining is not None and remaining <= 0:
-            self.state.breaker.release()
+            self.state.breaker.release(self.reservation)
             error = ProviderTimeoutError("no time left in the Router timeout", provider=provider.name)
             self.call.record(Attempt(provider.name, "error", 0.0, error.message, type(error).__name__, self.hedge), self.order)
             raise error
@@ -236,10 +238,10 @@ class AttemptRun:
         state, latency = self.state, time.monotonic() - self.started
         if error is None:
             state.metrics.succeeded(latency, usage)
-            state.breaker.record_success()
+            state.breaker.record_success(self.reservation)
         else:
             state.metrics.failed(error)
-            state.breaker.record_failure(error)
+            state.breaker.record_failure(error, self.reservation)
             self.call.record(Attempt(state.name, "error", latency, error.message, type(error).__name__, self.hedge), self.order)
             logger.warning(
                 "attempt on %s failed after %.3f s: %s: %s", state.name, latency, type(error).__name__, error.message,

@@ -62,3 +62,47 @@ def test_a_stream_read_to_the_end_is_recorded_once():
     assert [e.kind for e in events] == ["attempt", "call"]
     assert balanced(router) and router.stats()["providers"]["a"]["in_flight"] == 0
     router.close()
+
+
+# 2. Failures already in flight do not ratchet an open breaker; only the probe frees its slot
+
+
+def test_concurrent_failures_past_the_threshold_open_the_breaker_once():
+    clock = FakeClock()
+    breaker = CircuitBreaker(BreakerPolicy(failure_threshold=5, cooldown=5, max_cooldown=60), clock)
+    reservations = [breaker.reserve() for _ in range(10)]  # ten calls in flight at once
+    for reservation in reservations:
+        breaker.record_failure(ProviderUnavailableError("down"), reservation)
+    assert breaker.state == OPEN and breaker.remaining() == pytest.approx(5)
+    clock.now += 5
+    probe = breaker.reserve()
+    assert probe == "probe"
+    breaker.record_failure(ProviderUnavailableError("down"), probe)
+    assert breaker.remaining() == pytest.approx(10)  # the second trip doubles, once
+
+
+def test_a_retry_after_may_extend_an_open_breaker_without_counting_a_trip():
+    from multi_llm_orchestrator import RateLimitError
+
+    clock = FakeClock()
+    breaker = CircuitBreaker(BreakerPolicy(failure_threshold=1, cooldown=5), clock)
+    late = breaker.reserve()
+    breaker.record_failure(ProviderUnavailableError("down"), breaker.reserve())
+    breaker.record_failure(RateLimitError("slow", retry_after=30), late)
+    assert breaker.remaining() == pytest.approx(30)
+    clock.now += 30
+    breaker.record_failure(ProviderUnavailableError("down"), breaker.reserve())
+    assert breaker.remaining() == pytest.approx(10)  # second trip, not third
+
+
+def test_only_the_probe_frees_the_half_open_slot():
+    clock = FakeClock()
+    breaker = CircuitBreaker(BreakerPolicy(failure_threshold=1, cooldown=5), clock)
+    straggler = breaker.reserve()  # started while closed
+    breaker.record_failure(ProviderUnavailableError("down"), breaker.reserve())
+    clock.now += 5
+    assert breaker.reserve() == "probe"
+    breaker.release(straggler)  # the straggler finishing must not let a second probe in
+    breaker.record_failure(ProviderUnavailableError("down"), straggler)
+    assert breaker.state == HALF_OPEN
+    assert breaker.reserve() is None
