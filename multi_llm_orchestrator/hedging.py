@@ -163,6 +163,7 @@ def race(
 
     def start(hedge: bool) -> bool:
         nonlocal hedge_at
+        hedge_at = None  # even when nothing starts: an expired hedge time would spin the loop
         while queue:
             candidate = queue.pop(0)
             future = launch(candidate, hedge)
@@ -170,8 +171,6 @@ def race(
                 pending[future] = (candidate, hedge)
                 if hedge_delay is not None and max_hedges > hedges and queue:
                     hedge_at = time.monotonic() + hedge_delay(candidate)
-                else:
-                    hedge_at = None
                 return True
         return False
 
@@ -202,7 +201,7 @@ def race(
             abandon(timed_out=True)
             raise RaceFailed(errors, deadline_hit=True)
         if hedge_at is not None and now >= hedge_at:
-            if budget is None or budget.try_spend():
+            if hedges < max_hedges and (budget is None or budget.try_spend()):
                 hedges += 1
                 start(True)
             else:

@@ -106,3 +106,35 @@ def test_only_the_probe_frees_the_half_open_slot():
     breaker.record_failure(ProviderUnavailableError("down"), straggler)
     assert breaker.state == HALF_OPEN
     assert breaker.reserve() is None
+
+
+# 3. A hedge with no candidate left to start neither spins nor drains the budget -----
+
+
+def test_race_stops_hedging_when_every_remaining_candidate_is_skipped():
+    from concurrent.futures import Future
+
+    from multi_llm_orchestrator.hedging import RaceFailed, race
+
+    class CountingBudget:
+        spent = 0
+
+        def try_spend(self):
+            self.spent += 1
+            return True
+
+    slow = Future()  # the primary never answers
+    budget = CountingBudget()
+    started = time.monotonic()
+    with pytest.raises(RaceFailed) as info:
+        race(
+            ["a", "b", "c"],
+            lambda candidate, hedge: slow if candidate == "a" else None,  # b and c: breaker refused
+            deadline=time.monotonic() + 0.3,
+            hedge_delay=lambda candidate: 0.01,
+            max_hedges=1,
+            budget=budget,
+            on_lost=lambda future, candidate, hedge: None,
+        )
+    assert info.value.deadline_hit and time.monotonic() - started < 2
+    assert budget.spent == 1
