@@ -33,6 +33,7 @@ from requests.adapters import HTTPAdapter
 from requests.structures import CaseInsensitiveDict
 from urllib3.exceptions import MaxRetryError, ResponseError
 from urllib3.util.retry import Retry
+from urllib3.util.timeout import Timeout
 
 from .auth import TokenCache
 from .config import SECRET_EXTRA_KEYS, ProviderConfig
@@ -53,6 +54,7 @@ from .types import TextStream
 
 __all__ = [
     "DeadlineRetry",
+    "DeadlineTimeout",
     "build_session",
     "HttpProvider",
     "error_from_status",
@@ -69,6 +71,7 @@ RETRY_AFTER_CAP = 60.0
 #: keep a breaker open for ever. Above RETRY_AFTER_CAP, so such waits are still not slept.
 MAX_RETRY_AFTER = 3600.0
 CONNECT_TIMEOUT_CAP = 10.0
+MIN_SOCKET_TIMEOUT = 0.001
 USER_AGENT = "multi-llm-orchestrator"
 #: Shorter "keys" are placeholders such as "EMPTY" or "ollama" that local servers ignore;
 #: scrubbing those would garble every message that mentions the word.
@@ -112,6 +115,39 @@ class DeadlineRetry(Retry):
             reason = error or ResponseError(f"waiting {wait:g} s would pass the deadline")
             raise MaxRetryError(_pool, url, reason)
         return new
+
+
+class DeadlineTimeout(Timeout):
+    """A urllib3 ``Timeout`` whose connect and read timeouts never reach past ``deadline``
+    (a ``time.monotonic()`` value).
+
+    urllib3 gives every transport retry a fresh copy of the timeout (``clone``): with a
+    plain (connect, read) pair a server that answers 503 just before the timeout would get
+    a whole new read timeout per retry. Each attempt here gets only what is left.
+
+    >>> DeadlineTimeout(connect=10, read=30, deadline=time.monotonic() + 600).read_timeout
+    30
+    """
+
+    def __init__(self, connect: float, read: float, deadline: float) -> None:
+        super().__init__(connect=connect, read=read)
+        self.deadline = deadline
+
+    def _left(self, value: Any) -> float:
+        # Never 0 or below: a socket timeout of 0 means non-blocking, not "expired".
+        left = max(MIN_SOCKET_TIMEOUT, self.deadline - time.monotonic())
+        return left if value is None else min(value, left)
+
+    @property
+    def connect_timeout(self) -> float:  # type: ignore[override]
+        return self._left(self._connect)
+
+    @property
+    def read_timeout(self) -> float:  # type: ignore[override]
+        return self._left(self._read)
+
+    def clone(self) -> "DeadlineTimeout":
+        return DeadlineTimeout(self._connect, self._read, self.deadline)
 
 
 def make_retry(max_retries: int, statuses: Collection[int] = RETRY_STATUSES) -> Retry:
@@ -412,7 +448,7 @@ class HttpProvider(BaseProvider):
         try:
             response = self.session.send(
                 self._prepare_request(method, url, send_headers, body, auth),
-                timeout=(min(CONNECT_TIMEOUT_CAP, timeout), timeout),
+                timeout=DeadlineTimeout(min(CONNECT_TIMEOUT_CAP, timeout), timeout, _call.deadline),
                 stream=stream,
                 verify=self.session.verify,
                 cert=self.session.cert,

@@ -38,6 +38,7 @@ from multi_llm_orchestrator.errors import (
 from multi_llm_orchestrator.http import (
     MAX_RETRY_AFTER,
     RETRY_AFTER_CAP,
+    DeadlineTimeout,
     HttpProvider,
     build_session,
     error_from_exception,
@@ -387,10 +388,13 @@ def test_every_request_has_a_connect_and_read_timeout(monkeypatch):
     monkeypatch.setattr(provider.session, "send", fake_send)
     with pytest.raises(ProviderUnavailableError):
         provider.request("GET", "http://api.test/x", timeout=45)
-    assert seen["timeout"] == (10.0, 45)  # connect capped at 10 s, read = the call's timeout
+    sent = seen["timeout"]  # a DeadlineTimeout: the values shrink as the deadline nears
+    # connect capped at 10 s, read = the call's timeout
+    assert (sent.connect_timeout, pytest.approx(sent.read_timeout, abs=0.5)) == (10.0, 45)
     with pytest.raises(ProviderUnavailableError):
         provider.request("GET", "http://api.test/x", timeout=3)
-    assert seen["timeout"] == (3, 3)
+    sent = seen["timeout"]
+    assert (pytest.approx(sent.connect_timeout, abs=0.5), pytest.approx(sent.read_timeout, abs=0.5)) == (3, 3)
 
 
 @responses.activate
@@ -765,3 +769,27 @@ def test_an_absurd_retry_after_gives_a_finite_bounded_wait(server, value):
     assert time.monotonic() - started < 1.5
     retry_after = info.value.retry_after
     assert retry_after is None or 0 <= retry_after <= MAX_RETRY_AFTER
+
+
+def test_the_timeout_bounds_transport_retries_too(server):
+    def slow_503(handler):
+        if not handler.server.stop.wait(1.5):
+            reply(503, b'{"message": "busy"}')(handler)
+
+    server.actions = [slow_503]
+    started = time.monotonic()
+    with pytest.raises((ProviderTimeoutError, ProviderUnavailableError)):
+        plain(server.url, max_retries=3).request("POST", server.url + "/x", timeout=2, json_body={})
+    assert time.monotonic() - started < 2.5  # a retry gets only what is left of the 2 s
+    assert len(server.hits) == 2
+
+
+def test_deadline_timeout_clones_keep_the_deadline():
+    timeout = DeadlineTimeout(connect=10.0, read=45.0, deadline=time.monotonic() + 3)
+    clone = timeout.clone()
+    assert isinstance(clone, DeadlineTimeout) and clone.deadline == timeout.deadline
+    assert 2.5 < clone.connect_timeout <= 3 and 2.5 < clone.read_timeout <= 3
+    spent = DeadlineTimeout(connect=10.0, read=45.0, deadline=time.monotonic() - 1)
+    assert 0 < spent.connect_timeout <= 0.01 and 0 < spent.read_timeout <= 0.01
+    roomy = DeadlineTimeout(connect=10.0, read=45.0, deadline=time.monotonic() + 600)
+    assert roomy.connect_timeout == 10.0 and roomy.read_timeout == 45.0
