@@ -441,7 +441,15 @@ class HttpProvider(BaseProvider):
         send_headers = dict(headers or ())
         if json_body is not None:
             # UTF-8 on the wire as the providers' SDKs send it (no \\u escapes).
-            body = json.dumps(json_body, ensure_ascii=False).encode("utf-8")
+            try:
+                body = json.dumps(json_body, ensure_ascii=False, allow_nan=False).encode("utf-8")
+            except (TypeError, ValueError, RecursionError) as exc:
+                # A caller's value (a set, NaN, ...) in GenerationParams.extra: bad input,
+                # not a provider failure (NaN would otherwise go out as invalid JSON).
+                raise ConfigurationError(
+                    f"the request body to {self.name!r} cannot be sent as JSON ({exc}): pass only str, "
+                    "finite numbers, bool, None, lists and dicts, e.g. in GenerationParams.extra"
+                ) from None
             send_headers.setdefault("Content-Type", "application/json")
         started = time.monotonic()
         _call.deadline = started + timeout

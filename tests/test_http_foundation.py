@@ -793,3 +793,25 @@ def test_deadline_timeout_clones_keep_the_deadline():
     assert 0 < spent.connect_timeout <= 0.01 and 0 < spent.read_timeout <= 0.01
     roomy = DeadlineTimeout(connect=10.0, read=45.0, deadline=time.monotonic() + 600)
     assert roomy.connect_timeout == 10.0 and roomy.read_timeout == 45.0
+
+
+@pytest.mark.parametrize("body, problem", [
+    ({"seed": {1, 2}}, "set"),
+    ({"temperature": float("nan")}, "not JSON compliant"),
+    ({"x": float("inf")}, "not JSON compliant"),
+])
+def test_a_body_that_is_not_json_is_a_configuration_error_before_sending(monkeypatch, body, problem):
+    provider = plain("http://api.test")
+    monkeypatch.setattr(provider.session, "send", lambda *a, **k: pytest.fail("nothing may be sent"))
+    with pytest.raises(ConfigurationError, match=problem) as info:
+        provider.request("POST", "http://api.test/x", timeout=1, json_body=body)
+    assert "JSON" in str(info.value)
+
+
+def test_generation_params_extra_that_is_not_json_is_a_configuration_error():
+    from multi_llm_orchestrator.providers.ollama import OllamaProvider
+    from multi_llm_orchestrator.types import GenerationParams
+
+    provider = OllamaProvider(ProviderConfig(name="ollama", base_url="http://127.0.0.1:9"))
+    with pytest.raises(ConfigurationError, match="set"):
+        provider.complete("Hi", GenerationParams(extra={"seed": {1, 2}}))
