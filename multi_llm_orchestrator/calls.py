@@ -204,7 +204,7 @@ class AttemptRun:
         remaining = self.call.remaining()
         provider = self.state.provider
         if remaining is not None and remaining <= 0:
-            self.state.breaker.release(self.reservation)
+            self.release()
             error = ProviderTimeoutError("no time left in the Router timeout", provider=provider.name)
             self.call.record(Attempt(provider.name, "error", 0.0, error.message, type(error).__name__, self.hedge), self.order)
             raise error
@@ -223,6 +223,14 @@ class AttemptRun:
             raise
         self.answered = time.monotonic() - self.started
         return result
+
+    def release(self) -> None:
+        """Give the breaker reservation back: the attempt will never run."""
+        self.state.breaker.release(self.reservation)
+
+    def release_if_cancelled(self, future: Future) -> None:
+        if future.cancelled():
+            self.release()
 
     def won(self) -> "AttemptRun":
         self.call.record(Attempt(self.state.name, "ok", self.answered, hedge=self.hedge), self.order)

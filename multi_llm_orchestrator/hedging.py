@@ -187,7 +187,10 @@ def race(
         done, _ = wait(list(pending), timeout=max(0.0, min(waits)) if waits else None, return_when=FIRST_COMPLETED)
         for future in done:
             candidate, hedge = pending.pop(future)
-            error = future.exception()
+            if future.cancelled():  # the pool was shut down before it ran
+                error: Optional[BaseException] = ProviderError("cancelled before it started", provider=name_of(candidate))
+            else:
+                error = future.exception()
             if error is None:
                 abandon(timed_out=False)
                 return future.result(), candidate, hedge

@@ -291,7 +291,12 @@ class Router:
             attempt = AttemptRun.reserve(call, state, hedge=hedge, force=state is forced)
             if attempt is None:
                 return None
-            future = self._pool().submit(attempt.run, invoke)
+            try:
+                future = self._pool().submit(attempt.run, invoke)
+            except (RuntimeError, OrchestratorError):  # close() shut the pool since the plan
+                attempt.release()
+                raise OrchestratorError("This Router is closed: create a new one") from None
+            future.add_done_callback(attempt.release_if_cancelled)
             attempts[future] = attempt
             return future
 
@@ -334,12 +339,14 @@ class Router:
         return [closest], closest
 
     def _pool(self) -> ThreadPoolExecutor:
-        if self._executor is None:
+        executor = self._executor  # read once: close() may set it to None meanwhile
+        if executor is None:
             with self._lock:
                 self._check_open()
                 if self._executor is None:
                     self._executor = ThreadPoolExecutor(self._max_workers, thread_name_prefix="mlo-router")
-        return self._executor
+                executor = self._executor
+        return executor
 
     # Batch, health, stats ----------------------------------------------------------
 
@@ -411,20 +418,21 @@ class Router:
     # Lifecycle ---------------------------------------------------------------------
 
     def close(self) -> None:
-        """Stop background work, wait for in-flight attempts, close every provider."""
+        """Stop background work, wait for in-flight attempts, then close every provider
+        (in that order: an attempt still running must not find its provider closed)."""
         with self._lock:
             if self._closed:
                 return
             self._closed = True
             executor, self._executor = self._executor, None
+        self._health.close()
+        if executor is not None:
+            executor.shutdown(wait=True, cancel_futures=True)
         for state in self._states:
             try:
                 state.provider.close()
             except Exception:
                 logger.exception("Closing provider %r failed", state.name)
-        self._health.close()
-        if executor is not None:
-            executor.shutdown(wait=True, cancel_futures=True)
 
     def _check_open(self) -> None:
         if self._closed:

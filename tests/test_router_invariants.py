@@ -138,3 +138,54 @@ def test_race_stops_hedging_when_every_remaining_candidate_is_skipped():
         )
     assert info.value.deadline_hit and time.monotonic() - started < 2
     assert budget.spent == 1
+
+
+# 4. close() waits for calls in flight before closing providers; a closed pool says so
+
+
+class ClosingMock:
+    """A MockProvider whose calls fail once it is closed, like an HTTP provider's pool."""
+
+    @staticmethod
+    def make(name, delay):
+        from multi_llm_orchestrator.providers import MockProvider
+
+        class Provider(MockProvider):
+            shut = False
+
+            def close(self):
+                self.shut = True
+
+            def complete(self, messages, params=None, *, timeout=None):
+                time.sleep(delay)
+                if self.shut:
+                    raise ProviderUnavailableError("pool closed", provider=self.name)
+                return super().complete(messages, params, timeout=timeout)
+
+        return Provider(mock(name).config)
+
+
+def test_close_lets_calls_in_flight_finish_before_closing_providers():
+    router = router_with(ClosingMock.make("a", 0.3), timeout=5)
+    answers = []
+    worker = threading.Thread(target=lambda: answers.append(router.complete("hi")))
+    worker.start()
+    time.sleep(0.1)
+    router.close()
+    worker.join(5)
+    assert answers and answers[0].provider == "a"
+    assert balanced(router)
+
+
+def test_a_call_racing_close_gets_a_closed_error_and_releases_its_probe():
+    from multi_llm_orchestrator import OrchestratorError
+
+    router = router_with(mock("a"), timeout=5, breaker={"failure_threshold": 1, "cooldown": 0.01})
+    state = router._states[0]
+    state.breaker.record_failure(ProviderUnavailableError("down"))
+    time.sleep(0.02)
+    router._pool().shutdown()  # what close() does between this call's plan and its submit
+    with pytest.raises(OrchestratorError, match="Router is closed"):
+        router.complete("hi")
+    assert state.breaker.is_available()  # the probe reservation was given back
+    router.close()
