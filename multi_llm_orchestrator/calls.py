@@ -75,6 +75,7 @@ class Call:
 
     def __init__(self, budget: Optional[float], streaming: bool, telemetry: "Telemetry") -> None:
         self.telemetry = telemetry
+        telemetry.count("calls")
         self.streaming = streaming
         self.budget = budget
         self.started = time.monotonic()
@@ -136,6 +137,14 @@ class Call:
         if first:
             self._report(None, "error", failure, None, len(errors))
         return failure
+
+    def abort(self, error: BaseException) -> None:
+        """Report a call ended by something other than its attempts (e.g. no providers)."""
+        if not self._end():
+            return
+        with self._lock:
+            count = len(self._attempts)
+        self._report(None, "error", error, None, count)
 
     def finish(self, attempt: "AttemptRun", error: Optional[ProviderError], usage: Any) -> None:
         if not self._end():

@@ -179,34 +179,41 @@ def race(
             if timed_out:
                 errors.append(ProviderTimeoutError("still running when the deadline passed", provider=name_of(candidate)))
             on_lost(future, candidate, hedge)
+        pending.clear()
 
-    start(False)
-    while pending:
-        now = time.monotonic()
-        waits = [moment - now for moment in (deadline, hedge_at) if moment is not None]
-        done, _ = wait(list(pending), timeout=max(0.0, min(waits)) if waits else None, return_when=FIRST_COMPLETED)
-        for future in done:
-            candidate, hedge = pending.pop(future)
-            if future.cancelled():  # the pool was shut down before it ran
-                error: Optional[BaseException] = ProviderError("cancelled before it started", provider=name_of(candidate))
-            else:
-                error = future.exception()
-            if error is None:
-                abandon(timed_out=False)
-                return future.result(), candidate, hedge
-            errors.append(error)  # type: ignore[arg-type]
-            if not pending:  # nothing else in flight: fall back at once, no hedge wait
-                start(False)
-        if done:
-            continue
-        now = time.monotonic()
-        if deadline is not None and now >= deadline:
-            abandon(timed_out=True)
-            raise RaceFailed(errors, deadline_hit=True)
-        if hedge_at is not None and now >= hedge_at:
-            if hedges < max_hedges and (budget is None or budget.try_spend()):
-                hedges += 1
-                start(True)
-            else:
-                hedge_at = None
+    try:
+        start(False)
+        while pending:
+            now = time.monotonic()
+            waits = [moment - now for moment in (deadline, hedge_at) if moment is not None]
+            done, _ = wait(list(pending), timeout=max(0.0, min(waits)) if waits else None, return_when=FIRST_COMPLETED)
+            for future in done:
+                candidate, hedge = pending.pop(future)
+                if future.cancelled():  # the pool was shut down before it ran
+                    error: Optional[BaseException] = ProviderError("cancelled before it started", provider=name_of(candidate))
+                else:
+                    error = future.exception()
+                if error is None:
+                    abandon(timed_out=False)
+                    return future.result(), candidate, hedge
+                errors.append(error)  # type: ignore[arg-type]
+                if not pending:  # nothing else in flight: fall back at once, no hedge wait
+                    start(False)
+            if done:
+                continue
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                abandon(timed_out=True)
+                raise RaceFailed(errors, deadline_hit=True)
+            if hedge_at is not None and now >= hedge_at:
+                if hedges < max_hedges and (budget is None or budget.try_spend()):
+                    hedges += 1
+                    start(True)
+                else:
+                    hedge_at = None
+    except RaceFailed:
+        raise
+    except BaseException:  # e.g. KeyboardInterrupt in wait(): attempts still running are lost
+        abandon(timed_out=False)
+        raise
     raise RaceFailed(errors, deadline_hit=False)

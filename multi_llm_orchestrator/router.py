@@ -262,13 +262,15 @@ class Router:
 
     def _run(self, call: Call, invoke: Callable[[BaseProvider, Optional[float]], Any]) -> Tuple[Any, AttemptRun]:
         """Try providers in the planned order until one succeeds; the shared core of
-        ``complete`` and ``route_stream``."""
-        self._telemetry.count("calls")
+        ``complete`` and ``route_stream``. Whatever escapes is reported as the call's end."""
         try:
-            order, forced = self._plan()
-        except OrchestratorError:
-            self._telemetry.count("failed")
+            return self._try_in_order(call, invoke)
+        except BaseException as exc:  # a planning error, a strategy's bug, KeyboardInterrupt
+            call.abort(exc)  # no-op when call.failed already reported it
             raise
+
+    def _try_in_order(self, call: Call, invoke: Callable[[BaseProvider, Optional[float]], Any]) -> Tuple[Any, AttemptRun]:
+        order, forced = self._plan()
         if logger.isEnabledFor(logging.DEBUG):
             plan = [state.name for state in order]
             logger.debug("%s: trying %s", "stream" if call.streaming else "call", ", ".join(plan),

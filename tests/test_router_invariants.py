@@ -188,4 +188,53 @@ def test_a_call_racing_close_gets_a_closed_error_and_releases_its_probe():
     with pytest.raises(OrchestratorError, match="Router is closed"):
         router.complete("hi")
     assert state.breaker.is_available()  # the probe reservation was given back
+    assert balanced(router)
     router.close()
+
+
+# 5. Every call is reported once, whatever ends it --------------------------------
+
+
+def test_a_call_that_cannot_be_planned_is_reported_to_listeners_and_counted():
+    from multi_llm_orchestrator import NoProvidersError
+
+    router = Router()
+    events = []
+    router.add_listener(events.append)
+    with pytest.raises(NoProvidersError):
+        router.complete("hi")
+    assert [(e.kind, e.outcome, e.error_type) for e in events] == [("call", "error", "NoProvidersError")]
+    assert router.stats()["calls"] == router.stats()["failed"] == 1
+    router.close()
+
+
+@pytest.mark.parametrize("settings", [{}, {"timeout": 5}])
+def test_a_strategy_that_raises_still_balances_the_books(settings):
+    from multi_llm_orchestrator.strategies import Strategy
+
+    class Broken(Strategy):
+        def order(self, states, health):
+            raise KeyError("bug in a custom strategy")
+
+    router = router_with(mock("a"), strategy=Broken(), **settings)
+    with pytest.raises(KeyError):
+        router.complete("hi")
+    assert balanced(router) and router.stats()["failed"] == 1
+    router.close()
+
+
+def test_an_interrupt_while_waiting_on_a_race_balances_the_books(monkeypatch):
+    import multi_llm_orchestrator.hedging as hedging
+
+    router = router_with(mock("a", delay=0.2), timeout=5)
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(hedging, "wait", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        router.complete("hi")
+    monkeypatch.undo()
+    router.close()  # waits for the abandoned attempt
+    assert balanced(router)
+    assert router.stats()["providers"]["a"]["in_flight"] == 0
