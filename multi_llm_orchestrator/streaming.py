@@ -21,6 +21,8 @@ from .errors import ProviderError, ProviderTimeoutError, ProviderUnavailableErro
 __all__ = ["iter_lines", "iter_sse_data", "iter_sse_json", "iter_json_lines", "stream_error"]
 
 ErrorMapper = Callable[[BaseException], ProviderError]
+#: ``error_of(event, provider)``: the typed error an event reports, or None for data.
+EventErrors = Callable[[Dict[str, Any], str], Optional[ProviderError]]
 
 
 def _raw_chunks(response: Any) -> Iterator[bytes]:
@@ -138,12 +140,15 @@ def iter_sse_data(lines: Iterator[str], *, provider: str, require_done: bool = T
 
 
 def stream_error(event: Dict[str, Any], provider: str) -> Optional[ProviderError]:
-    """The typed error described by an ``{"error": ...}`` object in a stream, else None."""
-    from .http import error_from_status, error_message_from_body
+    """The typed error described by an ``{"error": ...}`` object in a stream, else None.
 
-    if "error" not in event or not event["error"]:
+    The default ``error_of`` of the stream readers.
+    """
+    error = event.get("error")
+    if not error:
         return None
-    error = event["error"]
+    from .http import error_from_status, error_message_from_body  # http imports this module
+
     message = error_message_from_body(event)
     status = error.get("code") if isinstance(error, dict) else None
     if isinstance(error, dict) and "httpCode" in error:
@@ -157,27 +162,34 @@ def stream_error(event: Dict[str, Any], provider: str) -> Optional[ProviderError
     return ProviderUnavailableError(f"the provider reported an error mid-stream: {message}", provider=provider)
 
 
-def _loads(payload: str, provider: str) -> Dict[str, Any]:
+def _loads(payload: str, provider: str, error_of: EventErrors) -> Dict[str, Any]:
     try:
         event = json.loads(payload)
     except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
         raise ResponseFormatError(f"a stream event is not valid JSON: {payload[:80]!r}", provider=provider) from None
     if not isinstance(event, dict):
         raise ResponseFormatError(f"a stream event is not a JSON object: {payload[:80]!r}", provider=provider)
-    error = stream_error(event, provider)
+    error = error_of(event, provider)
     if error is not None:
         raise error
     return event
 
 
-def iter_sse_json(lines: Iterator[str], *, provider: str, require_done: bool = True) -> Iterator[Dict[str, Any]]:
-    """Each SSE event's data parsed as a JSON object; an ``error`` object raises."""
+def iter_sse_json(
+    lines: Iterator[str], *, provider: str, require_done: bool = True, error_of: EventErrors = stream_error
+) -> Iterator[Dict[str, Any]]:
+    """Each SSE event's data parsed as a JSON object; an event for which
+    ``error_of(event, provider)`` returns an error raises it (default: ``stream_error``,
+    for ``{"error": ...}`` objects; a provider passes its own mapping for its error shapes).
+    """
     for payload in iter_sse_data(lines, provider=provider, require_done=require_done):
-        yield _loads(payload, provider)
+        yield _loads(payload, provider, error_of)
 
 
-def iter_json_lines(lines: Iterator[str], *, provider: str) -> Iterator[Dict[str, Any]]:
-    """Each non-blank line parsed as a JSON object (NDJSON); an ``error`` object raises."""
+def iter_json_lines(
+    lines: Iterator[str], *, provider: str, error_of: EventErrors = stream_error
+) -> Iterator[Dict[str, Any]]:
+    """Each non-blank line parsed as a JSON object (NDJSON); errors as in ``iter_sse_json``."""
     for line in lines:
         if line.strip():
-            yield _loads(line, provider)
+            yield _loads(line, provider, error_of)

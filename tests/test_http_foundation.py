@@ -815,3 +815,23 @@ def test_generation_params_extra_that_is_not_json_is_a_configuration_error():
     provider = OllamaProvider(ProviderConfig(name="ollama", base_url="http://127.0.0.1:9"))
     with pytest.raises(ConfigurationError, match="set"):
         provider.complete("Hi", GenerationParams(extra={"seed": {1, 2}}))
+
+
+def test_stream_readers_let_the_provider_map_error_events():
+    def error_of(event, provider):
+        if event.get("status") == 402 or "error" in event:
+            return QuotaExceededError(f"mapped {event}", provider=provider)
+        return None
+
+    sse = ["data: {\"a\": 1}", "", "data: {\"error\": {\"code\": 503}}", "", "data: [DONE]", ""]
+    events = iter_sse_json(iter(sse), provider="p", error_of=error_of)
+    assert next(events) == {"a": 1}
+    with pytest.raises(QuotaExceededError, match="mapped"):
+        next(events)
+    lines = iter_json_lines(iter(['{"a": 1}', '{"status": 402}']), provider="p", error_of=error_of)
+    assert next(lines) == {"a": 1}
+    with pytest.raises(QuotaExceededError):
+        next(lines)
+    # The default still maps {"error": ...} objects.
+    with pytest.raises(ProviderUnavailableError):
+        list(iter_json_lines(iter(['{"error": {"code": 503}}']), provider="p"))

@@ -497,3 +497,16 @@ def test_from_env_defaults_to_local_server_and_needs_a_model(monkeypatch):
 def test_from_env_bad_url_is_configuration_error():
     with pytest.raises(ConfigurationError, match="base_url"):
         OpenAICompatibleProvider.from_env(environ={"OPENAI_BASE_URL": "localhost:8000", "OPENAI_MODEL": "m"})
+
+
+@pytest.mark.parametrize("event", [
+    {"error": {"message": "You exceeded your current quota", "type": "insufficient_quota", "code": "insufficient_quota"}},
+    {"object": "error", "message": "out of credit", "type": "insufficient_quota", "code": 429},
+])
+def test_quota_reported_mid_stream_is_quota_exceeded_not_retryable(wire, llm, event):
+    wire.post(CHAT, body=sse(delta("Once"), event))
+    stream = llm.stream("Hi")
+    assert next(stream) == "Once"
+    with pytest.raises(QuotaExceededError) as info:
+        next(stream)
+    assert not info.value.retryable

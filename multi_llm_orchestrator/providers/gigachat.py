@@ -32,7 +32,7 @@ import logging
 import os
 import time
 import uuid
-from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import requests
 
@@ -45,7 +45,7 @@ from ..errors import (
     ResponseFormatError,
 )
 from ..http import HttpProvider, error_from_status, error_message_from_body, parse_retry_after
-from ..streaming import iter_lines, iter_sse_json
+from ..streaming import iter_lines, iter_sse_json, stream_error
 from ..types import Completion, GenerationParams, Message, Prompt, TextStream
 from .chat_format import chunk_deltas, parse_completion
 
@@ -219,7 +219,7 @@ class GigaChatProvider(HttpProvider):
         lines = iter_lines(
             response, provider=self.name, deadline=deadline, map_exception=lambda exc: self.map_exception(exc, limit)
         )
-        events = self._raise_error_events(iter_sse_json(lines, provider=self.name))
+        events = iter_sse_json(lines, provider=self.name, error_of=self._event_error)
         # on_close also covers a stream dropped before its first read (the generator's
         # own cleanup only runs once it has started).
         return self._text_stream(chunk_deltas(events, self.name), on_close=response.close)
@@ -352,15 +352,12 @@ class GigaChatProvider(HttpProvider):
 
     # Streaming ------------------------------------------------------------------------
 
-    def _raise_error_events(self, events: Iterable[Dict[str, Any]]) -> Iterator[Dict[str, Any]]:
-        for event in events:
-            status = event.get("status")
-            if "choices" not in event and isinstance(status, int) and status >= 400:
-                # An API error body sent as an event: reported like the same status.
-                raise error_from_status(
-                    status, f"GigaChat: {error_message_from_body(event)}", provider=self.name
-                )
-            yield event
+    def _event_error(self, event: Dict[str, Any], provider: str) -> Optional[ProviderError]:
+        status = event.get("status")
+        if "choices" not in event and isinstance(status, int) and status >= 400:
+            # An API error body sent as an event: reported like the same status.
+            return error_from_status(status, f"GigaChat: {error_message_from_body(event)}", provider=provider)
+        return stream_error(event, provider)
 
 
 def _wire_messages(messages: List[Message]) -> List[Dict[str, str]]:

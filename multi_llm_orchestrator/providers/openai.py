@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Union
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Union
 
 import requests
 
@@ -219,17 +219,16 @@ class OpenAICompatibleProvider(HttpProvider):
 
     def _deltas(self, lines: Iterator[str]) -> Iterator[Union[str, StreamEnd]]:
         try:
-            yield from chunk_deltas(self._raise_error_events(iter_sse_json(lines, provider=self.name)), self.name)
+            yield from chunk_deltas(iter_sse_json(lines, provider=self.name, error_of=self._event_error), self.name)
         finally:
             close = getattr(lines, "close", None)
             if close is not None:
                 close()
 
-    def _raise_error_events(self, events: Iterable[Dict[str, Any]]) -> Iterator[Dict[str, Any]]:
-        for event in events:
-            if _error_fields(event) is not None:  # vLLM's flat {"object": "error"}
-                raise self._error(None, event)
-            yield event
+    def _event_error(self, event: Dict[str, Any], provider: str) -> Optional[ProviderError]:
+        # OpenAI's {"error": {...}} and vLLM's flat {"object": "error"}, read like error
+        # bodies: a mid-stream insufficient_quota is QuotaExceededError, not a retryable 5xx.
+        return self._error(None, event) if _error_fields(event) is not None else None
 
     # Errors -------------------------------------------------------------------------------
 
