@@ -18,7 +18,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional
 
 from .errors import ProviderError, ProviderTimeoutError, ProviderUnavailableError, ResponseFormatError
 
-__all__ = ["iter_lines", "iter_sse_data", "iter_sse_json", "iter_json_lines", "stream_error"]
+__all__ = ["iter_lines", "iter_sse_data", "iter_sse_json", "iter_json_lines", "stream_error", "drain"]
 
 ErrorMapper = Callable[[BaseException], ProviderError]
 #: ``error_of(event, provider)``: the typed error an event reports, or None for data.
@@ -118,8 +118,7 @@ def iter_sse_data(lines: Iterator[str], *, provider: str, require_done: bool = T
                 payload = "\n".join(data)
                 data = []
                 if payload.strip() == "[DONE]":
-                    for _ in lines:  # read to the body's end so the connection is reused
-                        pass
+                    drain(lines)
                     return
                 yield payload
             continue
@@ -137,6 +136,25 @@ def iter_sse_data(lines: Iterator[str], *, provider: str, require_done: bool = T
         yield payload
     if require_done:
         raise ProviderUnavailableError("the stream ended before [DONE]: the connection was cut", provider=provider)
+
+
+def drain(lines: Iterator[Any]) -> None:
+    """Read what is left of a finished stream and drop it.
+
+    urllib3 puts a connection back into the pool only once its response was read to the
+    end (the final chunk of a chunked body included); a stream left at its last event
+    would be closed instead, and the next call would open a new connection. The answer is
+    complete by then: a failure while reading the rest only costs that reuse.
+
+    >>> lines = iter(["data: [DONE]", "", ": trailing comment"])
+    >>> drain(lines); next(lines, None) is None
+    True
+    """
+    try:
+        for _ in lines:
+            pass
+    except ProviderError:
+        pass
 
 
 def stream_error(event: Dict[str, Any], provider: str) -> Optional[ProviderError]:

@@ -87,6 +87,7 @@ class FakeYandex:
 
     def __init__(self) -> None:
         self.exchanges = []
+        self.connections = 0
         self.lock = threading.Lock()
         self.respond = lambda exchange: exchange.send_json(result("ok"))
         fake = self
@@ -108,6 +109,12 @@ class FakeYandex:
         class Server(ThreadingHTTPServer):
             daemon_threads = True
             request_queue_size = 128
+
+            def get_request(self):
+                pair = super().get_request()
+                with fake.lock:
+                    fake.connections += 1
+                return pair
 
         self.server = Server(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
@@ -413,3 +420,19 @@ def test_router_falls_back_from_a_failing_yandex_to_the_mock(fake):
     assert stream.provider == "mock"
     assert len(fake.exchanges) == 2
     assert fake.exchanges[1].json["completionOptions"]["stream"] is True
+
+
+def test_streams_give_their_connection_back_to_the_pool(fake):
+    def stream(exchange):
+        exchange.start_chunked()
+        exchange.chunk(line(result("Hel", status="ALTERNATIVE_STATUS_PARTIAL")))
+        exchange.chunk(line(result("Hello")))
+        exchange.end_chunked()
+
+    fake.respond = stream
+    provider = provider_for(fake)
+    for _ in range(3):
+        assert "".join(provider.stream("Hi")) == "Hello"
+    assert len(fake.exchanges) == 3
+    assert fake.connections == 1
+    provider.close()

@@ -22,7 +22,7 @@ from ..errors import (
     ResponseFormatError,
 )
 from ..http import HttpProvider
-from ..streaming import iter_json_lines, stream_error
+from ..streaming import drain, iter_json_lines, stream_error
 from ..types import Completion, GenerationParams, Message, Prompt, StreamEnd, TextStream, Usage
 from .base import ProviderConfig
 
@@ -248,8 +248,7 @@ class OllamaProvider(HttpProvider):
                     yield StreamEnd(
                         usage=_usage(event), finish_reason=event.get("done_reason"), model=event.get("model")
                     )
-                    for _ in lines:  # read to the body's end: the connection is then reused
-                        pass
+                    drain(lines)
                     return
             raise ProviderUnavailableError(
                 'the stream ended before "done": true: the connection was cut', provider=self.name

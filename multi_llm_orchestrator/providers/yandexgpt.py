@@ -71,7 +71,7 @@ from ..errors import (
     ResponseFormatError,
 )
 from ..http import HttpProvider, error_from_status, error_message_from_body, parse_retry_after
-from ..streaming import iter_json_lines
+from ..streaming import drain, iter_json_lines
 from ..types import Completion, GenerationParams, Message, Prompt, StreamEnd, TextStream, Usage
 
 __all__ = ["YandexGPTProvider"]
@@ -436,6 +436,7 @@ class YandexGPTProvider(HttpProvider):
                 if delta:
                     yield delta
                 if status not in NOT_FINAL:
+                    drain(lines)
                     break
         finally:
             frames.close()
