@@ -17,6 +17,7 @@ surfaces as ``RateLimitError(retry_after=...)`` so the Router can fall back.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -60,6 +61,7 @@ __all__ = [
     "error_from_status",
     "error_from_exception",
     "parse_retry_after",
+    "provider_config",
     "error_message_from_body",
 ]
 
@@ -217,6 +219,24 @@ def _warn_insecure_once(name: str) -> None:
         name,
     )
     urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+
+
+def provider_config(owner: str, settings: Mapping[str, Any]) -> ProviderConfig:
+    """``ProviderConfig(**settings)`` for the ``from_env`` constructors: an unknown keyword
+    is a ConfigurationError naming it and the valid fields, not a bare TypeError.
+
+    >>> provider_config("X.from_env", {"name": "x", "modle": "m"})  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    multi_llm_orchestrator.errors.ConfigurationError: X.from_env: unknown setting 'modle'; pass ProviderConfig fields only: name, model, ...
+    """
+    valid = [field.name for field in dataclasses.fields(ProviderConfig)]
+    unknown = sorted(set(settings) - set(valid))
+    if unknown:
+        raise ConfigurationError(
+            f"{owner}: unknown setting {', '.join(map(repr, unknown))}; pass ProviderConfig fields only: "
+            f"{', '.join(valid)}"
+        )
+    return ProviderConfig(**settings)
 
 
 def parse_retry_after(headers: Mapping[str, str]) -> Optional[float]:

@@ -229,6 +229,17 @@ def test_from_env_rejects_bad_values(clean_env, key, value, match):
         GigaChatProvider.from_env()
 
 
+def test_from_env_unknown_keyword_lists_the_valid_ones(clean_env):
+    clean_env.setenv("GIGACHAT_CREDENTIALS", AUTH_KEY)
+    with pytest.raises(ConfigurationError) as info:
+        GigaChatProvider.from_env(scopes="GIGACHAT_API_B2B")
+    assert "'scopes'" in str(info.value) and "scope" in str(info.value) and "ca_bundle" in str(info.value)
+
+
+def test_from_env_credentials_keyword_needs_no_variable(clean_env):
+    assert GigaChatProvider.from_env(api_key=AUTH_KEY).config.api_key == AUTH_KEY
+
+
 # OAuth --------------------------------------------------------------------------------------
 
 

@@ -405,3 +405,9 @@ def test_from_env_without_variables_uses_defaults(monkeypatch):
 def test_from_env_unknown_field_is_configuration_error():
     with pytest.raises(ConfigurationError, match="ProviderConfig fields"):
         OllamaProvider.from_env(environ={}, modle="typo")
+
+
+def test_from_env_unknown_keyword_lists_the_valid_fields():
+    with pytest.raises(ConfigurationError) as info:
+        OllamaProvider.from_env(environ={}, modle="typo")
+    assert "'modle'" in str(info.value) and "model" in str(info.value) and "base_url" in str(info.value)

@@ -510,3 +510,9 @@ def test_quota_reported_mid_stream_is_quota_exceeded_not_retryable(wire, llm, ev
     with pytest.raises(QuotaExceededError) as info:
         next(stream)
     assert not info.value.retryable
+
+
+def test_from_env_unknown_keyword_lists_the_valid_fields():
+    with pytest.raises(ConfigurationError) as info:
+        OpenAICompatibleProvider.from_env(environ={"OPENAI_MODEL": "m"}, modle="typo")
+    assert "'modle'" in str(info.value) and "model" in str(info.value) and "base_url" in str(info.value)

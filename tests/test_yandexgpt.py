@@ -222,6 +222,27 @@ def test_from_env_reads_os_environ(monkeypatch):
     assert YandexGPTProvider.from_env().model_uri == f"gpt://{FOLDER}/yandexgpt-lite"
 
 
+def test_from_env_keywords_override_the_environment():
+    environ = {"YC_API_KEY": API_KEY, "YC_FOLDER_ID": FOLDER, "YANDEXGPT_MODEL": "yandexgpt-lite"}
+    provider = YandexGPTProvider.from_env(environ=environ, api_key=IAM_TOKEN, extra={"auth": "iam"},
+                                          folder_id="b1gotherfolder", model="yandexgpt/rc")
+    assert provider.config.api_key == IAM_TOKEN and provider.auth_mode == "iam"
+    assert provider.model_uri == "gpt://b1gotherfolder/yandexgpt/rc"
+
+
+def test_from_env_folder_id_keyword_replaces_the_variable():
+    provider = YandexGPTProvider.from_env(environ={"YC_IAM_TOKEN": IAM_TOKEN}, folder_id=FOLDER)
+    assert provider.folder_id == FOLDER and provider.config.api_key == IAM_TOKEN
+    provider = YandexGPTProvider.from_env(environ={}, folder_id=FOLDER, api_key=API_KEY, extra={"auth": "api-key"})
+    assert provider.auth_mode == "api-key"
+
+
+def test_from_env_unknown_keyword_is_a_configuration_error_listing_the_valid_ones():
+    with pytest.raises(ConfigurationError) as info:
+        YandexGPTProvider.from_env(environ={"YC_IAM_TOKEN": IAM_TOKEN, "YC_FOLDER_ID": FOLDER}, folder="b1g")
+    assert "'folder'" in str(info.value) and "folder_id" in str(info.value) and "timeout" in str(info.value)
+
+
 # The request on the wire -----------------------------------------------------------------
 
 

@@ -44,7 +44,7 @@ from ..errors import (
     ProviderError,
     ResponseFormatError,
 )
-from ..http import HttpProvider, error_from_status, error_message_from_body, parse_retry_after
+from ..http import HttpProvider, error_from_status, error_message_from_body, parse_retry_after, provider_config
 from ..streaming import iter_lines, iter_sse_json, stream_error
 from ..types import Completion, GenerationParams, Message, Prompt, TextStream
 from .chat_format import chunk_deltas, parse_completion
@@ -167,11 +167,7 @@ class GigaChatProvider(HttpProvider):
                 "GigaChat credentials are missing: set GIGACHAT_CREDENTIALS to the authorization key "
                 "from the Sber cabinet (or GIGACHAT_ACCESS_TOKEN to a ready access token)"
             )
-        try:
-            config = ProviderConfig(**fields)
-        except TypeError as exc:
-            raise ConfigurationError(f"GigaChatProvider.from_env: {exc}; pass ProviderConfig fields") from None
-        return cls(config)
+        return cls(provider_config("GigaChatProvider.from_env", fields))
 
     def __repr__(self) -> str:
         return f"GigaChatProvider(name={self.name!r}, model={self.model!r}, scope={self.scope!r})"

@@ -21,7 +21,7 @@ from ..errors import (
     ProviderUnavailableError,
     ResponseFormatError,
 )
-from ..http import HttpProvider
+from ..http import HttpProvider, provider_config
 from ..streaming import drain, iter_json_lines, stream_error
 from ..types import Completion, GenerationParams, Message, Prompt, StreamEnd, TextStream, Usage
 from .base import ProviderConfig
@@ -131,11 +131,7 @@ class OllamaProvider(HttpProvider):
         if env.get("OLLAMA_API_KEY", "").strip():
             settings["api_key"] = env["OLLAMA_API_KEY"].strip()
         settings.update(fields)
-        try:
-            config = ProviderConfig(**settings)
-        except TypeError as exc:
-            raise ConfigurationError(f"OllamaProvider.from_env: {exc}; pass ProviderConfig fields only") from None
-        return cls(config)
+        return cls(provider_config("OllamaProvider.from_env", settings))
 
     # Public interface -------------------------------------------------------------------
 

@@ -36,7 +36,14 @@ from ..errors import (
     QuotaExceededError,
     ResponseFormatError,
 )
-from ..http import RETRY_STATUSES, HttpProvider, error_from_status, error_message_from_body, parse_retry_after
+from ..http import (
+    RETRY_STATUSES,
+    HttpProvider,
+    error_from_status,
+    error_message_from_body,
+    parse_retry_after,
+    provider_config,
+)
 from ..streaming import iter_sse_json
 from ..types import Completion, GenerationParams, Message, Prompt, StreamEnd, TextStream
 from .base import ProviderConfig
@@ -116,13 +123,7 @@ class OpenAICompatibleProvider(HttpProvider):
             if env.get(variable, "").strip():
                 settings[field_name] = env[variable].strip()
         settings.update(fields)
-        try:
-            config = ProviderConfig(**settings)
-        except TypeError as exc:
-            raise ConfigurationError(
-                f"OpenAICompatibleProvider.from_env: {exc}; pass ProviderConfig fields only"
-            ) from None
-        return cls(config)
+        return cls(provider_config("OpenAICompatibleProvider.from_env", settings))
 
     # Public interface -------------------------------------------------------------------
 

@@ -70,7 +70,7 @@ from ..errors import (
     ProviderError,
     ResponseFormatError,
 )
-from ..http import HttpProvider, error_from_status, error_message_from_body, parse_retry_after
+from ..http import HttpProvider, error_from_status, error_message_from_body, parse_retry_after, provider_config
 from ..streaming import drain, iter_json_lines
 from ..types import Completion, GenerationParams, Message, Prompt, StreamEnd, TextStream, Usage
 
@@ -216,14 +216,15 @@ class YandexGPTProvider(HttpProvider):
     ) -> "YandexGPTProvider":
         """A provider configured from environment variables:
 
-        - ``YC_FOLDER_ID`` (required);
+        - ``YC_FOLDER_ID`` (required unless ``folder_id=`` is given);
         - ``YC_API_KEY`` (service-account API key) or ``YC_IAM_TOKEN`` (IAM token), one
           required unless ``token_provider`` is given. When both are set the API key is
           used (the official SDK's order), unless ``extra={"auth": "iam"}`` asks for the token;
         - ``YANDEXGPT_MODEL`` (optional, default ``yandexgpt/latest``);
         - ``YANDEXGPT_BASE_URL`` (optional, e.g. a proxy; default the Yandex host).
 
-        Other ``ProviderConfig`` fields may be given as keywords.
+        Keywords (``ProviderConfig`` fields) override the environment; a key given as
+        ``api_key=`` is of the kind ``extra["auth"]`` says (default IAM token).
 
         >>> provider = YandexGPTProvider.from_env(timeout=60)                # doctest: +SKIP
         """
@@ -232,37 +233,35 @@ class YandexGPTProvider(HttpProvider):
         def read(variable: str) -> str:
             return (env.get(variable) or "").strip()
 
+        settings: Dict[str, Any] = {"name": name, "model": read("YANDEXGPT_MODEL") or cls.default_model}
+        for variable, field_name in (("YC_FOLDER_ID", "folder_id"), ("YANDEXGPT_BASE_URL", "base_url")):
+            if read(variable):
+                settings[field_name] = read(variable)
         extra = dict(fields.pop("extra", None) or {})
         wanted = extra.get("auth")
         variables = {"api-key": "YC_API_KEY", "iam": "YC_IAM_TOKEN"}
         order = [wanted] if wanted in variables else ["api-key", "iam"]
-        auth, api_key = None, None
-        for mode in order:
-            if read(variables[mode]):
-                auth, api_key = mode, read(variables[mode])
-                break
+        if "api_key" not in fields:  # a key given as keyword is of the kind extra["auth"] says
+            for mode in order:
+                if read(variables[mode]):
+                    settings["api_key"] = read(variables[mode])
+                    extra.setdefault("auth", mode)
+                    break
+        settings.update(fields)
+        settings["extra"] = extra
 
         missing = []
-        if not read("YC_FOLDER_ID"):
+        if not settings.get("folder_id"):
             missing.append("YC_FOLDER_ID (the ID of the folder that holds the model)")
-        if api_key is None and token_provider is None:
+        if not settings.get("api_key") and token_provider is None and extra.get("token_provider") is None:
             names = " or ".join(variables[mode] for mode in order)
             missing.append(f"{names} (an IAM token from `yc iam create-token`, or a service-account API key)")
         if missing:
             raise ConfigurationError(
                 "YandexGPT is not configured: set the environment variable " + "; and ".join(missing)
+                + " (or pass the matching keyword: folder_id=, api_key=, token_provider=)"
             )
-        if auth is not None:
-            extra.setdefault("auth", auth)
-        config = ProviderConfig(
-            name=name,
-            api_key=api_key,
-            folder_id=read("YC_FOLDER_ID"),
-            model=fields.pop("model", None) or read("YANDEXGPT_MODEL") or cls.default_model,
-            base_url=fields.pop("base_url", None) or read("YANDEXGPT_BASE_URL") or None,
-            extra=extra,
-            **fields,
-        )
+        config = provider_config("YandexGPTProvider.from_env", settings)
         return cls(config, token_provider=token_provider)
 
     # Public interface ---------------------------------------------------------------
