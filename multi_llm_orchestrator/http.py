@@ -524,6 +524,18 @@ class HttpProvider(BaseProvider):
         )
         return prepared
 
+    def bearer_headers(self, extra: Optional[Mapping[str, str]] = None) -> Dict[str, str]:
+        """``extra`` plus ``Authorization: Bearer <api_key>`` when a key is configured, for
+        providers whose key is a plain bearer token. Build it once, at construction."""
+        headers = dict(extra or {})
+        if self.config.api_key:
+            headers["Authorization"] = f"Bearer {self.config.api_key}"
+        return headers
+
+    def get_json(self, path: str, timeout: Optional[float], headers: Optional[Dict[str, str]] = None) -> Any:
+        """``GET {base_url}{path}`` parsed as JSON, within ``self._timeout(timeout)``."""
+        return self.request_json("GET", self.base_url + path, timeout=self._timeout(timeout), headers=headers)
+
     def request_json(self, method: str, url: str, *, timeout: float, **kwargs: Any) -> Any:
         """``request`` then parse the JSON body (ResponseFormatError if it is not JSON)."""
         return self.read_json(self.request(method, url, timeout=timeout, **kwargs), timeout)

@@ -411,3 +411,14 @@ def test_from_env_unknown_keyword_lists_the_valid_fields():
     with pytest.raises(ConfigurationError) as info:
         OllamaProvider.from_env(environ={}, modle="typo")
     assert "'modle'" in str(info.value) and "model" in str(info.value) and "base_url" in str(info.value)
+
+
+def test_options_and_keep_alive_are_read_once_at_construction(wire):
+    config = ProviderConfig(name="local", max_retries=0, extra={"options": {"num_ctx": 8192}, "keep_alive": "5m"})
+    provider = OllamaProvider(config)
+    config.extra["options"]["num_ctx"] = 1  # the provider keeps what it was built with
+    config.extra["keep_alive"] = "0"
+    wire.post(CHAT, json=ANSWER)
+    provider.complete("Hi")
+    body = json.loads(wire.calls[0].request.body)
+    assert body["options"] == {"num_ctx": 8192} and body["keep_alive"] == "5m"

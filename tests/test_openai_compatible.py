@@ -516,3 +516,13 @@ def test_from_env_unknown_keyword_lists_the_valid_fields():
     with pytest.raises(ConfigurationError) as info:
         OpenAICompatibleProvider.from_env(environ={"OPENAI_MODEL": "m"}, modle="typo")
     assert "'modle'" in str(info.value) and "model" in str(info.value) and "base_url" in str(info.value)
+
+
+def test_extra_headers_are_read_once_at_construction(wire):
+    provider = make(extra={"headers": {"X-Title": "app"}})
+    provider.config.extra["headers"]["X-Title"] = "changed"
+    wire.post(CHAT, json=ANSWER)
+    wire.get(BASE + "/models", json={"data": []})
+    provider.complete("Hi")
+    provider.list_models()
+    assert [call.request.headers["X-Title"] for call in wire.calls] == ["app", "app"]

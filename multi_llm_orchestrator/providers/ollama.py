@@ -110,6 +110,10 @@ class OllamaProvider(HttpProvider):
             raise ConfigurationError(
                 f"extra['options'] of {self.name!r} must be a dict of Ollama model options; got {options!r}"
             )
+        # Read once: every call copies these instead of looking them up again.
+        self._options = dict(options)
+        self._top_level = {"keep_alive": config.extra["keep_alive"]} if "keep_alive" in config.extra else {}
+        self._fixed_headers = self.bearer_headers()
 
     @classmethod
     def from_env(
@@ -199,13 +203,10 @@ class OllamaProvider(HttpProvider):
     # Wire format ------------------------------------------------------------------------
 
     def _get(self, path: str, timeout: Optional[float]) -> Any:
-        return self.request_json("GET", self.base_url + path, timeout=self._timeout(timeout), headers=self._headers())
+        return self.get_json(path, timeout, self._headers())
 
     def _headers(self, accept: str = "application/json") -> Dict[str, str]:
-        headers = {"Accept": accept}
-        if self.config.api_key:
-            headers["Authorization"] = f"Bearer {self.config.api_key}"
-        return headers
+        return {"Accept": accept, **self._fixed_headers}
 
     def _chat_body(self, messages: List[Message], params: GenerationParams, *, stream: bool) -> Dict[str, Any]:
         body: Dict[str, Any] = {
@@ -213,9 +214,8 @@ class OllamaProvider(HttpProvider):
             "messages": [{"role": m.role, "content": m.content} for m in messages],
             "stream": stream,  # Ollama streams unless told otherwise
         }
-        if "keep_alive" in self.config.extra:
-            body["keep_alive"] = self.config.extra["keep_alive"]
-        options = dict(self.config.extra.get("options", {}))
+        body.update(self._top_level)
+        options = dict(self._options)
         for key, value in (
             ("temperature", params.temperature),
             ("top_p", params.top_p),

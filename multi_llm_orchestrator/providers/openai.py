@@ -96,6 +96,7 @@ class OpenAICompatibleProvider(HttpProvider):
             raise ConfigurationError(
                 f"extra['headers'] of {self.name!r} must be a dict of header name -> str value"
             )
+        self._fixed_headers = self.bearer_headers(headers)  # read once, not per call
         stream_usage = config.extra.get("stream_usage", True)
         if not isinstance(stream_usage, bool):
             raise ConfigurationError(
@@ -182,13 +183,10 @@ class OpenAICompatibleProvider(HttpProvider):
     # Wire format ------------------------------------------------------------------------
 
     def _get(self, path: str, timeout: Optional[float]) -> Any:
-        return self.request_json("GET", self.base_url + path, timeout=self._timeout(timeout), headers=self._headers())
+        return self.get_json(path, timeout, self._headers())
 
     def _headers(self, accept: str = "application/json") -> Dict[str, str]:
-        headers = {"Accept": accept, **self.config.extra.get("headers", {})}
-        if self.config.api_key:
-            headers["Authorization"] = f"Bearer {self.config.api_key}"
-        return headers
+        return {"Accept": accept, **self._fixed_headers}
 
     def _chat_body(self, messages: List[Message], params: GenerationParams) -> Dict[str, Any]:
         body: Dict[str, Any] = {
