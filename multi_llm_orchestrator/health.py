@@ -11,12 +11,13 @@ import logging
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import wait as wait_all  # where a parameter is called "wait"
 from dataclasses import dataclass
-from typing import Callable, Dict, Iterable, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
 
 from .providers.base import BaseProvider
 
-__all__ = ["HealthChecker", "HealthResult"]
+__all__ = ["HealthChecker", "HealthResult", "BoundedHealth"]
 
 logger = logging.getLogger("multi_llm_orchestrator.health")
 
@@ -57,7 +58,7 @@ class HealthChecker:
         self._executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="mlo-health")
         self._cache: Dict[str, HealthResult] = {}
         self._lock = threading.Lock()
-        self._refresh_lock = threading.Lock()
+        self._refreshing: Dict[str, Future] = {}
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
 
@@ -101,17 +102,51 @@ class HealthChecker:
             return None
         return result
 
-    def status(self, providers: Sequence[BaseProvider]) -> Dict[str, bool]:
+    def status(self, providers: Sequence[BaseProvider], wait: Optional[float] = None) -> Dict[str, bool]:
         """Health of each provider from the cache, checking (in parallel, once for all
-        concurrent callers) only those whose cached result is missing or stale."""
+        concurrent callers) only those whose cached result is missing or stale.
+
+        ``wait`` bounds how long this caller waits for those checks (default: the check
+        timeout); a provider whose check has not answered by then counts as not healthy
+        for this caller, and its check goes on in the background to fill the cache.
+        """
         results = {p.name: self.cached(p.name) for p in providers}
-        if any(result is None for result in results.values()):
-            with self._refresh_lock:  # single flight: one refresh serves every waiter
-                stale = [p for p in providers if self.cached(p.name) is None]
-                if stale:
-                    self.check(stale)
+        stale = [p for p in providers if results[p.name] is None]
+        if stale:
+            limit = self.timeout if wait is None else max(0.0, min(self.timeout, wait))
+            futures = self._refresh(stale)
+            done, _ = wait_all(futures, timeout=limit)
+            if limit >= self.timeout:  # the whole check timeout passed: a hanging check is unhealthy
+                with self._lock:
+                    for provider, future in zip(stale, futures):
+                        if future not in done:
+                            self._cache[provider.name] = HealthResult(
+                                provider.name, False, limit, f"no answer within {limit:g} s", self._clock()
+                            )
             results = {p.name: self.cached(p.name) for p in providers}
         return {name: bool(result and result.healthy) for name, result in results.items()}
+
+    def _refresh(self, providers: Sequence[BaseProvider]) -> List[Future]:
+        """A check per provider on the pool, shared with every caller asking meanwhile."""
+        futures, started = [], []
+        with self._lock:
+            for provider in providers:
+                future = self._refreshing.get(provider.name)
+                if future is None:
+                    future = self._executor.submit(self._check_one, provider, self.timeout)
+                    self._refreshing[provider.name] = future
+                    started.append((provider.name, future))
+                futures.append(future)
+        for name, future in started:  # outside the lock: a done future calls back at once
+            future.add_done_callback(lambda done, name=name: self._refreshed(name, done))
+        return futures
+
+    def _refreshed(self, name: str, future: Future) -> None:
+        with self._lock:
+            if self._refreshing.get(name) is future:
+                del self._refreshing[name]
+            if not future.cancelled():
+                self._cache[name] = future.result()  # _check_one never raises
 
     def forget(self, name: str) -> None:
         with self._lock:
@@ -141,3 +176,22 @@ class HealthChecker:
         if self._thread is not None:
             self._thread.join(timeout=self.timeout + 1)
         self._executor.shutdown(wait=wait_for_checks, cancel_futures=True)
+
+
+class BoundedHealth:
+    """A ``HealthChecker`` as one call sees it: ``status`` waits no longer than
+    ``remaining()`` seconds (None: no bound), so a slow health check cannot use up the
+    call's deadline. Everything else is the checker's."""
+
+    def __init__(self, checker: HealthChecker, remaining: Callable[[], Optional[float]]) -> None:
+        self._checker = checker
+        self._remaining = remaining
+
+    def status(self, providers: Sequence[BaseProvider], wait: Optional[float] = None) -> Dict[str, bool]:
+        left = self._remaining()
+        if left is not None:
+            wait = left if wait is None else min(wait, left)
+        return self._checker.status(providers, wait)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._checker, name)

@@ -32,7 +32,7 @@ from .errors import (
     ProviderError,
     ProviderTimeoutError,
 )
-from .health import HealthChecker, HealthResult
+from .health import BoundedHealth, HealthChecker, HealthResult
 from .hedging import HedgeBudget, HedgePolicy, RaceFailed, race
 from .metrics import ProviderMetrics
 from .providers.base import BaseProvider
@@ -45,6 +45,9 @@ __all__ = ["Router"]
 logger = logging.getLogger("multi_llm_orchestrator.router")
 
 ALL_OPEN_CHOICES = ("closest", "fail")
+# A strategy waiting for health checks may take this share of a call's time left; the
+# provider call keeps the rest.
+HEALTH_WAIT_SHARE = 0.25
 
 
 class Router:
@@ -270,7 +273,7 @@ class Router:
             raise
 
     def _try_in_order(self, call: Call, invoke: Callable[[BaseProvider, Optional[float]], Any]) -> Tuple[Any, AttemptRun]:
-        order, forced = self._plan()
+        order, forced = self._plan(call)
         if logger.isEnabledFor(logging.DEBUG):
             plan = [state.name for state in order]
             logger.debug("%s: trying %s", "stream" if call.streaming else "call", ", ".join(plan),
@@ -324,7 +327,7 @@ class Router:
         winner = next(a for a in attempts.values() if a.state is state and a.hedge == hedge)
         return result, winner.won()
 
-    def _plan(self) -> Tuple[List[ProviderState], Optional[ProviderState]]:
+    def _plan(self, call: Call) -> Tuple[List[ProviderState], Optional[ProviderState]]:
         """Providers to try, in order, and the one forced through an open circuit (if any)."""
         self._check_open()
         states = self._states
@@ -332,7 +335,7 @@ class Router:
             raise NoProvidersError("The Router has no providers: add one with router.add_provider(...)")
         available = [state for state in states if state.breaker.is_available()]
         if available:
-            return self._strategy.order(available, self._health), None
+            return self._strategy.order(available, BoundedHealth(self._health, lambda: _health_wait(call))), None
         closest = min(states, key=lambda state: state.breaker.remaining())
         if self.when_all_open == "fail":
             raise AllProvidersFailedError(
@@ -457,3 +460,8 @@ def _optional_seconds(name: str, value: Optional[float]) -> Optional[float]:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
         raise ConfigurationError(f"{name} must be a number of seconds > 0 (or None); got {value!r}")
     return float(value)
+
+
+def _health_wait(call: Call) -> Optional[float]:
+    remaining = call.remaining()
+    return None if remaining is None else max(0.0, remaining * HEALTH_WAIT_SHARE)

@@ -112,7 +112,9 @@ class FirstAvailableStrategy(Strategy):
     """The first provider, in the order they were added, whose health check passed.
 
     Health comes from the checker's cache (TTL set by ``Router(health_ttl=...)``), so a
-    call does not probe every provider. When none is healthy, registration order.
+    call does not probe every provider. A call with a timeout waits for missing checks
+    at most a quarter of its time left; a provider not yet checked then counts as not
+    healthy. When none is healthy, registration order.
     """
 
     name = "first-available"

@@ -238,3 +238,45 @@ def test_an_interrupt_while_waiting_on_a_race_balances_the_books(monkeypatch):
     router.close()  # waits for the abandoned attempt
     assert balanced(router)
     assert router.stats()["providers"]["a"]["in_flight"] == 0
+
+
+# 6. first-available waits for health checks only within the call's time --------------
+
+
+def test_first_available_with_a_slow_health_check_still_answers_within_the_timeout():
+    router = router_with(
+        mock("a", health_delay=0.9), mock("b", health_delay=0.9),
+        strategy="first-available", timeout=0.5, health_timeout=1.0,
+    )
+    started = time.monotonic()
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(router.complete("hi"))) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(5)
+    assert time.monotonic() - started < 0.45  # the checks alone take 0.9 s
+    assert [r.provider for r in results] == ["a"] * 4  # unknown health: registration order
+    time.sleep(1.2)  # the single background check per provider fills the cache
+    assert router.complete("hi").provider == "a"
+    assert router._health.cached("a").healthy and router._health.cached("b").healthy
+    router.close()
+
+
+def test_health_status_runs_one_check_per_provider_for_concurrent_callers():
+    from multi_llm_orchestrator.health import HealthChecker
+
+    checker = HealthChecker(timeout=1.0, ttl=60)
+    provider = mock("a", health_delay=0.2)
+    calls = []
+    original = provider.health_check
+    provider.health_check = lambda timeout=None: calls.append(1) or original(timeout)
+    answers = []
+    threads = [threading.Thread(target=lambda: answers.append(checker.status([provider]))) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(5)
+    assert answers == [{"a": True}] * 8 and len(calls) == 1
+    assert checker.status([provider], wait=0) == {"a": True}  # cached now
+    checker.close()
