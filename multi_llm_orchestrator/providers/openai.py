@@ -227,14 +227,21 @@ class OpenAICompatibleProvider(HttpProvider):
     def _event_error(self, event: Dict[str, Any], provider: str) -> Optional[ProviderError]:
         # OpenAI's {"error": {...}} and vLLM's flat {"object": "error"}, read like error
         # bodies: a mid-stream insufficient_quota is QuotaExceededError, not a retryable 5xx.
-        return self._error(None, event) if _error_fields(event) is not None else None
+        return self._error(None, event, during="stream") if _error_fields(event) is not None else None
 
     # Errors -------------------------------------------------------------------------------
 
     def _error(
-        self, status: Optional[int], body: Any, text: str = "", headers: Optional[Mapping[str, str]] = None
+        self,
+        status: Optional[int],
+        body: Any,
+        text: str = "",
+        headers: Optional[Mapping[str, str]] = None,
+        *,
+        during: str = "response",
     ) -> ProviderError:
-        """The typed error for an error body; ``status`` None for one found under HTTP 200."""
+        """The typed error for an error body; ``status`` None for one found under HTTP 200
+        (``during`` "response" or "stream" says where)."""
         fields = _error_fields(body) or {}
         message = str(fields.get("message") or "") or error_message_from_body(body, text)
         message = self.scrub(message)  # also used for errors under HTTP 200, outside request()
@@ -251,7 +258,7 @@ class OpenAICompatibleProvider(HttpProvider):
                 provider=self.name, status_code=status,
             )
         if status is None:
-            return ProviderUnavailableError(f"the server reported an error mid-response: {message}", provider=self.name)
+            return ProviderUnavailableError(f"the server reported an error mid-{during}: {message}", provider=self.name)
         if status == 401:
             message += "; check api_key (OPENAI_API_KEY for from_env())"
         return error_from_status(
