@@ -451,7 +451,6 @@ class HttpProvider(BaseProvider):
         data: Any = None,
         headers: Optional[Dict[str, str]] = None,
         stream: bool = False,
-        auth: Any = None,
     ) -> requests.Response:
         """Send one request; return a 2xx response or raise the typed error.
 
@@ -475,11 +474,9 @@ class HttpProvider(BaseProvider):
         _call.deadline = started + timeout
         try:
             response = self.session.send(
-                self._prepare_request(method, url, send_headers, body, auth),
+                self._prepare_request(method, url, send_headers, body),
                 timeout=DeadlineTimeout(min(CONNECT_TIMEOUT_CAP, timeout), timeout, _call.deadline),
-                stream=stream,
-                verify=self.session.verify,
-                cert=self.session.cert,
+                stream=stream,  # verify and cert: Session.send takes the session's
                 proxies=self._proxies_for(url),
                 allow_redirects=False,
             )
@@ -506,7 +503,7 @@ class HttpProvider(BaseProvider):
         return response
 
     def _prepare_request(
-        self, method: str, url: str, headers: Dict[str, str], body: Any, auth: Any
+        self, method: str, url: str, headers: Dict[str, str], body: Any
     ) -> requests.PreparedRequest:
         """What ``Session.request`` would send, built without its per-call merging of
         params, proxies and environment settings (each merge costs runtime-protocol
@@ -519,7 +516,7 @@ class HttpProvider(BaseProvider):
             url=url,
             headers=merged,
             data=body,
-            auth=auth or self.session.auth,
+            auth=self.session.auth,
             cookies=self.session.cookies if len(self.session.cookies) else None,
         )
         return prepared
@@ -540,13 +537,14 @@ class HttpProvider(BaseProvider):
         """``request`` then parse the JSON body (ResponseFormatError if it is not JSON)."""
         return self.read_json(self.request(method, url, timeout=timeout, **kwargs), timeout)
 
-    def read_json(self, response: requests.Response, timeout: float) -> Any:
+    def read_json(self, response: requests.Response, timeout: float, *, preview: bool = True) -> Any:
         """Read, parse and close a 2xx ``response`` from ``request`` (typed errors only).
 
-        For providers that wrap ``request`` (e.g. to add a token) but parse as ``request_json``.
+        For providers that wrap ``request`` (e.g. to add a token) but parse as ``request_json``;
+        ``preview=False`` for a body that may hold a credential (see ``parse_json``).
         """
         try:
-            return self.parse_json(response.content)
+            return self.parse_json(response.content, preview=preview)
         except ProviderError:
             raise
         except Exception as exc:  # body read failed mid-way
@@ -569,13 +567,15 @@ class HttpProvider(BaseProvider):
             map_exception=lambda exc: self.map_exception(exc, timeout),
         )
 
-    def parse_json(self, content: bytes) -> Any:
+    def parse_json(self, content: bytes, *, preview: bool = True) -> Any:
+        """``content`` parsed as JSON; ResponseFormatError quoting its start unless
+        ``preview`` is False (a token answer: its start would be part of the token)."""
         try:
             return json.loads(content)
         except (ValueError, RecursionError) as exc:  # RecursionError: absurdly deep nesting
-            preview = content[:80].decode("utf-8", "replace")
+            shown = f": {content[:80].decode('utf-8', 'replace')!r}" if preview else " (body not shown)"
             raise ResponseFormatError(
-                f"the response is not valid JSON ({exc.__class__.__name__}): {preview!r}", provider=self.name
+                f"the response is not valid JSON ({exc.__class__.__name__}){shown}", provider=self.name
             ) from None
 
     def error_for_response(self, response: requests.Response) -> ProviderError:

@@ -375,3 +375,41 @@ def test_demo_without_credentials_exits_2_with_a_clear_message():
     )
     assert done.returncode == 2
     assert "GIGACHAT_CREDENTIALS" in done.stderr
+
+
+def test_oauth_answer_cut_mid_body_is_a_broken_connection_not_bad_json():
+    secret_part = b'{"access_token": "cut-token-Quendor-1234'
+
+    class CutOAuth(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", "400")  # promises more than it sends
+            self.end_headers()
+            self.wfile.write(secret_part)
+            self.wfile.flush()
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), CutOAuth)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        giga = GigaChatProvider(ProviderConfig(
+            name="giga", api_key=AUTH_KEY, base_url=url + "/api/v1", auth_url=url + "/oauth", max_retries=0, timeout=5))
+        with pytest.raises(ProviderUnavailableError) as info:
+            giga.complete("Hi")
+        assert "not valid JSON" not in str(info.value)
+        assert "Quendor" not in str(info.value)
+        giga.close()
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -835,3 +835,21 @@ def test_stream_readers_let_the_provider_map_error_events():
     # The default still maps {"error": ...} objects.
     with pytest.raises(ProviderUnavailableError):
         list(iter_json_lines(iter(['{"error": {"code": 503}}']), provider="p"))
+
+
+def test_request_takes_no_unused_auth_and_session_tls_settings_still_apply(monkeypatch):
+    import inspect
+
+    assert "auth" not in inspect.signature(HttpProvider.request).parameters
+    provider = plain("https://api.test", verify_ssl=False)
+    seen = {}
+    original = requests.adapters.HTTPAdapter.send
+
+    def spy(adapter, request, **kwargs):
+        seen.update(kwargs)
+        raise requests.exceptions.ConnectionError("stop here")
+
+    monkeypatch.setattr(requests.adapters.HTTPAdapter, "send", spy)
+    with pytest.raises(ProviderUnavailableError):
+        provider.request("GET", "https://api.test/x", timeout=1)
+    assert seen["verify"] is False and seen["cert"] is None and original is not spy

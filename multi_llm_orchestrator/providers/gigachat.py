@@ -277,10 +277,11 @@ class GigaChatProvider(HttpProvider):
 
     def _fetch_token(self, deadline: float) -> Tuple[str, float]:
         """A new token from OAuth and how long to use it (TokenCache's ``fetch``)."""
+        timeout = time_left(deadline, self.name)
         response = self.request(
             "POST",
             self.auth_url,
-            timeout=time_left(deadline, self.name),
+            timeout=timeout,
             data={"scope": self.scope},
             headers={
                 "Authorization": f"Basic {self._auth_key}",
@@ -289,13 +290,8 @@ class GigaChatProvider(HttpProvider):
                 "Accept": "application/json",
             },
         )
-        try:
-            body = response.json()
-        except Exception:
-            # No preview of the body here: it would hold (part of) the token.
-            raise ResponseFormatError("the GigaChat OAuth answer is not valid JSON", provider=self.name) from None
-        finally:
-            response.close()
+        # No preview of the body in errors: it would hold (part of) the token.
+        body = self.read_json(response, timeout, preview=False)
         value = body.get("access_token", body.get("tok")) if isinstance(body, dict) else None
         if not isinstance(value, str) or not value.strip() or not value.isprintable() or " " in value.strip():
             raise ResponseFormatError(
