@@ -29,6 +29,7 @@ from .errors import (
     QuotaExceededError,
     RateLimitError,
 )
+from .validation import check_int, check_number
 
 __all__ = ["BreakerPolicy", "CircuitBreaker", "CLOSED", "OPEN", "HALF_OPEN", "PROBE", "NORMAL"]
 
@@ -63,14 +64,12 @@ class BreakerPolicy:
     enabled: bool = True
 
     def __post_init__(self) -> None:
-        if isinstance(self.failure_threshold, bool) or not isinstance(self.failure_threshold, int) or self.failure_threshold < 1:
-            raise ConfigurationError(f"failure_threshold must be an integer >= 1; got {self.failure_threshold!r}")
+        check_int("failure_threshold", self.failure_threshold, 1)
         for name in ("cooldown", "max_cooldown", "auth_cooldown"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-                raise ConfigurationError(f"{name} must be a number of seconds >= 0; got {value!r}")
-        if not isinstance(self.cooldown_multiplier, (int, float)) or self.cooldown_multiplier < 1:
-            raise ConfigurationError(f"cooldown_multiplier must be >= 1; got {self.cooldown_multiplier!r}")
+            check_number(name, getattr(self, name), 0, kind="a number of seconds")
+        check_number("cooldown_multiplier", self.cooldown_multiplier, 1)
+        if not isinstance(self.enabled, bool):
+            raise ConfigurationError(f"enabled must be True or False; got {self.enabled!r}")
 
     @classmethod
     def from_value(cls, value: "BreakerPolicy | Dict | bool | None") -> "BreakerPolicy":

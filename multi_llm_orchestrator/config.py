@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional
 from urllib.parse import urlsplit
@@ -10,6 +9,7 @@ from urllib.parse import urlsplit
 from dataclasses_json import DataClassJsonMixin, config as json_field
 
 from .errors import ConfigurationError
+from .validation import check_int, check_number
 
 __all__ = ["ProviderConfig", "redact"]
 
@@ -82,22 +82,15 @@ class ProviderConfig(DataClassJsonMixin):
                     f"ProviderConfig.{url_field} of {self.name!r} must be an http(s) URL such as "
                     f"'https://host/api/v1'; got {url!r}"
                 )
-        if not _positive_number(self.timeout):
-            raise ConfigurationError(
-                f"ProviderConfig.timeout of {self.name!r} must be a number of seconds > 0; got {self.timeout!r}"
-            )
-        if isinstance(self.max_retries, bool) or not isinstance(self.max_retries, int) or self.max_retries < 0:
-            raise ConfigurationError(
-                f"ProviderConfig.max_retries of {self.name!r} must be an integer >= 0; got {self.max_retries!r}"
-            )
-        if not (_positive_number(self.weight) or self.weight == 0):
-            raise ConfigurationError(
-                f"ProviderConfig.weight of {self.name!r} must be a number >= 0; got {self.weight!r}"
-            )
-        if isinstance(self.pool_size, bool) or not isinstance(self.pool_size, int) or self.pool_size < 1:
-            raise ConfigurationError(
-                f"ProviderConfig.pool_size of {self.name!r} must be an integer >= 1; got {self.pool_size!r}"
-            )
+        def field_name(name: str) -> str:
+            return f"ProviderConfig.{name} of {self.name!r}"
+
+        check_number(field_name("timeout"), self.timeout, 0, low_open=True, kind="a number of seconds")
+        check_int(field_name("max_retries"), self.max_retries, 0)
+        check_number(field_name("weight"), self.weight, 0)
+        check_int(field_name("pool_size"), self.pool_size, 1)
+        for price in ("price_per_1k_prompt_tokens", "price_per_1k_completion_tokens"):
+            check_number(field_name(price), getattr(self, price), 0, allow_none=True)
         if not isinstance(self.verify_ssl, bool):
             raise ConfigurationError(
                 f"ProviderConfig.verify_ssl of {self.name!r} must be True or False; got {self.verify_ssl!r}"
@@ -146,11 +139,3 @@ def _redact_extra(extra: Dict[str, Any], drop: bool = False) -> Dict[str, Any]:
             cleaned[key] = "<redacted>"
     return cleaned
 
-
-def _positive_number(value: Any) -> bool:
-    return (
-        not isinstance(value, bool)
-        and isinstance(value, (int, float))
-        and not math.isnan(value)
-        and value > 0
-    )

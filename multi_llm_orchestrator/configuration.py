@@ -30,6 +30,7 @@ Router(strategy='round-robin', providers=[m])
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from dataclasses import dataclass, field, fields
@@ -38,7 +39,7 @@ from typing import Any, Dict, List, Mapping, Optional, Type, Union, get_args, ge
 from dataclasses_json import DataClassJsonMixin, config as json_field
 
 from .breaker import BreakerPolicy
-from .config import SECRET_FIELDS, ProviderConfig
+from .config import SECRET_FIELDS, ProviderConfig, _never
 from .errors import ConfigurationError
 from .providers import provider_class, provider_types
 from .providers.base import BaseProvider
@@ -51,10 +52,6 @@ _VARIABLE = re.compile(r"\$(\$|\{([^}]*)\})")
 _NAME = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?::-(.*))?", re.DOTALL)
 _TRUE = ("true", "yes", "on", "1")
 _FALSE = ("false", "no", "off", "0")
-
-
-def _never(_: Any) -> bool:
-    return True
 
 
 def _as_is(value: Any) -> Any:  # values are already checked by _coerce; dataclasses-json
@@ -302,9 +299,11 @@ def _coerce(hint: Any, value: Any, where: str, secret: bool = False) -> Any:
         for number in (int, float):
             if number in allowed:
                 try:
-                    return number(value.strip())
+                    parsed = number(value.strip())
                 except ValueError:
-                    pass
+                    continue
+                if math.isfinite(parsed):  # "nan" and "inf" are not settings anyone means
+                    return parsed
         if str in allowed:
             return value
     expected = " or ".join(_TYPE_NAMES[t] for t in allowed if t in _TYPE_NAMES) or "set"

@@ -21,6 +21,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, TypeVar
 
 from .errors import ConfigurationError, ProviderError, ProviderTimeoutError
 from .metrics import ProviderMetrics
+from .validation import check_int, check_number, is_real
 
 __all__ = ["HedgePolicy", "HedgeBudget", "race", "RaceFailed"]
 
@@ -60,12 +61,14 @@ class HedgePolicy:
                 raise ConfigurationError(
                     f"hedge_after must be seconds > 0 or a percentile like 'p95'; got {self.after!r}"
                 )
-        elif isinstance(self.after, bool) or not isinstance(self.after, (int, float)) or self.after <= 0:
+        elif not is_real(self.after) or self.after <= 0:
             raise ConfigurationError(f"hedge_after must be seconds > 0 or a percentile like 'p95'; got {self.after!r}")
-        if isinstance(self.max_hedges, bool) or not isinstance(self.max_hedges, int) or self.max_hedges < 1:
-            raise ConfigurationError(f"max_hedges must be an integer >= 1; got {self.max_hedges!r}")
-        if not isinstance(self.budget, (int, float)) or not 0 <= self.budget <= 1:
-            raise ConfigurationError(f"hedge_budget must be a share in [0, 1]; got {self.budget!r}")
+        check_int("max_hedges", self.max_hedges, 1)
+        check_number("hedge_budget", self.budget, 0, 1, kind="a share")
+        for name in ("min_delay", "default_delay", "window"):
+            check_number(name, getattr(self, name), 0, low_open=True, kind="a number of seconds")
+        check_int("min_samples", self.min_samples, 1)
+        check_int("budget_reserve", self.budget_reserve, 0)
 
     def delay(self, metrics: ProviderMetrics) -> float:
         """Seconds to wait for this provider before hedging."""

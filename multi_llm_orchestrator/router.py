@@ -38,6 +38,7 @@ from .metrics import ProviderMetrics
 from .providers.base import BaseProvider
 from .calls import AttemptRun, Call, Listener, OpenedStream, Telemetry, as_provider_error
 from .strategies import ProviderState, Strategy, make_strategy
+from .validation import check_int, check_number
 from .types import Completion, GenerationParams, Prompt, StreamEnd, TextStream
 
 __all__ = ["Router"]
@@ -109,8 +110,7 @@ class Router:
         for name, value in (("health_ttl", health_ttl), ("health_timeout", health_timeout)):
             _optional_seconds(name, value)
         _optional_seconds("health_interval", health_interval)
-        if isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1:
-            raise ConfigurationError(f"max_workers must be an integer >= 1; got {max_workers!r}")
+        check_int("max_workers", max_workers, 1)
         self._health = HealthChecker(timeout=health_timeout, ttl=health_ttl)
         self._max_workers = max_workers
         self._executor: Optional[ThreadPoolExecutor] = None
@@ -366,8 +366,7 @@ class Router:
         """Complete many prompts on a thread pool; results in input order, each a
         Completion or the exception that prompt ended with. ``progress(done, total)``
         is called after each prompt finishes."""
-        if isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1:
-            raise ConfigurationError(f"max_workers must be an integer >= 1; got {max_workers!r}")
+        check_int("max_workers", max_workers, 1)
         prompts = list(prompts)
         results: List[Union[Completion, Exception]] = [None] * len(prompts)  # type: ignore[list-item]
         done = 0
@@ -455,11 +454,7 @@ class Router:
 
 
 def _optional_seconds(name: str, value: Optional[float]) -> Optional[float]:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ConfigurationError(f"{name} must be a number of seconds > 0 (or None); got {value!r}")
-    return float(value)
+    return check_number(name, value, 0, low_open=True, allow_none=True, kind="a number of seconds")
 
 
 def _health_wait(call: Call) -> Optional[float]:

@@ -6,7 +6,6 @@ All are dataclasses serialisable with dataclasses-json (``to_dict()``, ``to_json
 
 from __future__ import annotations
 
-import math
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Union
@@ -14,6 +13,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Unio
 from dataclasses_json import dataclass_json
 
 from .errors import ConfigurationError
+from .validation import check_int, check_number
 
 __all__ = [
     "Message",
@@ -97,16 +97,6 @@ def to_messages(prompt: Prompt) -> List[Message]:
     return messages
 
 
-def _check_range(name: str, value: Any, low: float, high: float, low_open: bool, high_open: bool) -> None:
-    allowed = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
-        raise ConfigurationError(f"{name} must be a number in {allowed}; got {value!r}")
-    too_low = value <= low if low_open else value < low
-    too_high = value >= high if high_open else value > high
-    if too_low or too_high:
-        raise ConfigurationError(f"{name} must be in {allowed}; got {value!r}")
-
-
 @dataclass_json
 @dataclass(frozen=True)
 class GenerationParams:
@@ -126,15 +116,9 @@ class GenerationParams:
     extra: Dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.temperature is not None:
-            _check_range("temperature", self.temperature, 0, 2, False, False)
-        if self.max_tokens is not None:
-            if isinstance(self.max_tokens, bool) or not isinstance(self.max_tokens, int) or self.max_tokens <= 0:
-                raise ConfigurationError(
-                    f"max_tokens must be an integer > 0; got {self.max_tokens!r}"
-                )
-        if self.top_p is not None:
-            _check_range("top_p", self.top_p, 0, 1, True, False)
+        check_number("temperature", self.temperature, 0, 2, allow_none=True)
+        check_int("max_tokens", self.max_tokens, 0, low_open=True, allow_none=True)
+        check_number("top_p", self.top_p, 0, 1, low_open=True, allow_none=True)
         if self.stop is not None:
             stop = [self.stop] if isinstance(self.stop, str) else self.stop
             if not isinstance(stop, (list, tuple)) or not all(isinstance(s, str) for s in stop):

@@ -280,3 +280,44 @@ def test_health_status_runs_one_check_per_provider_for_concurrent_callers():
     assert answers == [{"a": True}] * 8 and len(calls) == 1
     assert checker.status([provider], wait=0) == {"a": True}  # cached now
     checker.close()
+
+
+# 7. One number check everywhere: no NaN, no infinity, no bool --------------------
+
+NAN, INF = float("nan"), float("inf")
+
+
+@pytest.mark.parametrize(
+    "build, fragment",
+    [
+        (lambda: Router(hedge_after=NAN), "hedge_after must be seconds > 0"),
+        (lambda: Router(hedge_after=INF), "hedge_after must be seconds > 0"),
+        (lambda: Router(hedge_after=0.1, hedge_budget=True), "hedge_budget must be a share in [0, 1]; got True"),
+        (lambda: Router(timeout=NAN), "timeout must be a number of seconds > 0 (or None); got nan"),
+        (lambda: BreakerPolicy(cooldown=NAN), "cooldown must be a number of seconds >= 0; got nan"),
+        (lambda: BreakerPolicy(cooldown_multiplier=NAN), "cooldown_multiplier must be a number >= 1; got nan"),
+        (lambda: BreakerPolicy(cooldown_multiplier=True), "cooldown_multiplier must be a number >= 1; got True"),
+        (lambda: mock("m", failure_rate="abc"), "extra['failure_rate'] of 'm' must be a number in [0, 1]; got 'abc'"),
+        (lambda: mock("m", fail_after_chunks="x"), "extra['fail_after_chunks'] of 'm' must be an integer >= 0"),
+        (lambda: mock("m", delay=NAN), "extra['delay'] must be a number of seconds >= 0; got nan"),
+        (lambda: mock("m", weight=INF), "weight of 'm' must be a number >= 0; got inf"),
+        (lambda: mock("m", price_per_1k_prompt_tokens=-1), "price_per_1k_prompt_tokens of 'm' must be a number >= 0"),
+    ],
+)
+def test_bad_numbers_are_rejected_with_a_clear_message(build, fragment):
+    from multi_llm_orchestrator import ConfigurationError
+
+    with pytest.raises(ConfigurationError) as info:
+        build()
+    assert fragment in str(info.value)
+
+
+@pytest.mark.parametrize("text", ["nan", "NaN", "inf", "-Infinity"])
+def test_config_files_do_not_turn_nan_or_inf_strings_into_numbers(text):
+    from multi_llm_orchestrator import ConfigurationError
+    from multi_llm_orchestrator.configuration import load_config
+
+    with pytest.raises(ConfigurationError, match="hedge_after must be"):
+        load_config({"hedge_after": text, "providers": [{"type": "mock", "name": "m"}]}).build()
+    with pytest.raises(ConfigurationError, match="cooldown must be a number; got"):
+        load_config({"breaker": {"cooldown": text}, "providers": [{"type": "mock", "name": "m"}]})

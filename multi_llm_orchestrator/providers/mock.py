@@ -20,6 +20,7 @@ from ..errors import (
     RateLimitError,
 )
 from ..types import Completion, GenerationParams, Prompt, StreamEnd, TextStream, Usage
+from ..validation import check_int, check_number
 from .base import BaseProvider, ProviderConfig
 
 __all__ = ["MockProvider", "MOCK_MODES"]
@@ -73,12 +74,10 @@ class MockProvider(BaseProvider):
         self.chunk_delay = _seconds(extra, "chunk_delay", 0.0)
         self.health_delay = _seconds(extra, "health_delay", 0.0)
         self.retry_after = _seconds(extra, "retry_after", 1.0)
-        self.failure_rate = float(extra.get("failure_rate", 0.0))
-        if not 0.0 <= self.failure_rate <= 1.0:
-            raise ConfigurationError(
-                f"extra['failure_rate'] of {self.name!r} must be in [0, 1]; got {self.failure_rate!r}"
-            )
-        self.fail_after_chunks = extra.get("fail_after_chunks")
+        self.failure_rate = check_number(f"extra['failure_rate'] of {self.name!r}", extra.get("failure_rate", 0.0), 0, 1)
+        self.fail_after_chunks = check_int(
+            f"extra['fail_after_chunks'] of {self.name!r}", extra.get("fail_after_chunks"), 0, allow_none=True
+        )
         self._random = random.Random(extra.get("seed"))
         self._random_lock = threading.Lock()
         # Set by close(): wakes every sleeping call so shutdown never waits on a mock.
@@ -166,7 +165,7 @@ class MockProvider(BaseProvider):
     def _words(self, text: str, usage: Usage) -> Iterator[Union[str, StreamEnd]]:
         words = text.split(" ")
         for index, word in enumerate(words):
-            if self.fail_after_chunks is not None and index >= int(self.fail_after_chunks):
+            if self.fail_after_chunks is not None and index >= self.fail_after_chunks:
                 raise ProviderUnavailableError(
                     f"Mock stream broke after {index} chunk(s)", provider=self.name
                 )
@@ -182,7 +181,4 @@ class MockProvider(BaseProvider):
 
 
 def _seconds(extra: dict, key: str, default: float) -> float:
-    value = extra.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        raise ConfigurationError(f"extra[{key!r}] must be a number of seconds >= 0; got {value!r}")
-    return float(value)
+    return check_number(f"extra[{key!r}]", extra.get(key, default), 0, kind="a number of seconds")

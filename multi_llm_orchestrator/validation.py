@@ -1,0 +1,87 @@
+"""Checks of numeric settings, one place for every message.
+
+Each raises ``ConfigurationError("<name> must be ...; got <value>")`` and rejects bools,
+NaN and infinities (a NaN compares false with every bound, so it would slip past a
+plain ``value < low`` check and, say, keep a breaker open forever).
+
+>>> check_number("timeout", 2, 0, low_open=True, kind="a number of seconds")
+2.0
+>>> check_number("top_p", 0, 0, 1, low_open=True)
+Traceback (most recent call last):
+...
+multi_llm_orchestrator.errors.ConfigurationError: top_p must be in (0, 1]; got 0
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Optional
+
+from .errors import ConfigurationError
+
+__all__ = ["check_number", "check_int", "is_real"]
+
+
+def is_real(value: Any) -> bool:
+    """True for a finite int or float that is not a bool."""
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def check_number(
+    name: str,
+    value: Any,
+    low: Optional[float] = None,
+    high: Optional[float] = None,
+    *,
+    low_open: bool = False,
+    high_open: bool = False,
+    allow_none: bool = False,
+    kind: str = "a number",
+) -> Optional[float]:
+    """``value`` as a float if it is a finite number within the bounds (``low_open``:
+    ``low`` itself excluded); None passes when ``allow_none``."""
+    if value is None and allow_none:
+        return None
+    _check(name, value, is_real(value), low, high, low_open, high_open, allow_none, kind)
+    return float(value)
+
+
+def check_int(
+    name: str,
+    value: Any,
+    low: Optional[int] = None,
+    high: Optional[int] = None,
+    *,
+    low_open: bool = False,
+    high_open: bool = False,
+    allow_none: bool = False,
+) -> Optional[int]:
+    """``value`` if it is an int (not a bool) within the bounds; None passes when ``allow_none``."""
+    if value is None and allow_none:
+        return None
+    number = not isinstance(value, bool) and isinstance(value, int)
+    _check(name, value, number, low, high, low_open, high_open, allow_none, "an integer")
+    return value
+
+
+def _check(
+    name: str, value: Any, number: bool, low: Optional[float], high: Optional[float],
+    low_open: bool, high_open: bool, allow_none: bool, kind: str,
+) -> None:
+    in_range = number and not (
+        (low is not None and (value <= low if low_open else value < low))
+        or (high is not None and (value >= high if high_open else value > high))
+    )
+    if in_range:
+        return
+    or_none = " (or None)" if allow_none else ""
+    if low is not None and high is not None:
+        interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        rule = f"{kind} in {interval}" if not number else f"in {interval}"
+    elif low is not None:
+        rule = f"{kind} {'>' if low_open else '>='} {low:g}"
+    elif high is not None:
+        rule = f"{kind} {'<' if high_open else '<='} {high:g}"
+    else:
+        rule = kind
+    raise ConfigurationError(f"{name} must be {rule}{or_none}; got {value!r}")
