@@ -197,6 +197,7 @@ class AttemptRun:
         self.answered = 0.0
         self.lost = False
         self.finished = False
+        self.released = False
 
     @classmethod
     def reserve(cls, call: Call, state: ProviderState, *, hedge: bool, force: bool) -> Optional["AttemptRun"]:
@@ -234,8 +235,10 @@ class AttemptRun:
         return result
 
     def release(self) -> None:
-        """Give the breaker reservation back: the attempt will never run."""
-        self.state.breaker.release(self.reservation)
+        """Give the breaker reservation back (once): the attempt will never run."""
+        if not self.released:
+            self.released = True
+            self.state.breaker.release(self.reservation)
 
     def release_if_cancelled(self, future: Future) -> None:
         if future.cancelled():
@@ -276,9 +279,14 @@ class AttemptRun:
     def abandon(self, future: Future) -> None:
         """The race ended without this attempt: discard its result when it arrives."""
         self.lost = True
-        self.call.record(Attempt(self.state.name, "lost", time.monotonic() - self.started, hedge=self.hedge), self.order)
         if self.hedge:
             self.state.metrics.hedge("lost")
+        if future.cancel():  # still queued: it will never call the provider
+            self.release()
+            self.call.record(Attempt(self.state.name, "lost", 0.0, hedge=self.hedge), self.order)
+            return
+        latency = time.monotonic() - self.started if self.started else 0.0
+        self.call.record(Attempt(self.state.name, "lost", latency, hedge=self.hedge), self.order)
 
         def discard(done: Future) -> None:
             if done.cancelled() or done.exception() is not None:

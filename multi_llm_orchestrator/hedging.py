@@ -179,7 +179,10 @@ def race(
 
     def abandon(timed_out: bool) -> None:
         for future, (candidate, hedge) in pending.items():
-            if timed_out:
+            if future.done() and not future.cancelled() and future.exception() is not None:
+                errors.append(future.exception())  # type: ignore[arg-type]  # failed, not lost
+                continue
+            if timed_out and not future.done():
                 errors.append(ProviderTimeoutError("still running when the deadline passed", provider=name_of(candidate)))
             on_lost(future, candidate, hedge)
         pending.clear()

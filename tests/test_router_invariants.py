@@ -321,3 +321,25 @@ def test_config_files_do_not_turn_nan_or_inf_strings_into_numbers(text):
         load_config({"hedge_after": text, "providers": [{"type": "mock", "name": "m"}]}).build()
     with pytest.raises(ConfigurationError, match="cooldown must be a number; got"):
         load_config({"breaker": {"cooldown": text}, "providers": [{"type": "mock", "name": "m"}]})
+
+
+# 8. A hedge still queued when the race ends never calls its provider --------------
+
+
+def test_a_hedge_still_queued_when_the_race_ends_is_cancelled_not_run(monkeypatch):
+    from multi_llm_orchestrator import DeadlineExceededError
+    from multi_llm_orchestrator.calls import Call
+
+    recorded = []
+    original = Call.record
+    monkeypatch.setattr(Call, "record", lambda self, attempt, order: recorded.append(attempt) or original(self, attempt, order))
+    spare = mock("spare")
+    # One worker: the primary (which ignores its timeout) holds it, so the hedge waits in the queue.
+    router = router_with(ClosingMock.make("slow", 0.5), spare, hedge_after=0.05, timeout=0.2, max_workers=1)
+    with pytest.raises(DeadlineExceededError):
+        router.complete("hi")
+    router.close()
+    assert [(a.provider, a.latency_s) for a in recorded if a.outcome == "lost"][-1] == ("spare", 0.0)
+    assert spare.calls == 0
+    assert router._states[1].breaker.is_available() and balanced(router)
+    assert router.stats()["providers"]["spare"]["in_flight"] == 0
