@@ -80,7 +80,7 @@ class Call:
         self.budget = budget
         self.started = time.monotonic()
         self.deadline = self.started + self.budget if self.budget is not None else None
-        self._attempts: List[Tuple[int, Attempt]] = []
+        self._attempts: Dict[int, Attempt] = {}  # by start order: a later outcome replaces an earlier one
         self._started = 0
         self._lock = threading.Lock()
         self.over = False
@@ -96,10 +96,11 @@ class Call:
 
     def record(self, attempt: Attempt, order: int) -> None:
         """Note an attempt's outcome; ``order`` is when it started, so the list reads in
-        start order even when a hedge finishes before the attempt it raced."""
+        start order even when a hedge finishes before the attempt it raced. A stream
+        recorded "ok" at its first chunk and failing later is one attempt, "error"."""
         with self._lock:
             if not self.over:
-                self._attempts.append((order, attempt))
+                self._attempts[order] = attempt
 
     def next_order(self) -> int:
         with self._lock:
@@ -108,7 +109,7 @@ class Call:
 
     def attempt_list(self) -> List[Attempt]:
         with self._lock:
-            return [attempt for _, attempt in sorted(self._attempts, key=lambda item: item[0])]
+            return [self._attempts[order] for order in sorted(self._attempts)]
 
     def _end(self) -> bool:
         """Mark the call over; True only the first time (so it is reported once)."""
@@ -262,7 +263,8 @@ class AttemptRun:
         else:
             state.metrics.failed(error)
             state.breaker.record_failure(error, self.reservation)
-            self.call.record(Attempt(state.name, "error", latency, error.message, type(error).__name__, self.hedge), self.order)
+            if not self.lost:  # a lost attempt stays "lost" in the call's list
+                self.call.record(Attempt(state.name, "error", latency, error.message, type(error).__name__, self.hedge), self.order)
             logger.warning(
                 "attempt on %s failed after %.3f s: %s: %s", state.name, latency, type(error).__name__, error.message,
                 extra={"provider": state.name, "error_type": type(error).__name__, "latency_s": latency},

@@ -343,3 +343,19 @@ def test_a_hedge_still_queued_when_the_race_ends_is_cancelled_not_run(monkeypatc
     assert spare.calls == 0
     assert router._states[1].breaker.is_available() and balanced(router)
     assert router.stats()["providers"]["spare"]["in_flight"] == 0
+
+
+# 9. A stream failing part-way is one attempt, recorded as an error ----------------
+
+
+def test_a_stream_failing_part_way_is_one_failed_attempt():
+    events = []
+    router = router_with(mock("a", fail_after_chunks=2))
+    router.add_listener(events.append)
+    stream = router.route_stream("one two three")
+    with pytest.raises(ProviderUnavailableError):
+        list(stream)
+    call = [e for e in events if e.kind == "call"]
+    assert [(e.outcome, e.attempts) for e in call] == [("error", 1)]
+    assert balanced(router) and router.stats()["failed"] == 1
+    router.close()
