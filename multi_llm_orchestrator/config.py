@@ -4,17 +4,56 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from dataclasses_json import DataClassJsonMixin, config as json_field
 
 from .errors import ConfigurationError
 from .validation import check_int, check_number
 
-__all__ = ["ProviderConfig", "redact"]
+__all__ = ["ProviderConfig", "redact", "is_secret_key"]
 
 SECRET_FIELDS = ("api_key",)
+# Matched against whole words of a key split on "_" and "-" (so "max_tokens" and
+# "tokenizer" are not secrets, "X-Api-Key" and "refresh_token" are).
+SECRET_WORDS = frozenset({"token", "password", "passwd", "secret", "credentials", "authorization", "apikey"})
+SECRET_WORD_PAIRS = frozenset({"api_key", "auth_key", "access_key", "private_key"})
+URL_FIELDS = ("base_url", "auth_url")
+# Kept for http.py, which still matches substrings; is_secret_key is the whole-word test.
 SECRET_EXTRA_KEYS = ("access_token", "password", "token", "secret", "api_key", "credentials", "authorization")
+
+
+def is_secret_key(key: Any) -> bool:
+    """Whether a setting or header named ``key`` holds a secret.
+
+    >>> [is_secret_key(k) for k in ("X-Api-Key", "access_token", "max_tokens", "tokenizer")]
+    [True, True, False, False]
+    """
+    words = str(key).lower().replace("-", "_").split("_")
+    return bool(SECRET_WORDS.intersection(words)) or any(
+        f"{first}_{second}" in SECRET_WORD_PAIRS for first, second in zip(words, words[1:])
+    )
+
+
+def _clean_url(url: Optional[str], drop: bool) -> Optional[str]:
+    """``url`` without its userinfo password and secret query values: masked for
+    ``repr`` (``drop`` False) or left out (``drop`` True, for ``to_dict``: a URL
+    whose credentials come from elsewhere still round-trips)."""
+    if not isinstance(url, str):
+        return url
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if parts.password is not None:
+        host = netloc.rpartition("@")[2]
+        netloc = f"{parts.username}@{host}" if drop else f"{parts.username}:<redacted>@{host}"
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        if drop:
+            query = urlencode([(k, v) for k, v in pairs if not is_secret_key(k)])
+        else:
+            query = "&".join(f"{k}=<redacted>" for k, _ in pairs)
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 def redact(value: Optional[str]) -> str:
@@ -108,6 +147,8 @@ class ProviderConfig(DataClassJsonMixin):
                 shown.append(f"{name}={redact(value)}")
             elif name == "extra":
                 shown.append(f"extra={_redact_extra(value)!r}")
+            elif name in URL_FIELDS:
+                shown.append(f"{name}={_clean_url(value, drop=False)!r}")
             else:
                 shown.append(f"{name}={value!r}")
         return f"ProviderConfig({', '.join(shown)})"
@@ -115,9 +156,13 @@ class ProviderConfig(DataClassJsonMixin):
     __str__ = __repr__
 
     def to_dict(self, encode_json: bool = False) -> Dict[str, Any]:  # type: ignore[override]
-        """The settings as a dict, secrets left out (``api_key``, secret-named ``extra`` keys)."""
+        """The settings as a dict, secrets left out: ``api_key``, secret-named ``extra``
+        keys, and in ``base_url``/``auth_url`` a userinfo password and secret-named query
+        parameters (the rest of the URL is kept, so the dict still builds the provider)."""
         data = super().to_dict(encode_json=encode_json)
         data["extra"] = _redact_extra(data.get("extra") or {}, drop=True)
+        for name in URL_FIELDS:
+            data[name] = _clean_url(data.get(name), drop=True)
         return data
 
     def to_json(self, **kwargs: Any) -> str:  # type: ignore[override]
@@ -130,9 +175,7 @@ class ProviderConfig(DataClassJsonMixin):
 def _redact_extra(extra: Dict[str, Any], drop: bool = False) -> Dict[str, Any]:
     cleaned: Dict[str, Any] = {}
     for key, value in extra.items():
-        # "-" too: header names such as "X-Api-Key" inside extra["headers"].
-        name = str(key).lower().replace("-", "_")
-        secret = any(word in name for word in SECRET_EXTRA_KEYS) or callable(value)
+        secret = is_secret_key(key) or callable(value)
         if not secret:
             cleaned[key] = _redact_extra(value, drop) if isinstance(value, dict) else value
         elif not drop:

@@ -359,3 +359,35 @@ def test_a_stream_failing_part_way_is_one_failed_attempt():
     assert [(e.outcome, e.attempts) for e in call] == [("error", 1)]
     assert balanced(router) and router.stats()["failed"] == 1
     router.close()
+
+
+# 10. Secret keys are whole words; URL credentials never shown -------------------------
+
+
+def test_max_tokens_and_tokenizer_are_not_secrets_but_tokens_and_api_keys_are():
+    from multi_llm_orchestrator.providers import ProviderConfig
+
+    config = ProviderConfig(
+        name="p",
+        extra={"max_tokens": 64, "tokenizer": "bpe", "refresh_token": "s3cret1", "headers": {"X-Api-Key": "s3cret2"}},
+    )
+    data = config.to_dict()
+    assert data["extra"] == {"max_tokens": 64, "tokenizer": "bpe", "headers": {}}
+    shown = repr(config)
+    assert "'max_tokens': 64" in shown and "'tokenizer': 'bpe'" in shown
+    assert "s3cret1" not in shown and "s3cret2" not in shown and "s3cret" not in config.to_json()
+
+
+def test_url_credentials_are_masked_in_repr_and_left_out_of_to_dict():
+    from multi_llm_orchestrator.providers import ProviderConfig
+
+    config = ProviderConfig(
+        name="p", base_url="https://user:hunter2@llm.example/v1?api_key=hunter3&region=eu",
+        auth_url="https://auth.example/token?tenant=t1",
+    )
+    shown = repr(config)
+    assert "hunter2" not in shown and "hunter3" not in shown and "user:<redacted>@llm.example" in shown
+    data = config.to_dict()
+    assert data["base_url"] == "https://user@llm.example/v1?region=eu"
+    assert data["auth_url"] == "https://auth.example/token?tenant=t1"
+    assert ProviderConfig.from_dict(data).base_url == data["base_url"]
