@@ -78,14 +78,6 @@ class ProviderMetrics:
             self.failures[type(error).__name__] += 1
             self._outcomes.append(False)
 
-    def add_usage(self, usage: Optional[Usage]) -> None:
-        """Tokens reported after the attempt ended (a stream's usage comes at its end)."""
-        if usage is None:
-            return
-        with self._lock:
-            self.prompt_tokens += usage.prompt_tokens
-            self.completion_tokens += usage.completion_tokens
-
     def hedge(self, event: str) -> None:
         """Count a hedge: "started", "won" or "lost"."""
         with self._lock:
