@@ -20,8 +20,8 @@ import logging
 import os
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple, Union
 
 from .breaker import BreakerPolicy, CircuitBreaker
 from .errors import (
@@ -114,6 +114,7 @@ class Router:
         self._health = HealthChecker(timeout=health_timeout, ttl=health_ttl)
         self._max_workers = max_workers
         self._executor: Optional[ThreadPoolExecutor] = None
+        self._running: Set[Future] = set()  # attempts submitted and not finished, for close()
         self._lock = threading.Lock()
         self._states: Tuple[ProviderState, ...] = ()
         self._telemetry = Telemetry()
@@ -302,6 +303,9 @@ class Router:
                 attempt.release()
                 raise OrchestratorError("This Router is closed: create a new one") from None
             future.add_done_callback(attempt.release_if_cancelled)
+            with self._lock:
+                self._running.add(future)
+            future.add_done_callback(self._forget_running)
             attempts[future] = attempt
             return future
 
@@ -342,6 +346,10 @@ class Router:
                 [], f"Every provider's circuit is open; the first recovers in {closest.breaker.remaining():.1f} s"
             )
         return [closest], closest
+
+    def _forget_running(self, future: Future) -> None:
+        with self._lock:
+            self._running.discard(future)
 
     def _pool(self) -> ThreadPoolExecutor:
         executor = self._executor  # read once: close() may set it to None meanwhile
@@ -421,22 +429,32 @@ class Router:
 
     # Lifecycle ---------------------------------------------------------------------
 
-    def close(self) -> None:
-        """Stop background work, wait for in-flight attempts, then close every provider
-        (in that order: an attempt still running must not find its provider closed)."""
+    def close(self, grace: float = 1.0) -> None:
+        """Stop background work and release every provider; idempotent.
+
+        Attempts not started yet are cancelled; attempts still running get up to
+        ``grace`` seconds to finish before their providers are closed under them (a hedge
+        loser may otherwise hold ``close()`` for its whole timeout); then every library
+        thread is joined.
+        """
         with self._lock:
             if self._closed:
                 return
             self._closed = True
             executor, self._executor = self._executor, None
-        self._health.close()
+            running = list(self._running)
+        self._health.close(wait_for_checks=False)
         if executor is not None:
-            executor.shutdown(wait=True, cancel_futures=True)
+            executor.shutdown(wait=False, cancel_futures=True)
+            wait(running, timeout=grace)
         for state in self._states:
             try:
                 state.provider.close()
             except Exception:
                 logger.exception("Closing provider %r failed", state.name)
+        self._health.close()  # joins checks still running: closed providers end them
+        if executor is not None:
+            executor.shutdown(wait=True)
 
     def _check_open(self) -> None:
         if self._closed:

@@ -560,3 +560,12 @@ def test_when_every_breaker_refuses_the_error_says_why():
         router.complete("hi")
     assert info.value.errors == []
     assert router.stats()["failed"] == 1
+
+
+def test_close_gives_a_running_hedge_loser_only_the_grace_period():
+    router = router_with(mock("stuck", delay=30.0), mock("fast", delay=0.01), hedge_after=0.02)
+    assert router.complete("hi").provider == "fast"  # "stuck" is still running, abandoned
+    started = time.monotonic()
+    router.close(grace=0.2)
+    assert time.monotonic() - started < 5.0  # not the loser's 30 s
+    assert library_threads() == []
