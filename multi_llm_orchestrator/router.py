@@ -400,10 +400,18 @@ class Router:
         """Check every provider now, in parallel: {name: healthy}."""
         return {name: result.healthy for name, result in self.health_report(timeout).items()}
 
-    def health_report(self, timeout: Optional[float] = None) -> Dict[str, HealthResult]:
-        """Like ``health_check`` with each check's latency and error."""
+    def health_report(self, timeout: Optional[float] = None, *, cached: bool = False) -> Dict[str, HealthResult]:
+        """Like ``health_check`` with each check's latency and error.
+
+        ``cached=True`` reuses results younger than ``health_ttl`` and checks only the
+        others (what a frequently polled status endpoint wants).
+        """
         self._check_open()
-        return self._health.check(self.providers, timeout)
+        providers = self.providers
+        reused = {p.name: self._health.cached(p.name) for p in providers} if cached else {}
+        stale = [p for p in providers if reused.get(p.name) is None]
+        fresh = self._health.check(stale, timeout) if stale else {}
+        return {p.name: reused.get(p.name) or fresh[p.name] for p in providers}
 
     def stats(self) -> Dict[str, Any]:
         """Counters for the Router and for each provider (see README, "Metrics")."""

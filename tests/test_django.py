@@ -164,6 +164,36 @@ def test_health_and_stats_views(django_app, client):
     assert set(stats["providers"]) == set(PROVIDERS)
 
 
+def test_health_is_cached_unless_refresh_is_asked(django_app, client):
+    router, _ = django_app
+    checks = []
+    provider = router.providers[0]
+    original = provider.health_check
+    provider.health_check = lambda timeout=None: checks.append(1) or original(timeout)
+    try:
+        client.get("/health?refresh=1")
+        assert len(checks) == 1
+        for _ in range(3):
+            assert client.get("/health").status_code == 200
+        assert len(checks) == 1  # served from the cache, no new check per hit
+        client.get("/health?refresh=1")
+        assert len(checks) == 2
+    finally:
+        provider.health_check = original
+
+
+def test_a_router_without_providers_or_closed_is_a_503_not_a_client_error(django_app, client, monkeypatch):
+    from django.apps import apps
+
+    empty = Router()
+    monkeypatch.setattr(apps.get_app_config("llm_gateway"), "router", empty)
+    response = post(client, "/ask", {"prompt": "x"})
+    assert response.status_code == 503 and "add_provider" in response.json()["error"]
+    empty.close()
+    response = post(client, "/ask/stream", {"prompt": "x"})
+    assert response.status_code == 503 and "closed" in response.json()["error"]
+
+
 class _ThreadingServer(ThreadingMixIn, WSGIServer):
     daemon_threads = True
 

@@ -2,7 +2,8 @@
 
     POST /ask         {"prompt": "..."} or {"messages": [...]}  -> {"text", "provider", ...}
     POST /ask/stream  same body -> the answer as a streamed text/plain body
-    GET  /health      every provider's health, checked in parallel
+    GET  /health      every provider's health: cached for the Router's health_ttl (a status
+                      page must not make paid calls per hit); ?refresh=1 checks all now
     GET  /stats       Router.stats()
 """
 
@@ -12,7 +13,7 @@ from django.http import JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
-from multi_llm_orchestrator import AllProvidersFailedError, ConfigurationError
+from multi_llm_orchestrator import AllProvidersFailedError, ConfigurationError, NoProvidersError, OrchestratorError
 
 from .apps import get_router
 
@@ -31,10 +32,13 @@ def _prompt(request):
 
 
 def _failure(exc):
-    if isinstance(exc, ConfigurationError):
+    """400 for the client's mistakes; 503 when the service cannot answer (every provider
+    failed, no provider configured, the Router closed during shutdown)."""
+    if isinstance(exc, ConfigurationError) and not isinstance(exc, NoProvidersError):
         return JsonResponse({"error": str(exc)}, status=400)
     errors = [{"provider": e.provider, "error_type": type(e).__name__} for e in getattr(exc, "errors", [])]
-    return JsonResponse({"error": "every provider failed", "errors": errors}, status=503)
+    message = "every provider failed" if isinstance(exc, AllProvidersFailedError) else str(exc)
+    return JsonResponse({"error": message, "errors": errors}, status=503)
 
 
 @csrf_exempt
@@ -42,7 +46,7 @@ def _failure(exc):
 def ask(request):
     try:
         completion = get_router().complete(_prompt(request), timeout=ASK_TIMEOUT_S)
-    except (ConfigurationError, AllProvidersFailedError) as exc:
+    except OrchestratorError as exc:
         return _failure(exc)
     return JsonResponse({
         "text": completion.text,
@@ -61,7 +65,7 @@ def ask_stream(request):
         # route_stream returns once the first chunk has arrived, so a failure of every
         # provider is still an HTTP 503 rather than a broken 200.
         stream = get_router().route_stream(_prompt(request), timeout=ASK_TIMEOUT_S)
-    except (ConfigurationError, AllProvidersFailedError) as exc:
+    except OrchestratorError as exc:
         return _failure(exc)
     response = StreamingHttpResponse(stream, content_type="text/plain; charset=utf-8")
     response["X-LLM-Provider"] = stream.provider
@@ -70,7 +74,7 @@ def ask_stream(request):
 
 @require_GET
 def health(request):
-    report = get_router().health_report(timeout=5)
+    report = get_router().health_report(timeout=5, cached=request.GET.get("refresh") != "1")
     data = {name: {"healthy": r.healthy, "latency_s": round(r.latency_s, 4), "error": r.error} for name, r in report.items()}
     return JsonResponse(data, status=200 if any(r.healthy for r in report.values()) else 503)
 
