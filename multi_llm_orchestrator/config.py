@@ -19,8 +19,6 @@ SECRET_FIELDS = ("api_key",)
 SECRET_WORDS = frozenset({"token", "password", "passwd", "secret", "credentials", "authorization", "apikey"})
 SECRET_WORD_PAIRS = frozenset({"api_key", "auth_key", "access_key", "private_key"})
 URL_FIELDS = ("base_url", "auth_url")
-# Kept for http.py, which still matches substrings; is_secret_key is the whole-word test.
-SECRET_EXTRA_KEYS = ("access_token", "password", "token", "secret", "api_key", "credentials", "authorization")
 
 
 def is_secret_key(key: Any) -> bool:

@@ -37,7 +37,7 @@ from urllib3.util.retry import Retry
 from urllib3.util.timeout import Timeout
 
 from .auth import TokenCache
-from .config import SECRET_EXTRA_KEYS, ProviderConfig
+from .config import ProviderConfig, is_secret_key
 from .errors import (
     AuthenticationError,
     ConfigurationError,
@@ -633,7 +633,7 @@ def _secrets_of(config: ProviderConfig) -> Tuple[str, ...]:
         for key, value in extra.items():
             if isinstance(value, dict):
                 walk(value)
-            elif any(word in str(key).lower().replace("-", "_") for word in SECRET_EXTRA_KEYS):
+            elif is_secret_key(key):
                 add(value)
 
     add(config.api_key)
