@@ -152,11 +152,11 @@ class AllProvidersFailedError(OrchestratorError):
     (``__cause__``) to the last error.
     """
 
+    headline = "All providers failed"
+
     def __init__(self, errors: Sequence[ProviderError], message: Optional[str] = None) -> None:
         self.errors = list(errors)
-        if message is None:
-            message = self._describe("All providers failed")
-        super().__init__(message)
+        super().__init__(self._describe(self.headline) if message is None else message)
 
     def _describe(self, headline: str) -> str:
         if not self.errors:
@@ -175,9 +175,7 @@ class DeadlineExceededError(AllProvidersFailedError, TimeoutError):
 
     def __init__(self, errors: Sequence[ProviderError], timeout: float, message: Optional[str] = None) -> None:
         self.timeout = timeout
-        if message is None:
-            self.errors = list(errors)
-            message = self._describe(f"Deadline of {timeout:g} s exceeded")
+        self.headline = f"Deadline of {timeout:g} s exceeded"
         super().__init__(errors, message)
 
     def __reduce__(self):

@@ -17,7 +17,7 @@ import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, TypeVar, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, TypeVar, Union
 
 from .errors import ConfigurationError, ProviderError, ProviderTimeoutError
 from .metrics import ProviderMetrics
@@ -149,10 +149,10 @@ def race(
     hedge_delay: Optional[Callable[[S], float]] = None,
     max_hedges: int = 0,
     budget: Optional[HedgeBudget] = None,
-    on_lost: Callable[[Future, S, bool], None],
+    on_lost: Callable[[Future], None],
     name_of: Callable[[S], str] = str,
-) -> Tuple[Any, S, bool]:
-    """Run attempts until one succeeds; return (result, candidate, was_hedge).
+) -> Future:
+    """Run attempts until one succeeds; return its (done) Future.
 
     ``launch(candidate, hedge)`` submits an attempt and returns its Future, or None when
     the candidate must be skipped (open circuit). Failed attempts' futures raise
@@ -184,7 +184,7 @@ def race(
                 continue
             if timed_out and not future.done():
                 errors.append(ProviderTimeoutError("still running when the deadline passed", provider=name_of(candidate)))
-            on_lost(future, candidate, hedge)
+            on_lost(future)
         pending.clear()
 
     try:
@@ -201,7 +201,7 @@ def race(
                     error = future.exception()
                 if error is None:
                     abandon(timed_out=False)
-                    return future.result(), candidate, hedge
+                    return future
                 errors.append(error)  # type: ignore[arg-type]
                 if not pending:  # nothing else in flight: fall back at once, no hedge wait
                     start(False)

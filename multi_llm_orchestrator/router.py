@@ -309,27 +309,23 @@ class Router:
             attempts[future] = attempt
             return future
 
-        def lost(future: Future, state: ProviderState, hedge: bool) -> None:
-            attempts[future].abandon(future)
-
         if self._hedge_budget is not None:
             self._hedge_budget.record_call()
         policy = self._hedge
         try:
-            result, state, hedge = race(
+            winner = race(
                 order,
                 launch,
                 deadline=call.deadline,
                 hedge_delay=(lambda s: policy.delay(s.metrics)) if policy else None,
                 max_hedges=policy.max_hedges if policy else 0,
                 budget=self._hedge_budget,
-                on_lost=lost,
+                on_lost=lambda future: attempts[future].abandon(future),
                 name_of=lambda s: s.name,
             )
         except RaceFailed as failure:
             raise call.failed(failure.errors, deadline_hit=failure.deadline_hit)
-        winner = next(a for a in attempts.values() if a.state is state and a.hedge == hedge)
-        return result, winner.won()
+        return winner.result(), attempts[winner].won()
 
     def _plan(self, call: Call) -> Tuple[List[ProviderState], Optional[ProviderState]]:
         """Providers to try, in order, and the one forced through an open circuit (if any)."""

@@ -134,7 +134,7 @@ def test_race_stops_hedging_when_every_remaining_candidate_is_skipped():
             hedge_delay=lambda candidate: 0.01,
             max_hedges=1,
             budget=budget,
-            on_lost=lambda future, candidate, hedge: None,
+            on_lost=lambda future: None,
         )
     assert info.value.deadline_hit and time.monotonic() - started < 2
     assert budget.spent == 1
