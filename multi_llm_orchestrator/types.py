@@ -57,6 +57,11 @@ class Message:
 Prompt = Union[str, Message, Dict[str, str], Sequence[Union[Message, Dict[str, str]]]]
 
 
+class Messages(List[Message]):
+    """A list of Messages already validated by ``to_messages`` (so the Router's check is
+    not repeated by the provider)."""
+
+
 def to_messages(prompt: Prompt) -> List[Message]:
     """Turn a plain string, a Message, a {"role", "content"} dict or a list of those into
     a validated, non-empty list of Messages.
@@ -64,10 +69,12 @@ def to_messages(prompt: Prompt) -> List[Message]:
     >>> to_messages("Hi")
     [Message(role='user', content='Hi')]
     """
+    if isinstance(prompt, Messages):
+        return prompt
     if isinstance(prompt, str):
         if not prompt.strip():
             raise ConfigurationError("The prompt is empty: pass a non-empty string or messages")
-        return [Message("user", prompt)]
+        return Messages([Message("user", prompt)])
     if isinstance(prompt, (Message, dict)):
         prompt = [prompt]
     if isinstance(prompt, (bytes, bytearray)) or not isinstance(prompt, Sequence):
@@ -94,7 +101,7 @@ def to_messages(prompt: Prompt) -> List[Message]:
         raise ConfigurationError("The message list is empty: pass at least one user message")
     if not any(m.content.strip() for m in messages):
         raise ConfigurationError("Every message is empty: pass some text to answer")
-    return messages
+    return Messages(messages)
 
 
 @dataclass_json

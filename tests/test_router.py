@@ -326,3 +326,12 @@ def test_batch_keeps_input_order_and_returns_failures_in_place():
     assert isinstance(results[20], ConfigurationError)
     assert sorted(done for done, _ in seen) == list(range(1, 22))
     assert {total for _, total in seen} == {21}
+
+
+def test_validated_messages_are_not_validated_again_but_plain_lists_are():
+    from multi_llm_orchestrator.types import to_messages
+
+    validated = to_messages("Hi")
+    assert to_messages(validated) is validated
+    with pytest.raises(ConfigurationError, match="empty"):
+        to_messages([Message("user", " ")])  # a plain list is checked every time

@@ -105,7 +105,8 @@ class BaseProvider(ABC):
         return TextStream(events, provider=self.name, model=self.model, **kwargs)
 
     def _completion(self, text: str, started: float, **fields: Any) -> Completion:
-        fields.setdefault("model", self.model)
+        """A Completion by this provider; ``model`` falls back to the configured one."""
+        fields["model"] = fields.get("model") or self.model
         return Completion(
             text=text, provider=self.name, latency_s=time.perf_counter() - started, **fields
         )

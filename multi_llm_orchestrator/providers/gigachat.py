@@ -187,7 +187,7 @@ class GigaChatProvider(HttpProvider):
         text, usage, finish_reason, model = parse_completion(
             self.read_json(response, limit), self.name, what="GigaChat chat/completions"
         )
-        return self._completion(text, started, usage=usage, finish_reason=finish_reason, model=model or self.model)
+        return self._completion(text, started, usage=usage, finish_reason=finish_reason, model=model)
 
     def stream(
         self, messages: Prompt, params: Optional[GenerationParams] = None, *, timeout: Optional[float] = None

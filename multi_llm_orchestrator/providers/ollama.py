@@ -161,7 +161,7 @@ class OllamaProvider(HttpProvider):
             started,
             usage=_usage(data),
             finish_reason=data.get("done_reason"),
-            model=data.get("model") or self.model,
+            model=data.get("model"),
         )
 
     def stream(

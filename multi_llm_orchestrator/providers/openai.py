@@ -140,7 +140,7 @@ class OpenAICompatibleProvider(HttpProvider):
         if _error_fields(data) is not None:  # OpenRouter reports late failures under HTTP 200
             raise self._error(None, data)
         text, usage, finish_reason, model = parse_completion(data, self.name)
-        return self._completion(text, started, usage=usage, finish_reason=finish_reason, model=model or self.model)
+        return self._completion(text, started, usage=usage, finish_reason=finish_reason, model=model)
 
     def stream(
         self, messages: Prompt, params: Optional[GenerationParams] = None, *, timeout: Optional[float] = None
