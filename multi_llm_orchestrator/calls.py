@@ -123,7 +123,7 @@ class Call:
         # An attempt given the last of the budget times out on its own a hair before the
         # Router's deadline: that is the deadline running out too.
         remaining = self.remaining()
-        if remaining is not None and remaining < DEADLINE_SLACK_S:
+        if remaining is not None and remaining < DEADLINE_SLACK_S and errors and isinstance(errors[-1], ProviderTimeoutError):
             deadline_hit = True
         if deadline_hit:
             failure: AllProvidersFailedError = DeadlineExceededError(errors, self.budget or 0.0)

@@ -569,3 +569,11 @@ def test_close_gives_a_running_hedge_loser_only_the_grace_period():
     router.close(grace=0.2)
     assert time.monotonic() - started < 5.0  # not the loser's 30 s
     assert library_threads() == []
+
+
+def test_a_fast_non_timeout_failure_near_the_deadline_is_not_called_a_deadline():
+    router = router_with(mock("late-auth", "mock-auth-error", delay=0.29), timeout=0.3)
+    with pytest.raises(AllProvidersFailedError) as info:
+        router.route("hi")
+    assert not isinstance(info.value, DeadlineExceededError) or isinstance(info.value.errors[-1], TimeoutError)
+    router.close()
