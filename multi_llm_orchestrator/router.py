@@ -191,10 +191,10 @@ class Router:
         def invoke(provider: BaseProvider, remaining: Optional[float]) -> Completion:
             return provider.complete(messages, params, timeout=remaining)
 
-        call = self._call(timeout, streaming=False)
+        call = self._call(timeout, False, messages, params)
         completion, attempt = self._run(call, invoke)
-        attempt.finish(None, completion.usage)
-        call.finish(attempt, None, completion.usage)
+        attempt.finish(None, completion.usage, completion)
+        call.finish(attempt, None, completion.usage, completion)
         return Completion(
             completion.text, completion.provider, completion.model, completion.usage,
             completion.finish_reason, call.elapsed(), call.attempt_list(),
@@ -213,7 +213,7 @@ class Router:
         def invoke(provider: BaseProvider, remaining: Optional[float]) -> OpenedStream:
             return OpenedStream.open(provider.stream(messages, params, timeout=remaining))
 
-        call = self._call(timeout, streaming=True)
+        call = self._call(timeout, True, messages, params)
         opened, attempt = self._run(call, invoke)
         stream, once = opened.stream, threading.Lock()
 
@@ -225,8 +225,8 @@ class Router:
             try:
                 stream.close()
             finally:
-                attempt.finish(error, stream.usage)
-                call.finish(attempt, error, stream.usage)
+                attempt.finish(error, stream.usage, stream)
+                call.finish(attempt, error, stream.usage, stream)
 
         result = TextStream(
             self._relay(opened, call, attempt, settle),
@@ -260,9 +260,9 @@ class Router:
         finally:
             settle(error)
 
-    def _call(self, timeout: Optional[float], streaming: bool) -> Call:
+    def _call(self, timeout: Optional[float], streaming: bool, messages: Any, params: GenerationParams) -> Call:
         budget = self.timeout if timeout is None else _optional_seconds("timeout", timeout)
-        return Call(budget, streaming, self._telemetry)
+        return Call(budget, streaming, self._telemetry, messages, params)
 
     def _run(self, call: Call, invoke: Callable[[BaseProvider, Optional[float]], Any]) -> Tuple[Any, AttemptRun]:
         """Try providers in the planned order until one succeeds; the shared core of
