@@ -36,7 +36,7 @@ from .health import BoundedHealth, HealthChecker, HealthResult
 from .hedging import HedgeBudget, HedgePolicy, RaceFailed, race
 from .metrics import ProviderMetrics
 from .providers.base import BaseProvider
-from .calls import AttemptRun, Call, Listener, OpenedStream, Telemetry, as_provider_error
+from .calls import AttemptRun, Call, Listener, OpenedStream, Telemetry, as_provider_error, checked_completion
 from .strategies import ProviderState, Strategy, make_strategy
 from .validation import check_int, check_number
 from .types import Completion, GenerationParams, Prompt, StreamEnd, TextStream
@@ -189,7 +189,7 @@ class Router:
         messages, params = BaseProvider._prepare(prompt, params)
 
         def invoke(provider: BaseProvider, remaining: Optional[float]) -> Completion:
-            return provider.complete(messages, params, timeout=remaining)
+            return checked_completion(provider.complete(messages, params, timeout=remaining), provider.name)
 
         call = self._call(timeout, streaming=False)
         completion, attempt = self._run(call, invoke)

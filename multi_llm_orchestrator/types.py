@@ -6,13 +6,15 @@ All are dataclasses serialisable with dataclasses-json (``to_dict()``, ``to_json
 
 from __future__ import annotations
 
+import logging
+import math
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Union
 
 from dataclasses_json import dataclass_json
 
-from .errors import ConfigurationError
+from .errors import ConfigurationError, ResponseFormatError
 from .validation import check_int, check_number
 
 __all__ = [
@@ -29,6 +31,8 @@ __all__ = [
     "Prompt",
     "to_messages",
 ]
+
+logger = logging.getLogger("multi_llm_orchestrator.types")
 
 ROLES = ("system", "user", "assistant")
 
@@ -148,18 +152,60 @@ class Usage:
 
     @classmethod
     def of(cls, prompt_tokens: Any, completion_tokens: Any, total_tokens: Any = None) -> "Usage":
-        """Build from loosely typed values (strings, None), computing a missing total."""
-        prompt = _to_int(prompt_tokens)
-        completion = _to_int(completion_tokens)
-        total = _to_int(total_tokens) if total_tokens is not None else prompt + completion
-        return cls(prompt, completion, total)
+        """Build from loosely typed values (strings, None), computing a missing total;
+        zeros when a value is not a token count (see ``parse``)."""
+        return cls.parse(prompt_tokens, completion_tokens, total_tokens) or cls()
+
+    @classmethod
+    def parse(
+        cls, prompt_tokens: Any, completion_tokens: Any, total_tokens: Any = None, *, provider: Optional[str] = None
+    ) -> "Optional[Usage]":
+        """Usage from a provider's wire values, or None (usage unknown) when any of them
+        is not a whole number in [0, MAX_TOKEN_COUNT]: ``1e400``, ``-5000``, ``"abc"``,
+        ``true``. None (absent) counts as 0, digit strings are read (YandexGPT sends
+        int64 as strings). What was rejected is logged at DEBUG.
+
+        >>> Usage.parse("19", 4), Usage.parse(-5000, 4)
+        (Usage(prompt_tokens=19, completion_tokens=4, total_tokens=23), None)
+        """
+        prompt, completion = _token_count(prompt_tokens), _token_count(completion_tokens)
+        total = _token_count(total_tokens) if total_tokens is not None else None
+        if prompt is None or completion is None or (total_tokens is not None and total is None):
+            logger.debug(
+                "provider %r reported usage that is not token counts (prompt %.40r, completion %.40r, "
+                "total %.40r): usage treated as unknown", provider, prompt_tokens, completion_tokens, total_tokens,
+                extra={"provider": provider},
+            )
+            return None
+        return cls(prompt, completion, prompt + completion if total is None else total)
+
+    @property
+    def plausible(self) -> bool:
+        """Whether every count is a whole number in [0, MAX_TOKEN_COUNT] (what metrics add up)."""
+        return all(
+            _token_count(value) is not None and not isinstance(value, str)
+            for value in (self.prompt_tokens, self.completion_tokens, self.total_tokens)
+        )
 
 
-def _to_int(value: Any) -> int:
-    try:
-        return int(value) if value is not None else 0
-    except (TypeError, ValueError):
+#: No answer reports more tokens than this: a larger count comes from a broken or hostile
+#: server, and summed over days it would make costs and Prometheus floats overflow.
+MAX_TOKEN_COUNT = 10**12
+
+
+def _token_count(value: Any) -> Optional[int]:
+    """``value`` as a token count (None: absent -> 0), or None when it is not one."""
+    if value is None:
         return 0
+    if isinstance(value, str):
+        text = value.strip()
+        # isascii: "²".isdigit() is True; the length bound keeps int() away from 5,000 digits.
+        value = int(text) if text.isascii() and text.isdigit() and len(text) <= 13 else None
+    elif isinstance(value, float):
+        value = int(value) if math.isfinite(value) and value.is_integer() else None
+    elif isinstance(value, bool) or not isinstance(value, int):
+        value = None
+    return value if value is not None and 0 <= value <= MAX_TOKEN_COUNT else None
 
 
 @dataclass_json
@@ -264,13 +310,13 @@ class TokenCount(int):
         return count
 
     def __reduce__(self):  # keep the marks through pickling and copying
-        return (_token_count, (int(self), self.estimated, self.provider))
+        return (_rebuild_token_count, (int(self), self.estimated, self.provider))
 
     def __repr__(self) -> str:
         return f"TokenCount({int(self)}, estimated={self.estimated})"
 
 
-def _token_count(value: int, estimated: bool, provider: Optional[str]) -> TokenCount:
+def _rebuild_token_count(value: int, estimated: bool, provider: Optional[str]) -> TokenCount:
     return TokenCount(value, estimated=estimated, provider=provider)
 
 
@@ -357,6 +403,11 @@ class TextStream(Iterator[str]):
                 if event.model:
                     self.model = event.model
                 continue
+            if not isinstance(event, str):  # a provider passing on a server's 123 or [...]
+                self._finish()
+                raise ResponseFormatError(
+                    f"the stream yielded a {type(event).__name__}, not text", provider=self.provider
+                )
             if event:
                 self._parts.append(event)
                 return event

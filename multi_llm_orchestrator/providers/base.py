@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Dict, Iterator, List, Optional, Sequence, Union
 
 from ..config import ProviderConfig
-from ..errors import ConfigurationError, NotSupportedError
+from ..errors import ConfigurationError, NotSupportedError, ResponseFormatError
 from ..types import Completion, Embeddings, GenerationParams, Message, Prompt, StreamEnd, TextStream, TokenCount, to_messages
 from ..validation import check_int
 
@@ -227,6 +227,8 @@ class BaseProvider(ABC):
     def _completion(self, text: str, started: float, **fields: Any) -> Completion:
         """A Completion by this provider; ``model`` falls back to the configured one."""
         fields["model"] = fields.get("model") or self.model
+        if not isinstance(text, str):  # a server's content: 123 passed on unchecked
+            raise ResponseFormatError(f"the answer's text is a {type(text).__name__}, not a str", provider=self.name)
         return Completion(
             text=text, provider=self.name, latency_s=time.perf_counter() - started, **fields
         )
