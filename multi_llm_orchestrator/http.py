@@ -53,6 +53,7 @@ from .errors import (
     RateLimitError,
     ResponseFormatError,
 )
+from .limits import report_response
 from .providers.base import BaseProvider
 from .streaming import iter_lines
 from .validation import capped_growth
@@ -548,6 +549,7 @@ class HttpProvider(BaseProvider):
                 method, _safe_url(url), response.status_code, (time.monotonic() - started) * 1000,
                 extra={"provider": self.name},
             )
+        report_response(response.status_code, response.headers)  # rate-limit headers -> the attempt's limiter
         if response.status_code >= 300:
             try:
                 if response.status_code < 400:
