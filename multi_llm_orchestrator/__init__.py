@@ -19,6 +19,7 @@ from .errors import (
     DeadlineExceededError,
     InvalidRequestError,
     NoProvidersError,
+    NotSupportedError,
     OrchestratorError,
     ProviderError,
     ProviderTimeoutError,
@@ -30,7 +31,7 @@ from .errors import (
 from .limits import Limits
 from .providers import BaseProvider, MockProvider
 from .router import Router
-from .types import Attempt, Completion, GenerationParams, Message, RouterEvent, TextStream, Usage
+from .types import Attempt, Completion, Embeddings, GenerationParams, Message, RouterEvent, TextStream, TokenCount, Usage
 
 __version__ = "0.1.0"
 
@@ -52,11 +53,14 @@ __all__ = [
     "Usage",
     "Attempt",
     "Completion",
+    "Embeddings",
+    "TokenCount",
     "TextStream",
     "RouterEvent",
     "OrchestratorError",
     "ConfigurationError",
     "NoProvidersError",
+    "NotSupportedError",
     "ProviderError",
     "AuthenticationError",
     "RateLimitError",
