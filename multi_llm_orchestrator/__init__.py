@@ -14,6 +14,7 @@ from .config import ProviderConfig
 from .errors import (
     AllProvidersFailedError,
     AuthenticationError,
+    CapabilityError,
     ConfigurationError,
     DeadlineExceededError,
     InvalidRequestError,
@@ -28,7 +29,18 @@ from .errors import (
 )
 from .providers import BaseProvider, MockProvider
 from .router import Router
-from .types import Attempt, Completion, GenerationParams, Message, RouterEvent, TextStream, Usage
+from .types import (
+    Attempt,
+    Completion,
+    GenerationParams,
+    Message,
+    ReasoningDelta,
+    RouterEvent,
+    TextStream,
+    Tool,
+    ToolCall,
+    Usage,
+)
 
 __version__ = "0.1.0"
 
@@ -43,6 +55,9 @@ __all__ = [
     "BaseProvider",
     "MockProvider",
     "Message",
+    "Tool",
+    "ToolCall",
+    "ReasoningDelta",
     "GenerationParams",
     "Usage",
     "Attempt",
@@ -52,6 +67,7 @@ __all__ = [
     "OrchestratorError",
     "ConfigurationError",
     "NoProvidersError",
+    "CapabilityError",
     "ProviderError",
     "AuthenticationError",
     "RateLimitError",

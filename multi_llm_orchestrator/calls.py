@@ -73,8 +73,9 @@ class Telemetry:
 class Call:
     """Bookkeeping of one Router call: deadline and the attempts made so far."""
 
-    def __init__(self, budget: Optional[float], streaming: bool, telemetry: "Telemetry") -> None:
+    def __init__(self, budget: Optional[float], streaming: bool, telemetry: "Telemetry", request: Any = None) -> None:
         self.telemetry = telemetry
+        self.request = request  # planning.CallRequest: what the call asks for
         telemetry.count("calls")
         self.streaming = streaming
         self.budget = budget
@@ -310,8 +311,9 @@ class OpenedStream:
 
     @classmethod
     def open(cls, stream: TextStream) -> "OpenedStream":
+        # The first text or reasoning piece: a thinking model has answered once it thinks.
         try:
-            first = next(stream, "")
+            first = next(stream.events(), "")
         except BaseException:
             stream.close()
             raise

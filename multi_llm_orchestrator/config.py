@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from dataclasses_json import DataClassJsonMixin, config as json_field
@@ -76,7 +76,11 @@ class ProviderConfig(DataClassJsonMixin):
     - ``max_retries``: transport retries of connect errors and 429/5xx (0 disables).
     - ``weight``: share for the "weighted" strategy.
     - ``price_per_1k_prompt_tokens`` / ``price_per_1k_completion_tokens``: optional, for
-      cost in ``Router.stats()``; none is built in.
+      cost in ``Router.stats()``; none is built in. ``price_per_1k_cached_prompt_tokens``:
+      the price of prompt tokens served from the provider's cache (default: the prompt price).
+    - ``capabilities``: replaces what the provider type declares it supports (a list of
+      "tools", "structured_output", "reasoning", "streaming_tools"), for a model that
+      supports less (or more) than its provider type; the Router routes by it.
     - ``extra``: provider-specific settings (e.g. ``{"delay": 0}`` for MockProvider).
 
     >>> ProviderConfig(name="giga", model="GigaChat", api_key="secret")
@@ -99,6 +103,8 @@ class ProviderConfig(DataClassJsonMixin):
     price_per_1k_prompt_tokens: Optional[float] = None
     price_per_1k_completion_tokens: Optional[float] = None
     extra: Dict[str, Any] = field(default_factory=dict)
+    price_per_1k_cached_prompt_tokens: Optional[float] = None
+    capabilities: Optional[List[str]] = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
@@ -126,7 +132,8 @@ class ProviderConfig(DataClassJsonMixin):
         check_int(field_name("max_retries"), self.max_retries, 0)
         check_number(field_name("weight"), self.weight, 0)
         check_int(field_name("pool_size"), self.pool_size, 1)
-        for price in ("price_per_1k_prompt_tokens", "price_per_1k_completion_tokens"):
+        for price in ("price_per_1k_prompt_tokens", "price_per_1k_completion_tokens",
+                      "price_per_1k_cached_prompt_tokens"):
             check_number(field_name(price), getattr(self, price), 0, allow_none=True)
         if not isinstance(self.verify_ssl, bool):
             raise ConfigurationError(
@@ -136,6 +143,10 @@ class ProviderConfig(DataClassJsonMixin):
             raise ConfigurationError(
                 f"ProviderConfig.extra of {self.name!r} must be a dict; got {type(self.extra).__name__}"
             )
+        if self.capabilities is not None:
+            from .capabilities import check_capabilities
+
+            self.capabilities = sorted(check_capabilities(self.capabilities, field_name("capabilities")))
 
     def __repr__(self) -> str:
         shown = []

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar, Iterator, List, Optional, Union
+from typing import Any, ClassVar, FrozenSet, Iterator, List, Optional, Union
 
 from ..config import ProviderConfig
 from ..errors import ConfigurationError
-from ..types import Completion, GenerationParams, Message, Prompt, StreamEnd, TextStream, to_messages
+from ..types import Completion, GenerationParams, Message, Prompt, ReasoningDelta, StreamEnd, TextStream, to_messages
 
 __all__ = ["BaseProvider", "ProviderConfig"]
 
@@ -30,6 +30,9 @@ class BaseProvider(ABC):
     default_model: ClassVar[str] = ""
     #: Name under which configuration files refer to this provider type.
     type_name: ClassVar[str] = ""
+    #: What this provider type supports beyond plain text (see ``capabilities.py``);
+    #: ``ProviderConfig.capabilities`` replaces it for one provider.
+    declared_capabilities: ClassVar[FrozenSet[str]] = frozenset()
 
     def __init__(self, config: ProviderConfig) -> None:
         if not isinstance(config, ProviderConfig):
@@ -37,6 +40,11 @@ class BaseProvider(ABC):
                 f"{type(self).__name__} takes a ProviderConfig; got {type(config).__name__}"
             )
         self.config = config
+        #: What this provider supports beyond plain text: the config's override, else the
+        #: type's declaration. The Router plans tool, structured-output and reasoning calls by it.
+        self.capabilities: FrozenSet[str] = (
+            frozenset(config.capabilities) if config.capabilities is not None else self.declared_capabilities
+        )
 
     @property
     def name(self) -> str:
@@ -100,7 +108,7 @@ class BaseProvider(ABC):
             )
         return to_messages(messages), params
 
-    def _text_stream(self, events: Iterator[Union[str, StreamEnd]], **kwargs: Any) -> TextStream:
+    def _text_stream(self, events: Iterator[Union[str, ReasoningDelta, StreamEnd]], **kwargs: Any) -> TextStream:
         """A TextStream of ``events``; ``kwargs`` (``on_close``) go to TextStream."""
         return TextStream(events, provider=self.name, model=self.model, **kwargs)
 
