@@ -10,6 +10,7 @@
 
 import logging as _logging
 
+from .budgets import Budget, Price
 from .config import ProviderConfig
 from .errors import (
     AllProvidersFailedError,
@@ -27,6 +28,7 @@ from .errors import (
     RateLimitError,
     ResponseFormatError,
 )
+from .limits import Limits
 from .providers import BaseProvider, MockProvider
 from .router import Router
 from .types import (
@@ -52,6 +54,9 @@ __all__ = [
     "__version__",
     "Router",
     "ProviderConfig",
+    "Limits",
+    "Budget",
+    "Price",
     "BaseProvider",
     "MockProvider",
     "Message",

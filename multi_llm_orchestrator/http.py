@@ -26,7 +26,7 @@ import threading
 import time
 from email.utils import parsedate_to_datetime
 from typing import Any, Callable, ClassVar, Collection, Dict, FrozenSet, Iterator, Mapping, Optional, Tuple
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import requests
 import urllib3
@@ -49,6 +49,7 @@ from .errors import (
     RateLimitError,
     ResponseFormatError,
 )
+from .limits import report_response
 from .providers.base import BaseProvider
 from .streaming import iter_lines
 from .types import TextStream
@@ -63,6 +64,7 @@ __all__ = [
     "parse_retry_after",
     "provider_config",
     "error_message_from_body",
+    "redirect_error",
 ]
 
 logger = logging.getLogger("multi_llm_orchestrator.http")
@@ -307,6 +309,22 @@ def error_from_status(
     return ResponseFormatError(f"unexpected HTTP status: {message}", **kwargs)
 
 
+def redirect_error(response: requests.Response, url: str, provider: str) -> ProviderError:
+    """The error for a 3xx answer, naming the status and where it points (host only: a
+    Location may carry credentials in its query). Redirects are never followed: requests
+    would resend a POST as a GET without its body, and a token to another host."""
+    try:
+        target = urlsplit(urljoin(url, response.headers.get("Location") or ""))
+        where = f"{target.scheme}://{target.hostname}" if target.hostname else "nowhere usable"
+    except ValueError:
+        where = "a malformed Location"
+    return ProviderUnavailableError(
+        f"the server answered HTTP {response.status_code} redirecting to {where}: redirects are not followed; "
+        "set base_url to the address the server redirects to",
+        provider=provider, status_code=response.status_code, retryable=False,
+    )
+
+
 def error_from_exception(exc: BaseException, *, provider: str, timeout: float, tls_hint: str) -> ProviderError:
     """The typed error for an exception raised by requests or urllib3 while talking."""
     if isinstance(exc, ProviderError):
@@ -480,6 +498,8 @@ class HttpProvider(BaseProvider):
                 proxies=self._proxies_for(url),
                 allow_redirects=False,
             )
+        except _Redirected as redirected:
+            response = redirected.response
         except requests.exceptions.InvalidHeader as exc:
             # Not chained: its message quotes the header value (a key or token), and a
             # logged traceback would print it.
@@ -494,9 +514,14 @@ class HttpProvider(BaseProvider):
                 method, _safe_url(url), response.status_code, (time.monotonic() - started) * 1000,
                 extra={"provider": self.name},
             )
+        report_response(response.status_code, response.headers)  # rate-limit headers -> the attempt's limiter
         if response.status_code >= 300:
             try:
-                error = self.scrub_error(self.error_for_response(response))
+                if response.status_code < 400:
+                    error = redirect_error(response, url, self.name)
+                else:
+                    error = self.error_for_response(response)
+                error = self.scrub_error(error)
             finally:
                 response.close()
             raise error
@@ -518,6 +543,7 @@ class HttpProvider(BaseProvider):
             data=body,
             auth=self.session.auth,
             cookies=self.session.cookies if len(self.session.cookies) else None,
+            hooks={"response": [_stop_at_redirect]},
         )
         return prepared
 
@@ -614,6 +640,23 @@ class HttpProvider(BaseProvider):
             proxies = requests.utils.get_environ_proxies(url)
             self._proxies[host] = proxies
         return proxies
+
+
+class _Redirected(Exception):
+    """Carries a 3xx response out of ``Session.send`` (see ``_stop_at_redirect``)."""
+
+    def __init__(self, response: requests.Response) -> None:
+        super().__init__(response.status_code)
+        self.response = response
+
+
+def _stop_at_redirect(response: requests.Response, **kwargs: Any) -> requests.Response:
+    # Even with allow_redirects=False, Session.send prepares the next request from the
+    # Location header, and a malformed one ("http://[::1") raises a bare ValueError
+    # there. A response hook runs first: hand the 3xx straight to request().
+    if 300 <= response.status_code < 400:
+        raise _Redirected(response)
+    return response
 
 
 def _secrets_of(config: ProviderConfig) -> Tuple[str, ...]:

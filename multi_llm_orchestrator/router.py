@@ -39,7 +39,7 @@ from .hedging import HedgeBudget, HedgePolicy, RaceFailed, race
 from .metrics import ProviderMetrics
 from .providers.base import BaseProvider
 from .answers import answer_check
-from .calls import AttemptRun, Call, Listener, OpenedStream, Telemetry, as_provider_error
+from .calls import AttemptRun, Call, Listener, OpenedStream, Telemetry, as_provider_error, checked_completion
 from .capabilities import CapabilityCheck
 from .planning import CallRequest, PlanCheck, apply_checks
 from .strategies import ProviderState, Strategy, make_strategy
@@ -198,7 +198,7 @@ class Router:
         check = answer_check(params)
 
         def invoke(provider: BaseProvider, remaining: Optional[float]) -> Completion:
-            completion = provider.complete(messages, params, timeout=remaining)
+            completion = checked_completion(provider.complete(messages, params, timeout=remaining), provider.name)
             if check is not None:  # a malformed tool call or structured answer: fall back
                 check(completion.text, completion.tool_calls, provider.name)
             return completion

@@ -7,13 +7,15 @@ All are dataclasses serialisable with dataclasses-json (``to_dict()``, ``to_json
 from __future__ import annotations
 
 import json
+import logging
+import math
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Union
 
 from dataclasses_json import dataclass_json
 
-from .errors import ConfigurationError
+from .errors import ConfigurationError, ResponseFormatError
 from .validation import check_int, check_number
 
 __all__ = [
@@ -31,6 +33,8 @@ __all__ = [
     "Prompt",
     "to_messages",
 ]
+
+logger = logging.getLogger("multi_llm_orchestrator.types")
 
 ROLES = ("system", "user", "assistant", "tool")
 TOOL_CHOICES = ("auto", "none", "required")
@@ -443,15 +447,48 @@ class Usage:
     @classmethod
     def of(cls, prompt_tokens: Any, completion_tokens: Any, total_tokens: Any = None,
            cached_prompt_tokens: Any = None, reasoning_tokens: Any = None) -> "Usage":
-        """Build from loosely typed values (strings, None), computing a missing total."""
-        prompt = _to_int(prompt_tokens)
-        completion = _to_int(completion_tokens)
-        total = _to_int(total_tokens) if total_tokens is not None else prompt + completion
+        """Build from loosely typed values (strings, None), computing a missing total;
+        zeros when a value is not a token count (see ``parse``)."""
+        return cls.parse(prompt_tokens, completion_tokens, total_tokens, cached_prompt_tokens=cached_prompt_tokens,
+                         reasoning_tokens=reasoning_tokens) or cls()
+
+    @classmethod
+    def parse(
+        cls, prompt_tokens: Any, completion_tokens: Any, total_tokens: Any = None, *, provider: Optional[str] = None,
+        cached_prompt_tokens: Any = None, reasoning_tokens: Any = None,
+    ) -> "Optional[Usage]":
+        """Usage from a provider's wire values, or None (usage unknown) when any of them
+        is not a whole number in [0, MAX_TOKEN_COUNT]: ``1e400``, ``-5000``, ``"abc"``,
+        ``true``. None (absent) counts as 0, digit strings are read (YandexGPT sends
+        int64 as strings). What was rejected is logged at DEBUG. The cached and
+        reasoning parts are optional details: one that is not a count is read as 0.
+
+        >>> Usage.parse("19", 4), Usage.parse(-5000, 4)
+        (Usage(prompt_tokens=19, completion_tokens=4, total_tokens=23), None)
+        """
+        prompt, completion = _token_count(prompt_tokens), _token_count(completion_tokens)
+        total = _token_count(total_tokens) if total_tokens is not None else None
+        if prompt is None or completion is None or (total_tokens is not None and total is None):
+            logger.debug(
+                "provider %r reported usage that is not token counts (prompt %.40r, completion %.40r, "
+                "total %.40r): usage treated as unknown", provider, prompt_tokens, completion_tokens, total_tokens,
+                extra={"provider": provider},
+            )
+            return None
+        total = prompt + completion if total is None else total
         if cached_prompt_tokens is None and reasoning_tokens is None:
             return cls(prompt, completion, total)
         # A cached or reasoning count is a part of its total: never more than it.
-        return cls(prompt, completion, total, min(_to_int(cached_prompt_tokens), prompt),
-                   min(_to_int(reasoning_tokens), completion))
+        return cls(prompt, completion, total, min(_token_count(cached_prompt_tokens) or 0, prompt),
+                   min(_token_count(reasoning_tokens) or 0, completion))
+
+    @property
+    def plausible(self) -> bool:
+        """Whether every count is a whole number in [0, MAX_TOKEN_COUNT] (what metrics add up)."""
+        return all(
+            _token_count(value) is not None and not isinstance(value, str)
+            for value in (self.prompt_tokens, self.completion_tokens, self.total_tokens)
+        )
 
     def __repr__(self) -> str:
         shown = f"prompt_tokens={self.prompt_tokens}, completion_tokens={self.completion_tokens}, total_tokens={self.total_tokens}"
@@ -462,11 +499,24 @@ class Usage:
         return f"Usage({shown})"
 
 
-def _to_int(value: Any) -> int:
-    try:
-        return int(value) if value is not None else 0
-    except (TypeError, ValueError):
+#: No answer reports more tokens than this: a larger count comes from a broken or hostile
+#: server, and summed over days it would make costs and Prometheus floats overflow.
+MAX_TOKEN_COUNT = 10**12
+
+
+def _token_count(value: Any) -> Optional[int]:
+    """``value`` as a token count (None: absent -> 0), or None when it is not one."""
+    if value is None:
         return 0
+    if isinstance(value, str):
+        text = value.strip()
+        # isascii: "²".isdigit() is True; the length bound keeps int() away from 5,000 digits.
+        value = int(text) if text.isascii() and text.isdigit() and len(text) <= 13 else None
+    elif isinstance(value, float):
+        value = int(value) if math.isfinite(value) and value.is_integer() else None
+    elif isinstance(value, bool) or not isinstance(value, int):
+        value = None
+    return value if value is not None and 0 <= value <= MAX_TOKEN_COUNT else None
 
 
 @dataclass_json
@@ -637,9 +687,15 @@ class TextStream(Iterator[str]):
                     self.model = event.model
                 if event.tool_calls:
                     self.tool_calls = list(event.tool_calls)
-            elif event:
-                self._parts.append(event)
-                return event
+            elif isinstance(event, str):
+                if event:
+                    self._parts.append(event)
+                    return event
+            else:  # a provider passing on a server's 123 or [...]
+                self._finish()
+                raise ResponseFormatError(
+                    f"the stream yielded a {type(event).__name__}, not text", provider=self.provider
+                )
 
     def events(self) -> Iterator[str]:
         """Text chunks and ``ReasoningDelta`` pieces, in the order they arrive."""

@@ -7,7 +7,7 @@ from abc import ABC, abstractmethod
 from typing import Any, ClassVar, FrozenSet, Iterator, List, Optional, Union
 
 from ..config import ProviderConfig
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, ResponseFormatError
 from ..types import Completion, GenerationParams, Message, Prompt, ReasoningDelta, StreamEnd, TextStream, to_messages
 
 __all__ = ["BaseProvider", "ProviderConfig"]
@@ -115,6 +115,8 @@ class BaseProvider(ABC):
     def _completion(self, text: str, started: float, **fields: Any) -> Completion:
         """A Completion by this provider; ``model`` falls back to the configured one."""
         fields["model"] = fields.get("model") or self.model
+        if not isinstance(text, str):  # a server's content: 123 passed on unchecked
+            raise ResponseFormatError(f"the answer's text is a {type(text).__name__}, not a str", provider=self.name)
         return Completion(
             text=text, provider=self.name, latency_s=time.perf_counter() - started, **fields
         )

@@ -157,9 +157,9 @@ class OllamaProvider(HttpProvider):
         if not isinstance(message, dict):
             raise ResponseFormatError("/api/chat answered without a 'message' object", provider=self.name)
         return self._completion(
-            message.get("content") or "",
+            self._content(message),
             started,
-            usage=_usage(data),
+            usage=_usage(data, self.name) or Usage(),
             finish_reason=data.get("done_reason"),
             model=data.get("model"),
         )
@@ -233,16 +233,24 @@ class OllamaProvider(HttpProvider):
             body["options"] = options
         return body
 
+    def _content(self, message: Dict[str, Any]) -> str:
+        content = message.get("content")
+        if content is not None and not isinstance(content, str):
+            raise ResponseFormatError(
+                f"/api/chat answered message.content of type {type(content).__name__}, not text", provider=self.name
+            )
+        return content or ""
+
     def _deltas(self, lines: Iterator[str]) -> Iterator[Union[str, StreamEnd]]:
         try:
             for event in iter_json_lines(lines, provider=self.name):
                 message = event.get("message")
-                content = message.get("content") if isinstance(message, dict) else None
+                content = self._content(message) if isinstance(message, dict) else None
                 if content:
                     yield content
                 if event.get("done"):
                     yield StreamEnd(
-                        usage=_usage(event), finish_reason=event.get("done_reason"), model=event.get("model")
+                        usage=_usage(event, self.name), finish_reason=event.get("done_reason"), model=event.get("model")
                     )
                     drain(lines)
                     return
@@ -255,7 +263,7 @@ class OllamaProvider(HttpProvider):
                 close()
 
 
-def _usage(data: Dict[str, Any]) -> Usage:
+def _usage(data: Dict[str, Any], provider: str) -> Optional[Usage]:
     # Ollama omits zero counters, and older servers omit prompt_eval_count for a cached
-    # prompt: absent means 0.
-    return Usage.of(data.get("prompt_eval_count"), data.get("eval_count"))
+    # prompt: absent means 0. None: counts that cannot be trusted.
+    return Usage.parse(data.get("prompt_eval_count"), data.get("eval_count"), provider=provider)

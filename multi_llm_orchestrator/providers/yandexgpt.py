@@ -406,7 +406,9 @@ class YandexGPTProvider(HttpProvider):
         usage = result.get("usage")
         if isinstance(usage, dict):
             # Yandex sends the counts as strings (protobuf int64).
-            parsed = Usage.of(usage.get("inputTextTokens"), usage.get("completionTokens"), usage.get("totalTokens"))
+            parsed = Usage.parse(
+                usage.get("inputTextTokens"), usage.get("completionTokens"), usage.get("totalTokens"), provider=self.name
+            )
         else:
             parsed = None
         return text, status.removeprefix(STATUS_PREFIX), parsed
