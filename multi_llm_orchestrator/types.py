@@ -26,6 +26,8 @@ __all__ = [
     "Usage",
     "Attempt",
     "Completion",
+    "Embeddings",
+    "TokenCount",
     "StreamEnd",
     "ReasoningDelta",
     "RouterEvent",
@@ -526,8 +528,8 @@ class Attempt:
 
     ``outcome`` is "ok", "error", "lost" (a hedge race it did not win) or "skipped"
     (circuit open, or left out when the call was planned: ``error`` then says why, e.g.
-    the provider lacks a capability the call needs); ``hedge`` is True for an attempt
-    started by hedging.
+    the provider lacks a capability the call needs, or the prompt does not fit the
+    provider's context window); ``hedge`` is True for an attempt started by hedging.
     """
 
     provider: str
@@ -574,6 +576,82 @@ class Completion:
         from .answers import parse_json_answer
 
         return parse_json_answer(self.text, None, self.provider)
+
+
+@dataclass_json
+@dataclass(frozen=True)
+class Embeddings:
+    """Vectors for a list of texts, in the order of the texts, and where they came from.
+
+    ``provider`` made the vectors (when the batches of a large input were spread over
+    several providers of one embedding space: the one that made most of them; ``attempts``
+    lists every provider tried for every batch). ``space`` is the embedding space;
+    vectors of different spaces must never be compared. Iterating, ``len()`` and indexing
+    go to ``vectors``.
+
+    >>> result = router.embed(["first text", "second text"])          # doctest: +SKIP
+    >>> len(result), len(result[0]), result.provider
+    (2, 1024, 'giga')
+    """
+
+    vectors: List[List[float]]
+    provider: str
+    model: str
+    usage: Usage = field(default_factory=Usage)
+    space: Optional[str] = None
+    latency_s: float = 0.0
+    attempts: List[Attempt] = field(default_factory=list)
+
+    @property
+    def dimensions(self) -> int:
+        """The length of each vector (0 when there are none)."""
+        return len(self.vectors[0]) if self.vectors else 0
+
+    def __len__(self) -> int:
+        return len(self.vectors)
+
+    def __iter__(self) -> Iterator[List[float]]:  # type: ignore[override]
+        return iter(self.vectors)
+
+    def __getitem__(self, index: int) -> List[float]:
+        return self.vectors[index]
+
+    def __repr__(self) -> str:
+        return (f"Embeddings({len(self.vectors)} x {self.dimensions}, provider={self.provider!r}, "
+                f"model={self.model!r}, space={self.space!r})")
+
+
+class TokenCount(int):
+    """A number of tokens that says how it was obtained.
+
+    It is an ``int``; ``estimated`` is True when it is the library's estimate (the
+    provider has no counting API, see ``tokens.estimate_tokens``) rather than the
+    provider's own count; ``provider`` names who counted.
+
+    >>> TokenCount(42, estimated=True)
+    TokenCount(42, estimated=True)
+    >>> TokenCount(42, estimated=True) + 1
+    43
+    """
+
+    estimated: bool
+    provider: Optional[str]
+
+    def __new__(cls, value: int, *, estimated: bool = False, provider: Optional[str] = None) -> "TokenCount":
+        count = super().__new__(cls, value)
+        count.estimated = estimated
+        count.provider = provider
+        return count
+
+    def __reduce__(self):  # keep the marks through pickling and copying
+        return (_rebuild_token_count, (int(self), self.estimated, self.provider))
+
+    def __repr__(self) -> str:
+        return f"TokenCount({int(self)}, estimated={self.estimated})"
+
+
+def _rebuild_token_count(value: int, estimated: bool, provider: Optional[str]) -> TokenCount:
+    return TokenCount(value, estimated=estimated, provider=provider)
 
 
 @dataclass(frozen=True)
