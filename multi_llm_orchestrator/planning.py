@@ -41,7 +41,8 @@ SkipReason = Callable[["ProviderState"], Optional[str]]
 
 @dataclass(frozen=True)
 class CallRequest:
-    """What planning checks see of one call."""
+    """What planning checks see of one call (the Router passes its ``calls.Call``, which
+    has these same attributes)."""
 
     messages: List[Message]
     params: GenerationParams
@@ -74,12 +75,11 @@ class PlanCheck:
         return None
 
 
-def apply_checks(
-    states: Sequence["ProviderState"], request: Optional[CallRequest], checks: Sequence[PlanCheck], call: "Call"
-) -> Sequence["ProviderState"]:
-    """``states`` without the providers some check leaves out; each of those is recorded
-    in ``call`` as a skipped attempt. Raises when none is left."""
-    if request is None or not checks:
+def apply_checks(states: Sequence["ProviderState"], call: "Call", checks: Sequence[PlanCheck]) -> Sequence["ProviderState"]:
+    """``states`` without the providers some check leaves out for ``call``; each of
+    those is recorded in ``call`` as a skipped attempt. Raises when none is left."""
+    request = call
+    if call.params is None or not checks:
         return states
     reasons = [(check, reason) for check in checks for reason in (check.prepare(request),) if reason is not None]
     if not reasons:

@@ -41,7 +41,7 @@ from .providers.base import BaseProvider
 from .answers import answer_check
 from .calls import AttemptRun, Call, Listener, OpenedStream, Telemetry, as_provider_error, checked_completion
 from .capabilities import CapabilityCheck
-from .planning import CallRequest, PlanCheck, apply_checks
+from .planning import PlanCheck, apply_checks
 from .strategies import ProviderState, Strategy, make_strategy
 from .validation import check_int, check_number
 from .types import Completion, GenerationParams, Prompt, StreamEnd, TextStream
@@ -203,10 +203,10 @@ class Router:
                 check(completion.text, completion.tool_calls, provider.name)
             return completion
 
-        call = self._call(timeout, CallRequest(messages, params, False))
+        call = self._call(timeout, False, messages, params)
         completion, attempt = self._run(call, invoke)
-        attempt.finish(None, completion.usage)
-        call.finish(attempt, None, completion.usage)
+        attempt.finish(None, completion.usage, completion)
+        call.finish(attempt, None, completion.usage, completion)
         return Completion(
             completion.text, completion.provider, completion.model, completion.usage,
             completion.finish_reason, call.elapsed(), call.attempt_list(), completion.tool_calls, completion.reasoning,
@@ -225,7 +225,7 @@ class Router:
         def invoke(provider: BaseProvider, remaining: Optional[float]) -> OpenedStream:
             return OpenedStream.open(provider.stream(messages, params, timeout=remaining))
 
-        call = self._call(timeout, CallRequest(messages, params, True))
+        call = self._call(timeout, True, messages, params)
         opened, attempt = self._run(call, invoke)
         stream, once = opened.stream, threading.Lock()
 
@@ -237,8 +237,8 @@ class Router:
             try:
                 stream.close()
             finally:
-                attempt.finish(error, stream.usage)
-                call.finish(attempt, error, stream.usage)
+                attempt.finish(error, stream.usage, stream)
+                call.finish(attempt, error, stream.usage, stream)
 
         result = TextStream(
             self._relay(opened, call, attempt, settle),
@@ -263,7 +263,7 @@ class Router:
                         provider=attempt.state.name,
                     )
                 yield chunk
-            check = answer_check(call.request.params)
+            check = answer_check(call.params)
             if check is not None:  # too late to fall back: the caller has the text already
                 check(stream.text, stream.tool_calls, attempt.state.name)
             yield StreamEnd(stream.usage, stream.finish_reason, stream.model, stream.tool_calls)
@@ -275,9 +275,9 @@ class Router:
         finally:
             settle(error)
 
-    def _call(self, timeout: Optional[float], request: CallRequest) -> Call:
+    def _call(self, timeout: Optional[float], streaming: bool, messages: Any, params: GenerationParams) -> Call:
         budget = self.timeout if timeout is None else _optional_seconds("timeout", timeout)
-        return Call(budget, request.streaming, self._telemetry, request)
+        return Call(budget, streaming, self._telemetry, messages, params)
 
     def _run(self, call: Call, invoke: Callable[[BaseProvider, Optional[float]], Any]) -> Tuple[Any, AttemptRun]:
         """Try providers in the planned order until one succeeds; the shared core of
@@ -348,7 +348,7 @@ class Router:
         states = self._states
         if not states:
             raise NoProvidersError("The Router has no providers: add one with router.add_provider(...)")
-        states = apply_checks(states, call.request, self._plan_checks, call)
+        states = apply_checks(states, call, self._plan_checks)
         available = [state for state in states if state.breaker.is_available()]
         if available:
             return self._strategy.order(available, BoundedHealth(self._health, lambda: _health_wait(call))), None
