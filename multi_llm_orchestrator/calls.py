@@ -101,7 +101,7 @@ class Call:
         self._lock = threading.Lock()
         self.over = False
         self._reported = False
-        self.messages = messages  # the validated prompt, for a tracer that records content
+        self.messages = messages  # the validated prompt: for planning checks, and a tracer that records content
         self.params = params
         tracer = telemetry.tracer
         self.trace = tracer.start_call(self) if tracer is not None else None
@@ -347,8 +347,9 @@ class OpenedStream:
 
     @classmethod
     def open(cls, stream: TextStream) -> "OpenedStream":
+        # The first text or reasoning piece: a thinking model has answered once it thinks.
         try:
-            first = next(stream, "")
+            first = next(stream.events(), "")
         except BaseException:
             stream.close()
             raise
