@@ -43,16 +43,15 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         "multi_llm_orchestrator.langchain needs langchain-core: pip install 'multi-llm-orchestrator[langchain]'"
     ) from exc
 
+from .cli import CONFIG_ENV
 from .errors import AllProvidersFailedError, ConfigurationError, DeadlineExceededError, ProviderError
 from .providers.base import BaseProvider
 from .router import Router
 from .types import Completion, GenerationParams, Message, TextStream, Usage
 from .validation import check_int, check_number
 
-__all__ = ["ChatRouter", "CONFIG_ENV"]
+__all__ = ["ChatRouter", "to_router_messages"]
 
-#: Read when ``ChatRouter`` is given neither a router, a provider nor a config (as the CLI does).
-CONFIG_ENV = "MULTI_LLM_ORCHESTRATOR_CONFIG"
 #: Keyword arguments one call may take (``invoke(..., temperature=0)``, ``bind(...)``).
 CALL_KEYWORDS = ("temperature", "max_tokens", "top_p", "timeout")
 LS_PROVIDER = "multi_llm_orchestrator"

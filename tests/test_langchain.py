@@ -211,3 +211,20 @@ def test_bad_calls_are_configuration_errors(prompt, keywords, message):
     chat = ChatRouter(router=router_with(mock("m")))
     with pytest.raises(ConfigurationError, match=message):
         chat.invoke(prompt, **keywords)
+
+
+def test_the_langchain_example_runs_on_mocks_without_keys():
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run(
+        [sys.executable, str(root / "examples" / "langchain_agent.py")], capture_output=True, text=True, timeout=120,
+        env={k: v for k, v in os.environ.items() if k != "MULTI_LLM_ORCHESTRATOR_CONFIG"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert "answered by steady after [('flaky', 'error'), ('steady', 'ok')]" in result.stdout
+    assert "stream: Mock response to: Explain hedged requests" in result.stdout
+    assert "ainvoke: Mock response to: Explain thread pools" in result.stdout
