@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from concurrent.futures import Future
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from .errors import (
     AllProvidersFailedError,
@@ -28,7 +28,10 @@ from .providers.base import BaseProvider
 from .strategies import ProviderState
 from .types import Attempt, Completion, RouterEvent, TextStream
 
-__all__ = ["Call", "AttemptRun", "OpenedStream", "Telemetry", "Listener", "as_provider_error", "checked_completion"]
+__all__ = [
+    "Call", "AttemptRun", "OpenedStream", "Telemetry", "Listener", "as_provider_error", "checked_completion",
+    "try_in_turn",
+]
 
 # Records keep the Router's logger name: it is what users filter on.
 logger = logging.getLogger("multi_llm_orchestrator.router")
@@ -86,6 +89,29 @@ class Call:
         self._lock = threading.Lock()
         self.over = False
         self._reported = False
+        #: Set before planning: the reason a provider cannot serve this call (e.g. the
+        #: prompt does not fit its context window), or None when it can.
+        self.exclude: Optional[Callable[[ProviderState], Optional[str]]] = None
+
+    def eligible(self, states: Sequence[ProviderState]) -> List[ProviderState]:
+        """``states`` without those ``exclude`` rules out; each left out is listed in the
+        call's attempts as "skipped" with the reason. When every one is left out, the
+        call fails with one InvalidRequestError per provider saying why."""
+        if self.exclude is None:
+            return list(states)
+        kept: List[ProviderState] = []
+        refused: List[ProviderError] = []
+        for state in states:
+            reason = self.exclude(state)
+            if reason is None:
+                kept.append(state)
+                continue
+            self.record(Attempt(state.name, "skipped", 0.0, reason), self.next_order())
+            refused.append(InvalidRequestError(f"skipped: {reason}", provider=state.name))
+            logger.debug("skipping %s: %s", state.name, reason, extra={"provider": state.name})
+        if refused and not kept:
+            raise self.failed(refused, deadline_hit=False)
+        return kept
 
     def remaining(self) -> Optional[float]:
         if self.deadline is None:
@@ -317,6 +343,27 @@ class OpenedStream:
             stream.close()
             raise
         return cls(stream, first)
+
+
+def try_in_turn(
+    call: Call,
+    order: Sequence[ProviderState],
+    forced: Optional[ProviderState],
+    invoke: Callable[[BaseProvider, Optional[float]], Any],
+) -> Tuple[Any, AttemptRun]:
+    """Try ``order`` one provider after another on this thread until one succeeds: its
+    result and attempt (recorded as won; the caller finishes it with the usage). When
+    every one fails, raises the call's ``AllProvidersFailedError``."""
+    errors: List[ProviderError] = []
+    for state in order:
+        attempt = AttemptRun.reserve(call, state, hedge=False, force=state is forced)
+        if attempt is None:
+            continue
+        try:
+            return attempt.run(invoke), attempt.won()
+        except ProviderError as error:
+            errors.append(error)
+    raise call.failed(errors, deadline_hit=False)
 
 
 def as_provider_error(exc: BaseException, provider: str) -> ProviderError:
