@@ -195,10 +195,10 @@ class Router:
         def invoke(provider: BaseProvider, remaining: Optional[float]) -> Completion:
             return checked_completion(provider.complete(messages, params, timeout=remaining), provider.name)
 
-        call = self._call(timeout, streaming=False)
+        call = self._call(timeout, False, messages, params)
         completion, attempt = self._run(call, self._windows.guard(call, invoke, messages, params))
-        attempt.finish(None, completion.usage)
-        call.finish(attempt, None, completion.usage)
+        attempt.finish(None, completion.usage, completion)
+        call.finish(attempt, None, completion.usage, completion)
         return Completion(
             completion.text, completion.provider, completion.model, completion.usage,
             completion.finish_reason, call.elapsed(), call.attempt_list(),
@@ -217,7 +217,7 @@ class Router:
         def invoke(provider: BaseProvider, remaining: Optional[float]) -> OpenedStream:
             return OpenedStream.open(provider.stream(messages, params, timeout=remaining))
 
-        call = self._call(timeout, streaming=True)
+        call = self._call(timeout, True, messages, params)
         opened, attempt = self._run(call, self._windows.guard(call, invoke, messages, params))
         stream, once = opened.stream, threading.Lock()
 
@@ -229,8 +229,8 @@ class Router:
             try:
                 stream.close()
             finally:
-                attempt.finish(error, stream.usage)
-                call.finish(attempt, error, stream.usage)
+                attempt.finish(error, stream.usage, stream)
+                call.finish(attempt, error, stream.usage, stream)
 
         result = TextStream(
             self._relay(opened, call, attempt, settle),
@@ -264,9 +264,9 @@ class Router:
         finally:
             settle(error)
 
-    def _call(self, timeout: Optional[float], streaming: bool) -> Call:
+    def _call(self, timeout: Optional[float], streaming: bool, messages: Any, params: Optional[GenerationParams]) -> Call:
         budget = self.timeout if timeout is None else _optional_seconds("timeout", timeout)
-        return Call(budget, streaming, self._telemetry)
+        return Call(budget, streaming, self._telemetry, messages, params)
 
     def _run(self, call: Call, invoke: Callable[[BaseProvider, Optional[float]], Any]) -> Tuple[Any, AttemptRun]:
         """Try providers in the planned order until one succeeds; the shared core of
@@ -378,7 +378,7 @@ class Router:
         >>> router.embed(["first text", "second text"]).vectors        # doctest: +SKIP
         """
         job = EmbeddingJob.prepare(texts, self._states, space=space, purpose=purpose, max_parallel=max_parallel)
-        call = self._call(timeout, streaming=False)
+        call = self._call(timeout, False, None, None)
         return job.run(call, plan=lambda among: self._plan(call, among), pool=self._pool)
 
     def embedding_spaces(self) -> Dict[str, List[str]]:

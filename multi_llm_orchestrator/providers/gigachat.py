@@ -37,6 +37,7 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+import math
 import os
 import time
 import uuid
@@ -443,7 +444,9 @@ def _lifetime(expires_at: Any) -> float:
     """Seconds until ``expires_at`` (epoch ms, or seconds when below 1e12)."""
     try:
         epoch = float(expires_at)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
+        return DEFAULT_TOKEN_LIFETIME
+    if not math.isfinite(epoch):  # 1e400 or NaN: a token kept for ever, or never usable
         return DEFAULT_TOKEN_LIFETIME
     if epoch >= 1e12:
         epoch /= 1000.0
