@@ -104,33 +104,10 @@ class Call:
         self._lock = threading.Lock()
         self.over = False
         self._reported = False
-        self.messages = messages  # the validated prompt, for a tracer that records content
+        self.messages = messages  # the validated prompt: for planning checks, and a tracer that records content
         self.params = params
         tracer = telemetry.tracer
         self.trace = tracer.start_call(self) if tracer is not None else None
-        #: Set before planning: the reason a provider cannot serve this call (e.g. the
-        #: prompt does not fit its context window), or None when it can.
-        self.exclude: Optional[Callable[[ProviderState], Optional[str]]] = None
-
-    def eligible(self, states: Sequence[ProviderState]) -> List[ProviderState]:
-        """``states`` without those ``exclude`` rules out; each left out is listed in the
-        call's attempts as "skipped" with the reason. When every one is left out, the
-        call fails with one InvalidRequestError per provider saying why."""
-        if self.exclude is None:
-            return list(states)
-        kept: List[ProviderState] = []
-        refused: List[ProviderError] = []
-        for state in states:
-            reason = self.exclude(state)
-            if reason is None:
-                kept.append(state)
-                continue
-            self.record(Attempt(state.name, "skipped", 0.0, reason), self.next_order())
-            refused.append(InvalidRequestError(f"skipped: {reason}", provider=state.name))
-            logger.debug("skipping %s: %s", state.name, reason, extra={"provider": state.name})
-        if refused and not kept:
-            raise self.failed(refused, deadline_hit=False)
-        return kept
 
     def remaining(self) -> Optional[float]:
         if self.deadline is None:
@@ -373,8 +350,9 @@ class OpenedStream:
 
     @classmethod
     def open(cls, stream: TextStream) -> "OpenedStream":
+        # The first text or reasoning piece: a thinking model has answered once it thinks.
         try:
-            first = next(stream, "")
+            first = next(stream.events(), "")
         except BaseException:
             stream.close()
             raise

@@ -3,7 +3,9 @@
 One call reads straight down::
 
     route / complete / route_stream
-      -> _plan: strategy orders the providers whose circuit is not open
+      -> _plan: planning checks leave out providers that cannot take the call (a missing
+               capability...: recorded as skipped attempts), then the strategy orders
+               the providers whose circuit is not open
       -> _run: for each provider in order -> AttemptRun.run -> provider.complete / stream
                (on the caller's thread; on the executor via hedging.race when hedging
                or a total timeout is set)
@@ -36,8 +38,11 @@ from .health import BoundedHealth, HealthChecker, HealthResult
 from .hedging import HedgeBudget, HedgePolicy, RaceFailed, race
 from .metrics import ProviderMetrics
 from .providers.base import BaseProvider
+from .answers import answer_check
 from .calls import AttemptRun, Call, Listener, OpenedStream, Telemetry, as_provider_error, checked_completion, try_in_turn
+from .capabilities import CapabilityCheck
 from .embeddings import EmbeddingJob, embedding_spaces
+from .planning import PlanCheck, apply_checks
 from .strategies import ProviderState, Strategy, make_strategy
 from .validation import check_int, check_number
 from .tokens import ContextWindows
@@ -121,6 +126,8 @@ class Router:
         self._states: Tuple[ProviderState, ...] = ()
         self._telemetry = Telemetry()
         self._windows = ContextWindows()
+        #: Planning checks (planning.py): providers left out of a call before the strategy.
+        self._plan_checks: Tuple[PlanCheck, ...] = (CapabilityCheck(), self._windows)
         self._closed = False
         if health_interval:
             self._health.start_background(health_interval, lambda: [s.provider for s in self._states])
@@ -144,7 +151,8 @@ class Router:
         state = ProviderState(
             provider,
             CircuitBreaker(self._breaker_policy),
-            ProviderMetrics(config.price_per_1k_prompt_tokens, config.price_per_1k_completion_tokens),
+            ProviderMetrics(config.price_per_1k_prompt_tokens, config.price_per_1k_completion_tokens,
+                            price_per_1k_cached_prompt=config.price_per_1k_cached_prompt_tokens),
         )
         with self._lock:
             self._check_open()
@@ -191,17 +199,21 @@ class Router:
         ran out) listing what each provider failed with.
         """
         messages, params = BaseProvider._prepare(prompt, params)
+        check = answer_check(params)
 
         def invoke(provider: BaseProvider, remaining: Optional[float]) -> Completion:
-            return checked_completion(provider.complete(messages, params, timeout=remaining), provider.name)
+            completion = checked_completion(provider.complete(messages, params, timeout=remaining), provider.name)
+            if check is not None:  # a malformed tool call or structured answer: fall back
+                check(completion.text, completion.tool_calls, provider.name)
+            return completion
 
         call = self._call(timeout, False, messages, params)
-        completion, attempt = self._run(call, self._windows.guard(call, invoke, messages, params))
+        completion, attempt = self._run(call, self._windows.learning(call, invoke))
         attempt.finish(None, completion.usage, completion)
         call.finish(attempt, None, completion.usage, completion)
         return Completion(
             completion.text, completion.provider, completion.model, completion.usage,
-            completion.finish_reason, call.elapsed(), call.attempt_list(),
+            completion.finish_reason, call.elapsed(), call.attempt_list(), completion.tool_calls, completion.reasoning,
         )
 
     def route_stream(
@@ -218,7 +230,7 @@ class Router:
             return OpenedStream.open(provider.stream(messages, params, timeout=remaining))
 
         call = self._call(timeout, True, messages, params)
-        opened, attempt = self._run(call, self._windows.guard(call, invoke, messages, params))
+        opened, attempt = self._run(call, self._windows.learning(call, invoke))
         stream, once = opened.stream, threading.Lock()
 
         def settle(error: Optional[ProviderError]) -> None:
@@ -248,14 +260,17 @@ class Router:
         try:
             if opened.first:
                 yield opened.first
-            for chunk in stream:
+            for chunk in stream.events():
                 if call.deadline is not None and time.monotonic() > call.deadline:
                     raise ProviderTimeoutError(
                         f"the stream did not finish within the Router timeout of {call.budget:g} s",
                         provider=attempt.state.name,
                     )
                 yield chunk
-            yield StreamEnd(stream.usage, stream.finish_reason, stream.model)
+            check = answer_check(call.params)
+            if check is not None:  # too late to fall back: the caller has the text already
+                check(stream.text, stream.tool_calls, attempt.state.name)
+            yield StreamEnd(stream.usage, stream.finish_reason, stream.model, stream.tool_calls)
         except Exception as exc:
             error = as_provider_error(exc, attempt.state.name)
             if error is exc:
@@ -330,7 +345,7 @@ class Router:
         self._check_open()
         if not self._states:
             raise NoProvidersError("The Router has no providers: add one with router.add_provider(...)")
-        states = call.eligible(self._states if among is None else among)
+        states = apply_checks(self._states if among is None else among, call, self._plan_checks)
         available = [state for state in states if state.breaker.is_available()]
         if available:
             return self._strategy.order(available, BoundedHealth(self._health, lambda: _health_wait(call))), None
