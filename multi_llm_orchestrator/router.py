@@ -279,9 +279,12 @@ class Router:
         finally:
             settle(error)
 
-    def _call(self, timeout: Optional[float], streaming: bool, messages: Any, params: Optional[GenerationParams]) -> Call:
+    def _call(
+        self, timeout: Optional[float], streaming: bool, messages: Any, params: Optional[GenerationParams],
+        operation: str = "chat",
+    ) -> Call:
         budget = self.timeout if timeout is None else _optional_seconds("timeout", timeout)
-        return Call(budget, streaming, self._telemetry, messages, params)
+        return Call(budget, streaming, self._telemetry, messages, params, operation)
 
     def _run(self, call: Call, invoke: Callable[[BaseProvider, Optional[float]], Any]) -> Tuple[Any, AttemptRun]:
         """Try providers in the planned order until one succeeds; the shared core of
@@ -393,7 +396,7 @@ class Router:
         >>> router.embed(["first text", "second text"]).vectors        # doctest: +SKIP
         """
         job = EmbeddingJob.prepare(texts, self._states, space=space, purpose=purpose, max_parallel=max_parallel)
-        call = self._call(timeout, False, None, None)
+        call = self._call(timeout, False, None, None, "embeddings")
         return job.run(call, plan=lambda among: self._plan(call, among), pool=self._pool)
 
     def embedding_spaces(self) -> Dict[str, List[str]]:
