@@ -15,6 +15,7 @@ from .config import ProviderConfig
 from .errors import (
     AllProvidersFailedError,
     AuthenticationError,
+    CapabilityError,
     ConfigurationError,
     DeadlineExceededError,
     InvalidRequestError,
@@ -31,7 +32,20 @@ from .errors import (
 from .limits import Limits
 from .providers import BaseProvider, MockProvider
 from .router import Router
-from .types import Attempt, Completion, Embeddings, GenerationParams, Message, RouterEvent, TextStream, TokenCount, Usage
+from .types import (
+    Attempt,
+    Completion,
+    Embeddings,
+    GenerationParams,
+    Message,
+    ReasoningDelta,
+    RouterEvent,
+    TextStream,
+    TokenCount,
+    Tool,
+    ToolCall,
+    Usage,
+)
 
 __version__ = "0.1.0"
 
@@ -49,6 +63,9 @@ __all__ = [
     "BaseProvider",
     "MockProvider",
     "Message",
+    "Tool",
+    "ToolCall",
+    "ReasoningDelta",
     "GenerationParams",
     "Usage",
     "Attempt",
@@ -60,6 +77,7 @@ __all__ = [
     "OrchestratorError",
     "ConfigurationError",
     "NoProvidersError",
+    "CapabilityError",
     "NotSupportedError",
     "ProviderError",
     "AuthenticationError",
