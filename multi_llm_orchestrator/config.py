@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from dataclasses_json import DataClassJsonMixin, config as json_field
 
 from .errors import ConfigurationError
-from .validation import check_int, check_number
+from .validation import check_int, check_nesting, check_number
 
 __all__ = ["ProviderConfig", "redact", "is_secret_key"]
 
@@ -19,6 +19,25 @@ SECRET_FIELDS = ("api_key",)
 SECRET_WORDS = frozenset({"token", "password", "passwd", "secret", "credentials", "authorization", "apikey"})
 SECRET_WORD_PAIRS = frozenset({"api_key", "auth_key", "access_key", "private_key"})
 URL_FIELDS = ("base_url", "auth_url")
+
+
+#: Transport retries of one request; more only multiplies the wait on a dead server.
+MAX_RETRIES = 100
+#: Connections kept per host (one per thread that calls at once).
+MAX_POOL_SIZE = 10_000
+
+
+def _is_http_url(url: Any) -> bool:
+    """An http(s) URL with a host, a valid port and no whitespace or control characters
+    (requests would only fail at the first call: "http://[::1" raised a bare ValueError)."""
+    if not isinstance(url, str) or any(ord(char) <= 32 or ord(char) == 127 for char in url):
+        return False
+    try:
+        parts = urlsplit(url)
+        parts.port  # raises ValueError on a port that is not a number in 0-65535
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
 
 
 def is_secret_key(key: Any) -> bool:
@@ -76,7 +95,18 @@ class ProviderConfig(DataClassJsonMixin):
     - ``max_retries``: transport retries of connect errors and 429/5xx (0 disables).
     - ``weight``: share for the "weighted" strategy.
     - ``price_per_1k_prompt_tokens`` / ``price_per_1k_completion_tokens``: optional, for
-      cost in ``Router.stats()``; none is built in.
+      cost in ``Router.stats()``; none is built in. ``price_per_1k_cached_prompt_tokens``:
+      the price of prompt tokens served from the provider's cache (default: the prompt price).
+    - ``capabilities``: replaces what the provider type declares it supports (a list of
+      "tools", "structured_output", "reasoning", "streaming_tools"), for a model that
+      supports less (or more) than its provider type; the Router routes by it.
+    - ``context_window``: the model's context window in tokens, when known: a prompt
+      (plus ``max_tokens``) estimated not to fit skips this provider instead of
+      spending a failed call (see README, "Token counting").
+    - ``embedding_model``: the model ``embed()`` uses (each provider type has a default,
+      see its docstring); ``embedding_space``: the name of the vector space its vectors
+      live in, default ``"<type>:<embedding model>"``. The Router falls back only
+      between providers of one space.
     - ``extra``: provider-specific settings (e.g. ``{"delay": 0}`` for MockProvider).
 
     >>> ProviderConfig(name="giga", model="GigaChat", api_key="secret")
@@ -98,7 +128,12 @@ class ProviderConfig(DataClassJsonMixin):
     pool_size: int = 32
     price_per_1k_prompt_tokens: Optional[float] = None
     price_per_1k_completion_tokens: Optional[float] = None
+    context_window: Optional[int] = None
+    embedding_model: Optional[str] = None
+    embedding_space: Optional[str] = None
     extra: Dict[str, Any] = field(default_factory=dict)
+    price_per_1k_cached_prompt_tokens: Optional[float] = None
+    capabilities: Optional[List[str]] = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
@@ -113,21 +148,28 @@ class ProviderConfig(DataClassJsonMixin):
             url = getattr(self, url_field)
             if url is None:
                 continue
-            parts = urlsplit(url) if isinstance(url, str) else None
-            if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
+            if not _is_http_url(url):
+                shown = "a URL with credentials (not shown)" if isinstance(url, str) and "@" in url else repr(url)
                 raise ConfigurationError(
                     f"ProviderConfig.{url_field} of {self.name!r} must be an http(s) URL such as "
-                    f"'https://host/api/v1'; got {url!r}"
+                    f"'https://host/api/v1'; got {shown}"
                 )
         def field_name(name: str) -> str:
             return f"ProviderConfig.{name} of {self.name!r}"
 
         check_number(field_name("timeout"), self.timeout, 0, low_open=True, kind="a number of seconds")
-        check_int(field_name("max_retries"), self.max_retries, 0)
+        check_int(field_name("max_retries"), self.max_retries, 0, MAX_RETRIES)
         check_number(field_name("weight"), self.weight, 0)
-        check_int(field_name("pool_size"), self.pool_size, 1)
-        for price in ("price_per_1k_prompt_tokens", "price_per_1k_completion_tokens"):
+        # urllib3 fills a pool's queue up front: a pool of 10**9 would hang the first call.
+        check_int(field_name("pool_size"), self.pool_size, 1, MAX_POOL_SIZE)
+        for price in ("price_per_1k_prompt_tokens", "price_per_1k_completion_tokens",
+                      "price_per_1k_cached_prompt_tokens"):
             check_number(field_name(price), getattr(self, price), 0, allow_none=True)
+        check_int(field_name("context_window"), self.context_window, 1, allow_none=True)
+        for text_field in ("embedding_model", "embedding_space"):
+            value = getattr(self, text_field)
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise ConfigurationError(f"{field_name(text_field)} must be a non-empty str or None; got {value!r}")
         if not isinstance(self.verify_ssl, bool):
             raise ConfigurationError(
                 f"ProviderConfig.verify_ssl of {self.name!r} must be True or False; got {self.verify_ssl!r}"
@@ -136,6 +178,11 @@ class ProviderConfig(DataClassJsonMixin):
             raise ConfigurationError(
                 f"ProviderConfig.extra of {self.name!r} must be a dict; got {type(self.extra).__name__}"
             )
+        check_nesting(field_name("extra"), self.extra)
+        if self.capabilities is not None:
+            from .capabilities import check_capabilities
+
+            self.capabilities = sorted(check_capabilities(self.capabilities, field_name("capabilities")))
 
     def __repr__(self) -> str:
         shown = []
