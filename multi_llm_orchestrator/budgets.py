@@ -182,6 +182,8 @@ class Budget:
             try:
                 budgets.append(cls(**item))
             except ConfigurationError as exc:
+                if not isinstance(value, (list, tuple)):
+                    raise  # the message already says "budget ..."
                 raise ConfigurationError(f"{place}: {exc}") from None
         return budgets
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional, Union
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from dataclasses_json import DataClassJsonMixin, config as json_field
@@ -63,6 +64,10 @@ def _never(_: Any) -> bool:
     return True
 
 
+def _as_is(value: Any) -> Any:  # checked in __post_init__; dataclasses-json cannot decode the Union
+    return value
+
+
 @dataclass(repr=False)
 class ProviderConfig(DataClassJsonMixin):
     """Settings of one provider. Only ``name`` is required; each provider type documents
@@ -77,6 +82,11 @@ class ProviderConfig(DataClassJsonMixin):
     - ``weight``: share for the "weighted" strategy.
     - ``price_per_1k_prompt_tokens`` / ``price_per_1k_completion_tokens``: optional, for
       cost in ``Router.stats()``; none is built in.
+    - ``prices``: per 1k tokens, ``{"prompt": .., "completion": .., "cached": ..}`` or one
+      such dict per model (``"*"`` for the others); used by budgets, ``max_cost`` and the
+      "cheapest" strategy (falls back to the two fields above).
+    - ``limits``: ``{"rpm": .., "tpm": .., "max_concurrency": ..}`` (see ``Limits``).
+    - ``budget``: ``{"limit": .., "period": "day" | "month" | seconds}`` or a list of them.
     - ``extra``: provider-specific settings (e.g. ``{"delay": 0}`` for MockProvider).
 
     >>> ProviderConfig(name="giga", model="GigaChat", api_key="secret")
@@ -98,6 +108,9 @@ class ProviderConfig(DataClassJsonMixin):
     pool_size: int = 32
     price_per_1k_prompt_tokens: Optional[float] = None
     price_per_1k_completion_tokens: Optional[float] = None
+    prices: Optional[Dict[str, Any]] = None
+    limits: Optional[Dict[str, Any]] = None
+    budget: Union[Dict[str, Any], List[Dict[str, Any]], None] = field(default=None, metadata=json_field(decoder=_as_is))
     extra: Dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -128,6 +141,7 @@ class ProviderConfig(DataClassJsonMixin):
         check_int(field_name("pool_size"), self.pool_size, 1)
         for price in ("price_per_1k_prompt_tokens", "price_per_1k_completion_tokens"):
             check_number(field_name(price), getattr(self, price), 0, allow_none=True)
+        self._check_admission()
         if not isinstance(self.verify_ssl, bool):
             raise ConfigurationError(
                 f"ProviderConfig.verify_ssl of {self.name!r} must be True or False; got {self.verify_ssl!r}"
@@ -136,6 +150,25 @@ class ProviderConfig(DataClassJsonMixin):
             raise ConfigurationError(
                 f"ProviderConfig.extra of {self.name!r} must be a dict; got {type(self.extra).__name__}"
             )
+
+    def _check_admission(self) -> None:
+        """Limits, budgets and prices: each bad value a ConfigurationError naming the
+        provider; instances (``Limits``, ``Budget``, ``Price``) are kept as dicts."""
+        from .budgets import Budget, Price, PriceTable
+        from .limits import Limits
+
+        try:
+            limits = Limits.from_value(self.limits)
+            self.limits = None if limits is None else {k: v for k, v in limits.to_dict().items() if v is not None}
+            budgets = Budget.from_value(self.budget)
+            if self.budget is not None:
+                listed = [budget.to_dict() for budget in budgets]
+                self.budget = listed if isinstance(self.budget, (list, tuple)) else listed[0]
+            if isinstance(self.prices, Price):
+                self.prices = {k: v for k, v in dataclasses.asdict(self.prices).items() if v is not None}
+            PriceTable.from_value(self.prices)
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"ProviderConfig of {self.name!r}: {exc}") from None
 
     def __repr__(self) -> str:
         shown = []

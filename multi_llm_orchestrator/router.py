@@ -36,6 +36,7 @@ from .health import BoundedHealth, HealthChecker, HealthResult
 from .hedging import HedgeBudget, HedgePolicy, RaceFailed, race
 from .metrics import ProviderMetrics
 from .providers.base import BaseProvider
+from .admission import Admission, Demand
 from .calls import AttemptRun, Call, Listener, OpenedStream, Telemetry, as_provider_error, checked_completion
 from .strategies import ProviderState, Strategy, make_strategy
 from .validation import check_int, check_number
@@ -57,7 +58,7 @@ class Router:
     Parameters (all optional):
 
     - ``strategy``: "round-robin" (default), "random", "first-available",
-      "best-available", "weighted", "least-busy", or a ``Strategy`` instance.
+      "best-available", "weighted", "least-busy", "cheapest", or a ``Strategy`` instance.
     - ``timeout``: seconds for a whole call, fallbacks, retries and Retry-After waits
       included. Each attempt gets the time left. ``None``: each provider's own timeout.
     - ``hedge_after``: seconds, or a percentile such as "p95", after which a slow call
@@ -70,6 +71,11 @@ class Router:
     - ``health_ttl``, ``health_timeout``, ``health_interval``: cache lifetime, per-check
       timeout, and period of an optional background re-check thread.
     - ``max_workers``: threads for hedged and deadline-bound calls.
+    - ``admission``: when no provider has capacity (``ProviderConfig.limits``) or budget,
+      "skip" (default: fail at once, saying when capacity returns) or "wait" (queue, first
+      come first served, within the call's timeout).
+    - ``budget``: the Router's spending budget, e.g. ``{"limit": 100, "period": "day"}``
+      (or a list of them); once spent, calls raise ``BudgetExceededError`` unsent.
 
     Without hedging and without ``timeout`` a call runs on the caller's thread.
 
@@ -93,8 +99,11 @@ class Router:
         health_timeout: float = 5.0,
         health_interval: Optional[float] = None,
         max_workers: int = 64,
+        admission: str = "skip",
+        budget: Any = None,
     ) -> None:
         self._strategy = make_strategy(strategy)
+        self._admission = Admission(admission, budget)
         self.timeout = _optional_seconds("timeout", timeout)
         if isinstance(hedge_after, HedgePolicy) or hedge_after is None:
             self._hedge = hedge_after
@@ -142,6 +151,7 @@ class Router:
             provider,
             CircuitBreaker(self._breaker_policy),
             ProviderMetrics(config.price_per_1k_prompt_tokens, config.price_per_1k_completion_tokens),
+            self._admission.for_provider(provider),
         )
         with self._lock:
             self._check_open()
@@ -174,24 +184,29 @@ class Router:
 
     # Calls -------------------------------------------------------------------------
 
-    def route(self, prompt: Prompt, params: Optional[GenerationParams] = None, *, timeout: Optional[float] = None) -> str:
+    def route(
+        self, prompt: Prompt, params: Optional[GenerationParams] = None, *, timeout: Optional[float] = None,
+        max_cost: Optional[float] = None,
+    ) -> str:
         """The answer's text. Same as ``complete(...).text``."""
-        return self.complete(prompt, params, timeout=timeout).text
+        return self.complete(prompt, params, timeout=timeout, max_cost=max_cost).text
 
     def complete(
-        self, prompt: Prompt, params: Optional[GenerationParams] = None, *, timeout: Optional[float] = None
+        self, prompt: Prompt, params: Optional[GenerationParams] = None, *, timeout: Optional[float] = None,
+        max_cost: Optional[float] = None,
     ) -> Completion:
         """The answer with who produced it, usage, latency and every attempt made.
 
         Raises ``AllProvidersFailedError`` (``DeadlineExceededError`` when the timeout
-        ran out) listing what each provider failed with.
+        ran out) listing what each provider failed with. ``max_cost`` skips providers
+        whose expected cost for this call is higher (see README, "Limits and budgets").
         """
         messages, params = BaseProvider._prepare(prompt, params)
 
         def invoke(provider: BaseProvider, remaining: Optional[float]) -> Completion:
             return checked_completion(provider.complete(messages, params, timeout=remaining), provider.name)
 
-        call = self._call(timeout, streaming=False)
+        call = self._call(timeout, streaming=False, demand=Demand(messages, params, _max_cost(max_cost)))
         completion, attempt = self._run(call, invoke)
         attempt.finish(None, completion.usage)
         call.finish(attempt, None, completion.usage)
@@ -201,7 +216,8 @@ class Router:
         )
 
     def route_stream(
-        self, prompt: Prompt, params: Optional[GenerationParams] = None, *, timeout: Optional[float] = None
+        self, prompt: Prompt, params: Optional[GenerationParams] = None, *, timeout: Optional[float] = None,
+        max_cost: Optional[float] = None,
     ) -> TextStream:
         """The answer as text chunks while they arrive.
 
@@ -213,7 +229,7 @@ class Router:
         def invoke(provider: BaseProvider, remaining: Optional[float]) -> OpenedStream:
             return OpenedStream.open(provider.stream(messages, params, timeout=remaining))
 
-        call = self._call(timeout, streaming=True)
+        call = self._call(timeout, streaming=True, demand=Demand(messages, params, _max_cost(max_cost)))
         opened, attempt = self._run(call, invoke)
         stream, once = opened.stream, threading.Lock()
 
@@ -260,15 +276,15 @@ class Router:
         finally:
             settle(error)
 
-    def _call(self, timeout: Optional[float], streaming: bool) -> Call:
+    def _call(self, timeout: Optional[float], streaming: bool, demand: Optional[Demand] = None) -> Call:
         budget = self.timeout if timeout is None else _optional_seconds("timeout", timeout)
-        return Call(budget, streaming, self._telemetry)
+        return Call(budget, streaming, self._telemetry, self._admission, demand)
 
     def _run(self, call: Call, invoke: Callable[[BaseProvider, Optional[float]], Any]) -> Tuple[Any, AttemptRun]:
         """Try providers in the planned order until one succeeds; the shared core of
         ``complete`` and ``route_stream``. Whatever escapes is reported as the call's end."""
         try:
-            return self._try_in_order(call, invoke)
+            return self._admission.run(call, lambda: self._try_in_order(call, invoke))
         except BaseException as exc:  # a planning error, a strategy's bug, KeyboardInterrupt
             call.abort(exc)  # no-op when call.failed already reported it
             raise
@@ -335,7 +351,7 @@ class Router:
             raise NoProvidersError("The Router has no providers: add one with router.add_provider(...)")
         available = [state for state in states if state.breaker.is_available()]
         if available:
-            return self._strategy.order(available, BoundedHealth(self._health, lambda: _health_wait(call))), None
+            return self._strategy.order(available, BoundedHealth(self._health, lambda: _health_wait(call), call.expected_cost)), None
         closest = min(states, key=lambda state: state.breaker.remaining())
         if self.when_all_open == "fail":
             raise AllProvidersFailedError(
@@ -417,8 +433,10 @@ class Router:
             snapshot = state.metrics.snapshot()
             snapshot["model"] = state.provider.model
             snapshot["breaker"] = state.breaker.snapshot()
+            if state.admission is not None:
+                snapshot.update(state.admission.snapshot())
             providers[state.name] = snapshot
-        return {**totals, "providers": providers}
+        return {**totals, **self._admission.snapshot(), "providers": providers}
 
     def add_listener(self, listener: Listener) -> None:
         """Call ``listener(event)`` after every attempt and every finished call.
@@ -473,6 +491,10 @@ class Router:
     def __repr__(self) -> str:
         names = ", ".join(state.name for state in self._states)
         return f"Router(strategy={self._strategy.name or self._strategy!r}, providers=[{names}])"
+
+
+def _max_cost(value: Optional[float]) -> Optional[float]:
+    return check_number("max_cost", value, 0, allow_none=True, kind="a cost >= 0 in the prices' currency")
 
 
 def _optional_seconds(name: str, value: Optional[float]) -> Optional[float]:
