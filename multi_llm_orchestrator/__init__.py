@@ -15,10 +15,12 @@ from .config import ProviderConfig
 from .errors import (
     AllProvidersFailedError,
     AuthenticationError,
+    CapabilityError,
     ConfigurationError,
     DeadlineExceededError,
     InvalidRequestError,
     NoProvidersError,
+    NotSupportedError,
     OrchestratorError,
     ProviderError,
     ProviderTimeoutError,
@@ -30,7 +32,20 @@ from .errors import (
 from .limits import Limits
 from .providers import BaseProvider, MockProvider
 from .router import Router
-from .types import Attempt, Completion, GenerationParams, Message, RouterEvent, TextStream, Usage
+from .types import (
+    Attempt,
+    Completion,
+    Embeddings,
+    GenerationParams,
+    Message,
+    ReasoningDelta,
+    RouterEvent,
+    TextStream,
+    TokenCount,
+    Tool,
+    ToolCall,
+    Usage,
+)
 
 __version__ = "0.1.0"
 
@@ -48,15 +63,22 @@ __all__ = [
     "BaseProvider",
     "MockProvider",
     "Message",
+    "Tool",
+    "ToolCall",
+    "ReasoningDelta",
     "GenerationParams",
     "Usage",
     "Attempt",
     "Completion",
+    "Embeddings",
+    "TokenCount",
     "TextStream",
     "RouterEvent",
     "OrchestratorError",
     "ConfigurationError",
     "NoProvidersError",
+    "CapabilityError",
+    "NotSupportedError",
     "ProviderError",
     "AuthenticationError",
     "RateLimitError",

@@ -22,16 +22,19 @@ The Router's own budget spent raises ``BudgetExceededError`` before anything is 
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Deque, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple, Union
 
 from .budgets import BudgetLedger, MemoryBudgetLedger, Price, PriceTable, Budget
 from .errors import BudgetExceededError, CapacityExhaustedError, ConfigurationError
 from .limits import Limiter, Limits, MemoryLimiter, Refusal, Reservation
+from .planning import PlanCheck
+from .tokens import estimate_tokens
 
 if TYPE_CHECKING:
     from .calls import Call
@@ -41,15 +44,17 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Admission",
+    "CostCap",
     "ProviderAdmission",
     "Demand",
     "Grant",
     "NoCapacityYet",
-    "estimate_tokens",
     "ADMISSION_MODES",
     "MAX_WAIT_WITHOUT_DEADLINE",
     "DEFAULT_COMPLETION_TOKENS",
 ]
+
+logger = logging.getLogger("multi_llm_orchestrator.admission")
 
 ADMISSION_MODES = ("skip", "wait")
 #: How long ``admission="wait"`` waits for a call that has no deadline.
@@ -57,25 +62,10 @@ MAX_WAIT_WITHOUT_DEADLINE = 60.0
 #: Completion tokens expected when the call sets no ``max_tokens`` and the provider has
 #: not answered yet (afterwards: its average so far).
 DEFAULT_COMPLETION_TOKENS = 256
+#: The longest a provider's own token count may take before a call (Limits.count_tokens).
+COUNT_TOKENS_TIMEOUT = 5.0
 #: A waiter re-checks at least this often (a shared store frees capacity without telling us).
 MAX_WAIT_SLICE = 1.0
-
-
-def estimate_tokens(messages: Sequence["Message"]) -> int:
-    """A quick upper-leaning estimate of a prompt's tokens: one per 4 UTF-8 bytes (so
-    Cyrillic counts about one per 2 letters), plus 4 per message for the chat framing.
-    Real usage corrects it after the call.
-
-    >>> from multi_llm_orchestrator.types import Message
-    >>> estimate_tokens([Message("user", "What is Python?")])
-    8
-    """
-    total = 2
-    for message in messages:
-        content = getattr(message, "content", "")
-        size = len(content.encode("utf-8")) if isinstance(content, str) else len(str(content))
-        total += 4 + (size + 3) // 4
-    return total
 
 
 class Demand:
@@ -87,12 +77,32 @@ class Demand:
         self.params = params
         self.max_cost = max_cost
         self._prompt_tokens: Optional[int] = None
+        self._counted: Dict[str, int] = {}  # provider name -> its own count of the prompt
 
     @property
     def prompt_tokens(self) -> int:
+        """The prompt's estimated size (``tokens.estimate_tokens``)."""
         if self._prompt_tokens is None:
-            self._prompt_tokens = estimate_tokens(self.messages)
+            self._prompt_tokens = int(estimate_tokens(self.messages))
         return self._prompt_tokens
+
+    def prompt_tokens_for(self, state: "ProviderState", timeout: Optional[float]) -> int:
+        """The prompt's size for this provider: its own ``count_tokens`` when its limits
+        ask for it (``Limits.count_tokens``; one request, at most ``timeout`` s), else the
+        estimate. A failed count falls back to the estimate."""
+        provider_admission = getattr(state, "admission", None)
+        limiter = provider_admission.limiter if provider_admission is not None else None
+        if limiter is None or not limiter.limits.count_tokens:
+            return self.prompt_tokens
+        counted = self._counted.get(state.name)
+        if counted is None:
+            try:
+                counted = int(state.provider.count_tokens(self.messages, timeout=timeout))
+            except Exception as exc:  # counting is an optimisation: never fail the call for it
+                logger.debug("count_tokens of %r failed (%s); using the estimate", state.name, exc)
+                counted = self.prompt_tokens
+            self._counted[state.name] = counted
+        return counted
 
 
 class ProviderAdmission:
@@ -124,7 +134,9 @@ class ProviderAdmission:
         prices = PriceTable.from_value(getattr(config, "prices", None), provider.model, f"{where}: prices")
         if prices is None and (config.price_per_1k_prompt_tokens is not None or config.price_per_1k_completion_tokens is not None):
             prices = PriceTable.from_value(
-                Price(config.price_per_1k_prompt_tokens or 0.0, config.price_per_1k_completion_tokens or 0.0), provider.model
+                Price(config.price_per_1k_prompt_tokens or 0.0, config.price_per_1k_completion_tokens or 0.0,
+                      getattr(config, "price_per_1k_cached_prompt_tokens", None)),
+                provider.model,
             )
         if limiter is None and not ledgers and prices is None:
             return None
@@ -238,11 +250,11 @@ class Admission:
             return None
         limiter = provider_admission.limiter if provider_admission else None
         cost = self.expected_cost(state, demand)
-        if demand.max_cost is not None and cost is not None and cost > demand.max_cost:
-            return Refusal(f"expected cost {cost:.4f} is above max_cost {demand.max_cost:g}", math.inf)
         grant = Grant(state, None, expected_cost=cost)
         if limiter is not None:
-            prompt, completion = self.tokens(state, demand)
+            completion = self.tokens(state, demand)[1]
+            remaining = call.remaining()
+            prompt = demand.prompt_tokens_for(state, min(COUNT_TOKENS_TIMEOUT, remaining) if remaining is not None else COUNT_TOKENS_TIMEOUT)
             taken = limiter.acquire(prompt + completion)
             if isinstance(taken, Refusal):
                 return taken
@@ -270,11 +282,12 @@ class Admission:
             if grant.reservation is not None and provider_admission is not None and provider_admission.limiter is not None:
                 limiter = provider_admission.limiter
                 total = getattr(usage, "total_tokens", 0) or 0
-                if sent and total:
+                if sent and total and getattr(usage, "plausible", True):
                     limiter.reconcile(grant.reservation, total)
                 limiter.release(grant.reservation, sent=sent)
             price = provider_admission.price(model) if provider_admission is not None else None
-            cost = price.cost(usage) if (sent and usage is not None and price is not None) else 0.0
+            known = usage is not None and getattr(usage, "plausible", True)  # absurd counts: unknown usage
+            cost = price.cost(usage) if (sent and known and price is not None) else 0.0
             for ledger, hold in grant.holds:
                 if sent:
                     ledger.reconcile(hold, cost)
@@ -355,6 +368,38 @@ class Admission:
         with self._cond:
             waiting = len(self._queue)
         return {"admission": {"mode": self.mode, "waiting": waiting, "budgets": [ledger.snapshot() for ledger in self.ledgers]}}
+
+
+class CostCap(PlanCheck):
+    """The planning check of ``max_cost``: providers whose expected cost for the call is
+    above it are left out (recorded as skipped); providers without prices are kept."""
+
+    error_type = "AboveMaxCost"
+
+    def __init__(self, admission: Admission) -> None:
+        self.admission = admission
+
+    def prepare(self, request: Any) -> Optional[Callable[["ProviderState"], Optional[str]]]:
+        demand: Optional[Demand] = getattr(request, "demand", None)
+        if demand is None or demand.max_cost is None:
+            return None
+        cap = demand.max_cost
+
+        def reason(state: "ProviderState") -> Optional[str]:
+            cost = self.admission.expected_cost(state, demand)
+            if cost is not None and cost > cap:
+                return f"expected cost {cost:.4f} is above max_cost {cap:g}"
+            return None
+
+        return reason
+
+    def exhausted(self, request: Any, skips: Sequence[Any]) -> Optional[Exception]:
+        cheapest = min(self.admission.expected_cost(skip.state, request.demand) or 0.0 for skip in skips)
+        return CapacityExhaustedError(
+            f"Every provider's expected cost is above max_cost {request.demand.max_cost:g} (the cheapest: "
+            f"{cheapest:.4f}); raise max_cost or lower max_tokens",
+            retry_after=math.inf,
+        )
 
 
 class RouterBudgetRefusal(Refusal):

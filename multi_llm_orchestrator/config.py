@@ -81,10 +81,21 @@ class ProviderConfig(DataClassJsonMixin):
     - ``max_retries``: transport retries of connect errors and 429/5xx (0 disables).
     - ``weight``: share for the "weighted" strategy.
     - ``price_per_1k_prompt_tokens`` / ``price_per_1k_completion_tokens``: optional, for
-      cost in ``Router.stats()``; none is built in.
+      cost in ``Router.stats()``; none is built in. ``price_per_1k_cached_prompt_tokens``:
+      the price of prompt tokens served from the provider's cache (default: the prompt price).
+    - ``capabilities``: replaces what the provider type declares it supports (a list of
+      "tools", "structured_output", "reasoning", "streaming_tools"), for a model that
+      supports less (or more) than its provider type; the Router routes by it.
+    - ``context_window``: the model's context window in tokens, when known: a prompt
+      (plus ``max_tokens``) estimated not to fit skips this provider instead of
+      spending a failed call (see README, "Token counting").
+    - ``embedding_model``: the model ``embed()`` uses (each provider type has a default,
+      see its docstring); ``embedding_space``: the name of the vector space its vectors
+      live in, default ``"<type>:<embedding model>"``. The Router falls back only
+      between providers of one space.
     - ``prices``: per 1k tokens, ``{"prompt": .., "completion": .., "cached": ..}`` or one
       such dict per model (``"*"`` for the others); used by budgets, ``max_cost`` and the
-      "cheapest" strategy (falls back to the two fields above).
+      "cheapest" strategy (default: the ``price_per_1k_*`` fields above).
     - ``limits``: ``{"rpm": .., "tpm": .., "max_concurrency": ..}`` (see ``Limits``).
     - ``budget``: ``{"limit": .., "period": "day" | "month" | seconds}`` or a list of them.
     - ``extra``: provider-specific settings (e.g. ``{"delay": 0}`` for MockProvider).
@@ -108,10 +119,15 @@ class ProviderConfig(DataClassJsonMixin):
     pool_size: int = 32
     price_per_1k_prompt_tokens: Optional[float] = None
     price_per_1k_completion_tokens: Optional[float] = None
+    context_window: Optional[int] = None
+    embedding_model: Optional[str] = None
+    embedding_space: Optional[str] = None
+    extra: Dict[str, Any] = field(default_factory=dict)
+    price_per_1k_cached_prompt_tokens: Optional[float] = None
+    capabilities: Optional[List[str]] = None
     prices: Optional[Dict[str, Any]] = None
     limits: Optional[Dict[str, Any]] = None
     budget: Union[Dict[str, Any], List[Dict[str, Any]], None] = field(default=None, metadata=json_field(decoder=_as_is))
-    extra: Dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
@@ -139,8 +155,14 @@ class ProviderConfig(DataClassJsonMixin):
         check_int(field_name("max_retries"), self.max_retries, 0)
         check_number(field_name("weight"), self.weight, 0)
         check_int(field_name("pool_size"), self.pool_size, 1)
-        for price in ("price_per_1k_prompt_tokens", "price_per_1k_completion_tokens"):
+        for price in ("price_per_1k_prompt_tokens", "price_per_1k_completion_tokens",
+                      "price_per_1k_cached_prompt_tokens"):
             check_number(field_name(price), getattr(self, price), 0, allow_none=True)
+        check_int(field_name("context_window"), self.context_window, 1, allow_none=True)
+        for text_field in ("embedding_model", "embedding_space"):
+            value = getattr(self, text_field)
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise ConfigurationError(f"{field_name(text_field)} must be a non-empty str or None; got {value!r}")
         self._check_admission()
         if not isinstance(self.verify_ssl, bool):
             raise ConfigurationError(
@@ -150,6 +172,10 @@ class ProviderConfig(DataClassJsonMixin):
             raise ConfigurationError(
                 f"ProviderConfig.extra of {self.name!r} must be a dict; got {type(self.extra).__name__}"
             )
+        if self.capabilities is not None:
+            from .capabilities import check_capabilities
+
+            self.capabilities = sorted(check_capabilities(self.capabilities, field_name("capabilities")))
 
     def _check_admission(self) -> None:
         """Limits, budgets and prices: each bad value a ConfigurationError naming the

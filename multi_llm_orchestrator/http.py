@@ -22,9 +22,13 @@ import json
 import logging
 import math
 import os
+import random
+import sys
 import threading
 import time
+import warnings
 from email.utils import parsedate_to_datetime
+from itertools import takewhile
 from typing import Any, Callable, ClassVar, Collection, Dict, FrozenSet, Iterator, Mapping, Optional, Tuple
 from urllib.parse import urljoin, urlsplit
 
@@ -52,9 +56,11 @@ from .errors import (
 from .limits import report_response
 from .providers.base import BaseProvider
 from .streaming import iter_lines
+from .validation import capped_growth
 from .types import TextStream
 
 __all__ = [
+    "InsecureProviderWarning",
     "DeadlineRetry",
     "DeadlineTimeout",
     "build_session",
@@ -106,6 +112,17 @@ class DeadlineRetry(Retry):
         # a date ("0.5"), which failed the call as a bad request header; this parser also
         # reads fractions and retry-after-ms, and ignores what it cannot read.
         return parse_retry_after(response.headers)
+
+    def get_backoff_time(self) -> float:
+        # urllib3 computes backoff_factor * 2 ** (errors - 1): past ~1,025 consecutive
+        # errors that is an OverflowError, whatever backoff_max says.
+        errors = len(list(takewhile(lambda entry: entry.redirect_location is None, reversed(self.history))))
+        if errors <= 1:
+            return 0.0
+        backoff = capped_growth(self.backoff_factor, 2.0, errors - 1, self.backoff_max)
+        if self.backoff_jitter:
+            backoff += random.random() * self.backoff_jitter
+        return float(max(0.0, min(self.backoff_max, backoff)))
 
     def increment(self, method=None, url=None, response=None, error=None, _pool=None, _stacktrace=None):
         new = super().increment(method, url, response, error, _pool, _stacktrace)
@@ -211,16 +228,34 @@ _insecure_lock = threading.Lock()
 
 
 def _warn_insecure_once(name: str) -> None:
+    """Warn (``warnings.warn``, seen without any logging set up, and the log) the first
+    time a provider of this name turns TLS verification off. urllib3's own per-request
+    InsecureRequestWarning is left alone: silencing it process-wide would also hide the
+    user's unrelated ``requests.get(..., verify=False)`` calls."""
     with _insecure_lock:
         if name in _insecure_warned:
             return
         _insecure_warned.add(name)
-    logger.warning(
-        "TLS verification is OFF for provider %r (verify_ssl=False): use ca_bundle with the "
-        "server's CA instead outside development",
-        name,
+    message = (
+        f"TLS verification is OFF for provider {name!r} (verify_ssl=False): use ca_bundle with the "
+        "server's CA instead outside development"
     )
-    urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+    warnings.warn(message, InsecureProviderWarning, stacklevel=_caller_stacklevel())
+    logger.warning("%s", message, extra={"provider": name})
+
+
+class InsecureProviderWarning(UserWarning):
+    """A provider was configured with ``verify_ssl=False``."""
+
+
+def _caller_stacklevel() -> int:
+    """The ``stacklevel`` that points a warning at the first frame outside this package
+    (the user's line that built the provider), however deep the constructors nest."""
+    package = os.path.dirname(os.path.abspath(__file__))
+    frame, level = sys._getframe(1), 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package + os.sep):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def provider_config(owner: str, settings: Mapping[str, Any]) -> ProviderConfig:

@@ -3,7 +3,9 @@
 One call reads straight down::
 
     route / complete / route_stream
-      -> _plan: strategy orders the providers whose circuit is not open
+      -> _plan: planning checks leave out providers that cannot take the call (a missing
+               capability...: recorded as skipped attempts), then the strategy orders
+               the providers whose circuit is not open
       -> _run: for each provider in order -> AttemptRun.run -> provider.complete / stream
                (on the caller's thread; on the executor via hedging.race when hedging
                or a total timeout is set)
@@ -36,8 +38,11 @@ from .health import BoundedHealth, HealthChecker, HealthResult
 from .hedging import HedgeBudget, HedgePolicy, RaceFailed, race
 from .metrics import ProviderMetrics
 from .providers.base import BaseProvider
-from .admission import Admission, Demand
+from .admission import Admission, CostCap
+from .answers import answer_check
 from .calls import AttemptRun, Call, Listener, OpenedStream, Telemetry, as_provider_error, checked_completion
+from .capabilities import CapabilityCheck
+from .planning import PlanCheck, apply_checks
 from .strategies import ProviderState, Strategy, make_strategy
 from .validation import check_int, check_number
 from .types import Completion, GenerationParams, Prompt, StreamEnd, TextStream
@@ -127,6 +132,8 @@ class Router:
         self._lock = threading.Lock()
         self._states: Tuple[ProviderState, ...] = ()
         self._telemetry = Telemetry()
+        #: Planning checks (planning.py): providers left out of a call before the strategy.
+        self._plan_checks: Tuple[PlanCheck, ...] = (CapabilityCheck(), CostCap(self._admission))
         self._closed = False
         if health_interval:
             self._health.start_background(health_interval, lambda: [s.provider for s in self._states])
@@ -150,7 +157,8 @@ class Router:
         state = ProviderState(
             provider,
             CircuitBreaker(self._breaker_policy),
-            ProviderMetrics(config.price_per_1k_prompt_tokens, config.price_per_1k_completion_tokens),
+            ProviderMetrics(config.price_per_1k_prompt_tokens, config.price_per_1k_completion_tokens,
+                            price_per_1k_cached_prompt=config.price_per_1k_cached_prompt_tokens),
             self._admission.for_provider(provider),
         )
         with self._lock:
@@ -202,17 +210,21 @@ class Router:
         whose expected cost for this call is higher (see README, "Limits and budgets").
         """
         messages, params = BaseProvider._prepare(prompt, params)
+        check = answer_check(params)
 
         def invoke(provider: BaseProvider, remaining: Optional[float]) -> Completion:
-            return checked_completion(provider.complete(messages, params, timeout=remaining), provider.name)
+            completion = checked_completion(provider.complete(messages, params, timeout=remaining), provider.name)
+            if check is not None:  # a malformed tool call or structured answer: fall back
+                check(completion.text, completion.tool_calls, provider.name)
+            return completion
 
-        call = self._call(timeout, streaming=False, demand=Demand(messages, params, _max_cost(max_cost)))
+        call = self._call(timeout, False, messages, params, max_cost)
         completion, attempt = self._run(call, invoke)
-        attempt.finish(None, completion.usage)
-        call.finish(attempt, None, completion.usage)
+        attempt.finish(None, completion.usage, completion)
+        call.finish(attempt, None, completion.usage, completion)
         return Completion(
             completion.text, completion.provider, completion.model, completion.usage,
-            completion.finish_reason, call.elapsed(), call.attempt_list(),
+            completion.finish_reason, call.elapsed(), call.attempt_list(), completion.tool_calls, completion.reasoning,
         )
 
     def route_stream(
@@ -229,7 +241,7 @@ class Router:
         def invoke(provider: BaseProvider, remaining: Optional[float]) -> OpenedStream:
             return OpenedStream.open(provider.stream(messages, params, timeout=remaining))
 
-        call = self._call(timeout, streaming=True, demand=Demand(messages, params, _max_cost(max_cost)))
+        call = self._call(timeout, True, messages, params, max_cost)
         opened, attempt = self._run(call, invoke)
         stream, once = opened.stream, threading.Lock()
 
@@ -241,8 +253,8 @@ class Router:
             try:
                 stream.close()
             finally:
-                attempt.finish(error, stream.usage)
-                call.finish(attempt, error, stream.usage)
+                attempt.finish(error, stream.usage, stream)
+                call.finish(attempt, error, stream.usage, stream)
 
         result = TextStream(
             self._relay(opened, call, attempt, settle),
@@ -260,14 +272,17 @@ class Router:
         try:
             if opened.first:
                 yield opened.first
-            for chunk in stream:
+            for chunk in stream.events():
                 if call.deadline is not None and time.monotonic() > call.deadline:
                     raise ProviderTimeoutError(
                         f"the stream did not finish within the Router timeout of {call.budget:g} s",
                         provider=attempt.state.name,
                     )
                 yield chunk
-            yield StreamEnd(stream.usage, stream.finish_reason, stream.model)
+            check = answer_check(call.params)
+            if check is not None:  # too late to fall back: the caller has the text already
+                check(stream.text, stream.tool_calls, attempt.state.name)
+            yield StreamEnd(stream.usage, stream.finish_reason, stream.model, stream.tool_calls)
         except Exception as exc:
             error = as_provider_error(exc, attempt.state.name)
             if error is exc:
@@ -276,9 +291,12 @@ class Router:
         finally:
             settle(error)
 
-    def _call(self, timeout: Optional[float], streaming: bool, demand: Optional[Demand] = None) -> Call:
+    def _call(
+        self, timeout: Optional[float], streaming: bool, messages: Any, params: GenerationParams,
+        max_cost: Optional[float] = None,
+    ) -> Call:
         budget = self.timeout if timeout is None else _optional_seconds("timeout", timeout)
-        return Call(budget, streaming, self._telemetry, self._admission, demand)
+        return Call(budget, streaming, self._telemetry, messages, params, self._admission, _max_cost(max_cost))
 
     def _run(self, call: Call, invoke: Callable[[BaseProvider, Optional[float]], Any]) -> Tuple[Any, AttemptRun]:
         """Try providers in the planned order until one succeeds; the shared core of
@@ -349,6 +367,7 @@ class Router:
         states = self._states
         if not states:
             raise NoProvidersError("The Router has no providers: add one with router.add_provider(...)")
+        states = apply_checks(states, call, self._plan_checks)
         available = [state for state in states if state.breaker.is_available()]
         if available:
             return self._strategy.order(available, BoundedHealth(self._health, lambda: _health_wait(call), call.expected_cost)), None

@@ -494,7 +494,7 @@ def test_max_cost_skips_providers_whose_expected_cost_is_higher():
     completion = router.complete("hi", GenerationParams(max_tokens=100), max_cost=0.5)
     assert completion.provider == "cheap"
     assert "is above max_cost 0.5" in completion.attempts[0].error
-    with pytest.raises(CapacityExhaustedError, match="above max_cost"):
+    with pytest.raises(CapacityExhaustedError, match="Every provider's expected cost is above max_cost 0.0001"):
         router.complete("hi", GenerationParams(max_tokens=100), max_cost=0.0001)
     with pytest.raises(ConfigurationError, match="max_cost"):
         router.complete("hi", max_cost=-1)
@@ -621,3 +621,21 @@ def test_provider_config_keeps_limits_and_budgets_as_plain_dicts():
     assert config.limits == {"rpm": 5, "window": 60.0, "count_tokens": False}
     assert config.budget == [{"limit": 3.0, "period": "day", "utc_offset": 0.0}]
     assert ProviderConfig.from_dict(config.to_dict()).limits == config.limits
+
+
+def test_limits_can_count_the_prompt_with_the_providers_own_count_tokens():
+    class Counting(Provider):
+        counted = 0
+
+        def count_tokens(self, prompt, *, timeout=None):
+            Counting.counted += 1
+            return 900
+
+    counting = Counting(ProviderConfig(name="a", limits={"tpm": 1000, "count_tokens": True}))
+    estimating = make("b", limits={"tpm": 1000})
+    router = router_with(counting, estimating)
+    completion = router.complete("short", GenerationParams(max_tokens=200))
+    assert completion.provider == "b"  # 900 counted + 200 > 1000; the estimate (~6 + 200) fits
+    assert "this call's 1100 estimated tokens exceed tpm 1000" in completion.attempts[0].error
+    assert Counting.counted == 1
+    router.close()
