@@ -20,7 +20,7 @@ import logging
 import threading
 import time
 from concurrent.futures import Future
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from .admission import Admission, Demand, Grant, NoCapacityYet, RouterBudgetRefusal, capacity_error
 from .errors import (
@@ -38,7 +38,10 @@ from .providers.base import BaseProvider
 from .strategies import ProviderState
 from .types import Attempt, Completion, RouterEvent, TextStream
 
-__all__ = ["Call", "AttemptRun", "OpenedStream", "Telemetry", "Listener", "as_provider_error", "checked_completion"]
+__all__ = [
+    "Call", "AttemptRun", "OpenedStream", "Telemetry", "Listener", "as_provider_error", "checked_completion",
+    "try_in_turn",
+]
 
 # Records keep the Router's logger name: it is what users filter on.
 logger = logging.getLogger("multi_llm_orchestrator.router")
@@ -415,6 +418,27 @@ class OpenedStream:
             stream.close()
             raise
         return cls(stream, first)
+
+
+def try_in_turn(
+    call: Call,
+    order: Sequence[ProviderState],
+    forced: Optional[ProviderState],
+    invoke: Callable[[BaseProvider, Optional[float]], Any],
+) -> Tuple[Any, AttemptRun]:
+    """Try ``order`` one provider after another on this thread until one succeeds: its
+    result and attempt (recorded as won; the caller finishes it with the usage). When
+    every one fails, raises the call's ``AllProvidersFailedError``."""
+    errors: List[ProviderError] = []
+    for state in order:
+        attempt = AttemptRun.reserve(call, state, hedge=False, force=state is forced)
+        if attempt is None:
+            continue
+        try:
+            return attempt.run(invoke), attempt.won()
+        except ProviderError as error:
+            errors.append(error)
+    raise call.failed(errors, deadline_hit=False)
 
 
 def as_provider_error(exc: BaseException, provider: str) -> ProviderError:

@@ -40,12 +40,14 @@ from .metrics import ProviderMetrics
 from .providers.base import BaseProvider
 from .admission import Admission, CostCap
 from .answers import answer_check
-from .calls import AttemptRun, Call, Listener, OpenedStream, Telemetry, as_provider_error, checked_completion
+from .calls import AttemptRun, Call, Listener, OpenedStream, Telemetry, as_provider_error, checked_completion, try_in_turn
 from .capabilities import CapabilityCheck
+from .embeddings import EmbeddingJob, embedding_spaces
 from .planning import PlanCheck, apply_checks
 from .strategies import ProviderState, Strategy, make_strategy
 from .validation import check_int, check_number
-from .types import Completion, GenerationParams, Prompt, StreamEnd, TextStream
+from .tokens import ContextWindows
+from .types import Completion, Embeddings, GenerationParams, Prompt, StreamEnd, TextStream, TokenCount
 
 __all__ = ["Router"]
 
@@ -132,8 +134,9 @@ class Router:
         self._lock = threading.Lock()
         self._states: Tuple[ProviderState, ...] = ()
         self._telemetry = Telemetry()
+        self._windows = ContextWindows()
         #: Planning checks (planning.py): providers left out of a call before the strategy.
-        self._plan_checks: Tuple[PlanCheck, ...] = (CapabilityCheck(), CostCap(self._admission))
+        self._plan_checks: Tuple[PlanCheck, ...] = (CapabilityCheck(), self._windows, CostCap(self._admission))
         self._closed = False
         if health_interval:
             self._health.start_background(health_interval, lambda: [s.provider for s in self._states])
@@ -177,6 +180,7 @@ class Router:
                 if state.name == name:
                     self._states = tuple(s for s in self._states if s is not state)
                     self._health.forget(name)
+                    self._windows.forget(name)
                     return state.provider
             known = ", ".join(s.name for s in self._states) or "none"
         raise ConfigurationError(f"No provider named {name!r}; registered: {known}")
@@ -219,7 +223,7 @@ class Router:
             return completion
 
         call = self._call(timeout, False, messages, params, max_cost)
-        completion, attempt = self._run(call, invoke)
+        completion, attempt = self._run(call, self._windows.learning(call, invoke))
         attempt.finish(None, completion.usage, completion)
         call.finish(attempt, None, completion.usage, completion)
         return Completion(
@@ -242,7 +246,7 @@ class Router:
             return OpenedStream.open(provider.stream(messages, params, timeout=remaining))
 
         call = self._call(timeout, True, messages, params, max_cost)
-        opened, attempt = self._run(call, invoke)
+        opened, attempt = self._run(call, self._windows.learning(call, invoke))
         stream, once = opened.stream, threading.Lock()
 
         def settle(error: Optional[ProviderError]) -> None:
@@ -292,7 +296,7 @@ class Router:
             settle(error)
 
     def _call(
-        self, timeout: Optional[float], streaming: bool, messages: Any, params: GenerationParams,
+        self, timeout: Optional[float], streaming: bool, messages: Any, params: Optional[GenerationParams],
         max_cost: Optional[float] = None,
     ) -> Call:
         budget = self.timeout if timeout is None else _optional_seconds("timeout", timeout)
@@ -314,16 +318,7 @@ class Router:
             logger.debug("%s: trying %s", "stream" if call.streaming else "call", ", ".join(plan),
                          extra={"plan": plan, "streaming": call.streaming})
         if self._hedge is None and call.deadline is None:
-            errors: List[ProviderError] = []
-            for state in order:
-                attempt = AttemptRun.reserve(call, state, hedge=False, force=state is forced)
-                if attempt is None:
-                    continue
-                try:
-                    return attempt.run(invoke), attempt.won()
-                except ProviderError as error:
-                    errors.append(error)
-            raise call.failed(errors, deadline_hit=False)
+            return try_in_turn(call, order, forced, invoke)
 
         attempts: Dict[Future, AttemptRun] = {}
 
@@ -361,13 +356,15 @@ class Router:
             raise call.failed(failure.errors, deadline_hit=failure.deadline_hit)
         return winner.result(), attempts[winner].won()
 
-    def _plan(self, call: Call) -> Tuple[List[ProviderState], Optional[ProviderState]]:
-        """Providers to try, in order, and the one forced through an open circuit (if any)."""
+    def _plan(
+        self, call: Call, among: Optional[Sequence[ProviderState]] = None
+    ) -> Tuple[List[ProviderState], Optional[ProviderState]]:
+        """Providers to try (``among`` them, default all), in order, and the one forced
+        through an open circuit (if any). Those the call excludes are listed as skipped."""
         self._check_open()
-        states = self._states
-        if not states:
+        if not self._states:
             raise NoProvidersError("The Router has no providers: add one with router.add_provider(...)")
-        states = apply_checks(states, call, self._plan_checks)
+        states = apply_checks(self._states if among is None else among, call, self._plan_checks)
         available = [state for state in states if state.breaker.is_available()]
         if available:
             return self._strategy.order(available, BoundedHealth(self._health, lambda: _health_wait(call), call.expected_cost)), None
@@ -391,6 +388,48 @@ class Router:
                     self._executor = ThreadPoolExecutor(self._max_workers, thread_name_prefix="mlo-router")
                 executor = self._executor
         return executor
+
+    # Embeddings and token counts --------------------------------------------------------
+
+    def embed(
+        self,
+        texts: Sequence[str],
+        *,
+        space: Optional[str] = None,
+        purpose: Optional[str] = None,
+        timeout: Optional[float] = None,
+        max_parallel: int = 8,
+    ) -> Embeddings:
+        """Vectors of ``texts``, in their order, from the providers of one embedding space.
+
+        ``space`` names the space (see ``embedding_spaces()``); required when the Router
+        has more than one. Large inputs are split into batches by the providers' limits
+        and up to ``max_parallel`` batches run at once; a failed batch is retried on the
+        next provider of the same space only, never elsewhere, and the batches that
+        succeeded are kept. ``purpose``: "document" or "query" (see ``BaseProvider.embed``).
+        ``timeout`` bounds the whole call like ``complete``'s.
+
+        >>> router.embed(["first text", "second text"]).vectors        # doctest: +SKIP
+        """
+        job = EmbeddingJob.prepare(texts, self._states, space=space, purpose=purpose, max_parallel=max_parallel)
+        call = self._call(timeout, False, None, None)
+        return job.run(call, plan=lambda among: self._plan(call, among), pool=self._pool)
+
+    def embedding_spaces(self) -> Dict[str, List[str]]:
+        """Each embedding space and the names of its providers, in the order added."""
+        return embedding_spaces(self._states)
+
+    def count_tokens(self, prompt: Prompt, *, provider: Optional[str] = None, timeout: Optional[float] = None) -> TokenCount:
+        """The prompt's size in tokens as ``provider`` (a name; may be omitted when the
+        Router has one provider) counts it: see ``BaseProvider.count_tokens``."""
+        states = self._states
+        if provider is None and len(states) != 1:
+            names = ", ".join(state.name for state in states) or "none"
+            raise ConfigurationError(f"count_tokens needs provider=<name>: token counts differ by model; registered: {names}")
+        for state in states:
+            if provider is None or state.name == provider:
+                return state.provider.count_tokens(prompt, timeout=timeout)
+        raise ConfigurationError(f"No provider named {provider!r}; registered: {', '.join(s.name for s in states)}")
 
     # Batch, health, stats ----------------------------------------------------------
 
