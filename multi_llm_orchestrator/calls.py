@@ -9,8 +9,8 @@ optional tracer.
 
 A tracer (see ``multi_llm_orchestrator.otel``) is any object with ``start_call(call)``
 returning a call trace or None; a call trace has ``attempt(attempt_run)`` returning an
-attempt trace (``run(invoke, provider, remaining)`` and ``end(error, result)``) and
-``end(attempt_run, error, result)``. Without a tracer the only cost is an ``is None`` test
+attempt trace (``run(invoke, provider, remaining)`` and ``end(error, usage, result)``) and
+``end(attempt_run, error, usage, result)``. Without a tracer the only cost is an ``is None`` test
 per call and per attempt.
 """
 
@@ -95,6 +95,8 @@ class Call:
         telemetry: "Telemetry",
         messages: Optional[List[Any]] = None,
         params: Any = None,
+        operation: str = "chat",
+        *,
         admission: Optional[Admission] = None,
         max_cost: Optional[float] = None,
     ) -> None:
@@ -118,6 +120,7 @@ class Call:
         self._reported = False
         self.messages = messages  # the validated prompt: for planning checks, and a tracer that records content
         self.params = params
+        self.operation = operation  # "chat" or "embeddings": what a tracer names the call
         tracer = telemetry.tracer
         self.trace = tracer.start_call(self) if tracer is not None else None
 
@@ -247,7 +250,7 @@ class Call:
                 attempts=count, streaming=self.streaming,
             ))
         if self.trace is not None:
-            self.trace.end(attempt, error, result)
+            self.trace.end(attempt, error, usage, result)
 
 
 class AttemptRun:
@@ -376,7 +379,7 @@ class AttemptRun:
                 hedge=self.hedge, streaming=self.call.streaming,
             ))
         if self.trace is not None:
-            self.trace.end(error, result)
+            self.trace.end(error, usage, result)
 
     def abandon(self, future: Future) -> None:
         """The race ended without this attempt: discard its result when it arrives."""

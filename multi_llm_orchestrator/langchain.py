@@ -17,6 +17,11 @@ Router, with its fallback, breakers, hedging and deadline::
 ``response_metadata`` holds ``model_name`` (the model that answered), ``provider`` (its
 name in the Router), ``finish_reason``, ``latency_s`` and ``attempts`` (every provider
 tried, as dicts of ``Attempt``).
+
+``RouterEmbeddings`` is LangChain's ``Embeddings`` over ``router.embed`` (one embedding
+space, batches, failover within the space) or over one provider's ``embed``::
+
+    vectors = RouterEmbeddings(router=router).embed_documents(["first text", "second"])
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 try:
     from langchain_core.callbacks import CallbackManagerForLLMRun
+    from langchain_core.embeddings import Embeddings as LangChainEmbeddings
     from langchain_core.language_models import BaseChatModel
     from langchain_core.messages import (
         AIMessage,
@@ -37,7 +43,7 @@ try:
     )
     from langchain_core.messages.ai import UsageMetadata
     from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
-    from pydantic import ConfigDict, Field, model_validator
+    from pydantic import BaseModel, ConfigDict, Field, model_validator
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError(
         "multi_llm_orchestrator.langchain needs langchain-core: pip install 'multi-llm-orchestrator[langchain]'"
@@ -50,7 +56,7 @@ from .router import Router
 from .types import Completion, GenerationParams, Message, TextStream, Usage
 from .validation import check_int, check_number
 
-__all__ = ["ChatRouter", "to_router_messages"]
+__all__ = ["ChatRouter", "RouterEmbeddings", "to_router_messages"]
 
 #: Keyword arguments one call may take (``invoke(..., temperature=0)``, ``bind(...)``).
 CALL_KEYWORDS = ("temperature", "max_tokens", "top_p", "timeout")
@@ -90,25 +96,7 @@ class ChatRouter(BaseChatModel):
 
     @model_validator(mode="after")
     def _check(self) -> "ChatRouter":
-        given = [name for name in ("router", "provider", "config") if getattr(self, name) is not None]
-        if len(given) > 1:
-            raise ConfigurationError(f"Give ChatRouter one of router, provider or config; got {', '.join(given)}")
-        if self.router is not None and not isinstance(self.router, Router):
-            raise ConfigurationError(f"router must be a multi_llm_orchestrator Router; got {type(self.router).__name__}")
-        if self.provider is not None and not isinstance(self.provider, BaseProvider):
-            raise ConfigurationError(
-                f"provider must be a BaseProvider (e.g. GigaChatProvider(...)); got {type(self.provider).__name__}"
-            )
-        if not given:
-            source = os.environ.get(CONFIG_ENV)
-            if not source:
-                raise ConfigurationError(
-                    f"ChatRouter needs router=Router(...), provider=..., config='router.json', "
-                    f"or ${CONFIG_ENV} naming a configuration file"
-                )
-            self.config = source
-        if self.config is not None:
-            self.router = Router.from_config(self.config)
+        _resolve_backend(self, "ChatRouter")
         self._params(self.temperature, self.max_tokens, self.top_p, self.stop)
         check_number("timeout", self.timeout, 0, low_open=True, allow_none=True, kind="a number of seconds")
         check_int("max_retries", self.max_retries, 0, allow_none=True)
@@ -232,6 +220,76 @@ class ChatRouter(BaseChatModel):
 
     def _providers(self) -> List[BaseProvider]:
         return [self.provider] if self.provider is not None else list(self.router.providers)
+
+
+class RouterEmbeddings(BaseModel, LangChainEmbeddings):
+    """LangChain ``Embeddings`` over ``router.embed`` (or one provider's ``embed``).
+
+    Give one of ``router``, ``provider`` or ``config`` as for ``ChatRouter`` (with none,
+    ``$MULTI_LLM_ORCHESTRATOR_CONFIG``). ``space`` names the embedding space when the
+    Router has several; ``timeout`` bounds each call. Documents are embedded with
+    ``purpose="document"``, queries with ``purpose="query"`` (providers with a model per
+    purpose, such as YandexGPT, use the right one). With ``provider=`` the texts go in
+    one request: the Router is what splits large inputs into batches.
+
+    >>> RouterEmbeddings(router=router).embed_query("What is Python?")[:3]   # doctest: +SKIP
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
+
+    router: Optional[Any] = Field(default=None, exclude=True)
+    provider: Optional[Any] = Field(default=None, exclude=True)
+    config: Optional[Any] = Field(default=None, exclude=True)
+    space: Optional[str] = None
+    timeout: Optional[float] = None
+
+    @model_validator(mode="after")
+    def _check(self) -> "RouterEmbeddings":
+        _resolve_backend(self, "RouterEmbeddings")
+        check_number("timeout", self.timeout, 0, low_open=True, allow_none=True, kind="a number of seconds")
+        if self.provider is not None and self.space is not None:
+            raise ConfigurationError("space= picks among a Router's embedding spaces; a single provider has one")
+        return self
+
+    def embed_documents(self, texts: List[str]) -> List[List[float]]:
+        """One vector per text, in order (an empty list gives an empty list)."""
+        return self._embed(list(texts), "document")
+
+    def embed_query(self, text: str) -> List[float]:
+        return self._embed([text], "query")[0]
+
+    def _embed(self, texts: List[str], purpose: str) -> List[List[float]]:
+        if not texts:
+            return []
+        if self.provider is not None:
+            result = self.provider.embed(texts, purpose=purpose, timeout=self.timeout)
+        else:
+            result = self.router.embed(texts, space=self.space, purpose=purpose, timeout=self.timeout)
+        return [[float(value) for value in vector] for vector in result.vectors]
+
+
+def _resolve_backend(model: Any, kind: str) -> None:
+    """Check that ``model`` has exactly one of router, provider or config, and build the
+    Router of a config (or of ``$MULTI_LLM_ORCHESTRATOR_CONFIG`` when none is given)."""
+    given = [name for name in ("router", "provider", "config") if getattr(model, name) is not None]
+    if len(given) > 1:
+        raise ConfigurationError(f"Give {kind} one of router, provider or config; got {', '.join(given)}")
+    if model.router is not None and not isinstance(model.router, Router):
+        raise ConfigurationError(f"router must be a multi_llm_orchestrator Router; got {type(model.router).__name__}")
+    if model.provider is not None and not isinstance(model.provider, BaseProvider):
+        raise ConfigurationError(
+            f"provider must be a BaseProvider (e.g. GigaChatProvider(...)); got {type(model.provider).__name__}"
+        )
+    if not given:
+        source = os.environ.get(CONFIG_ENV)
+        if not source:
+            raise ConfigurationError(
+                f"{kind} needs router=Router(...), provider=..., config='router.json', "
+                f"or ${CONFIG_ENV} naming a configuration file"
+            )
+        model.config = source
+    if model.config is not None:
+        model.router = Router.from_config(model.config)
 
 
 def to_router_messages(messages: Sequence[BaseMessage]) -> List[Message]:

@@ -23,7 +23,7 @@ import os
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple, Union
 
 from .breaker import BreakerPolicy, CircuitBreaker
 from .errors import (
@@ -133,6 +133,7 @@ class Router:
         self._running: Set[Future] = set()  # attempts submitted and not finished, for close()
         self._lock = threading.Lock()
         self._states: Tuple[ProviderState, ...] = ()
+        self._names: Set[str] = set()  # of _states, so adding thousands of providers stays linear
         self._telemetry = Telemetry()
         self._windows = ContextWindows()
         #: Planning checks (planning.py): providers left out of a call before the strategy.
@@ -152,26 +153,45 @@ class Router:
 
     def add_provider(self, provider: BaseProvider) -> BaseProvider:
         """Add a provider; its name must be unique. Returns it."""
-        if not isinstance(provider, BaseProvider):
-            raise ConfigurationError(
-                f"add_provider takes a BaseProvider (e.g. MockProvider(ProviderConfig(...))); got {type(provider).__name__}"
-            )
-        config = provider.config
-        state = ProviderState(
-            provider,
-            CircuitBreaker(self._breaker_policy),
-            ProviderMetrics(config.price_per_1k_prompt_tokens, config.price_per_1k_completion_tokens,
-                            price_per_1k_cached_prompt=config.price_per_1k_cached_prompt_tokens),
-            self._admission.for_provider(provider),
-        )
+        self.add_providers([provider])
+        return provider
+
+    def add_providers(self, providers: Iterable[BaseProvider]) -> List[BaseProvider]:
+        """Add several providers at once (all or none); names must be unique. Returns them.
+
+        In time linear in their number, so a configuration of thousands builds quickly.
+        """
+        providers = list(providers)
+        states = []
+        names: Set[str] = set()
+        for provider in providers:
+            if not isinstance(provider, BaseProvider):
+                raise ConfigurationError(
+                    f"add_provider takes a BaseProvider (e.g. MockProvider(ProviderConfig(...))); got {type(provider).__name__}"
+                )
+            if provider.name in names:
+                raise ConfigurationError(
+                    f"A provider named {provider.name!r} is given twice; give each a unique ProviderConfig.name"
+                )
+            names.add(provider.name)
+            config = provider.config
+            states.append(ProviderState(
+                provider,
+                CircuitBreaker(self._breaker_policy),
+                ProviderMetrics(config.price_per_1k_prompt_tokens, config.price_per_1k_completion_tokens,
+                                price_per_1k_cached_prompt=config.price_per_1k_cached_prompt_tokens),
+                self._admission.for_provider(provider),
+            ))
         with self._lock:
             self._check_open()
-            if any(s.name == provider.name for s in self._states):
+            taken = names & self._names
+            if taken:
                 raise ConfigurationError(
-                    f"A provider named {provider.name!r} is already registered; give each a unique ProviderConfig.name"
+                    f"A provider named {min(taken)!r} is already registered; give each a unique ProviderConfig.name"
                 )
-            self._states = self._states + (state,)
-        return provider
+            self._states = self._states + tuple(states)
+            self._names |= names
+        return providers
 
     def remove_provider(self, name: str) -> BaseProvider:
         """Remove the provider called ``name`` and return it (not closed)."""
@@ -179,6 +199,7 @@ class Router:
             for state in self._states:
                 if state.name == name:
                     self._states = tuple(s for s in self._states if s is not state)
+                    self._names.discard(name)
                     self._health.forget(name)
                     self._windows.forget(name)
                     return state.provider
@@ -222,7 +243,7 @@ class Router:
                 check(completion.text, completion.tool_calls, provider.name)
             return completion
 
-        call = self._call(timeout, False, messages, params, max_cost)
+        call = self._call(timeout, False, messages, params, max_cost=max_cost)
         completion, attempt = self._run(call, self._windows.learning(call, invoke))
         attempt.finish(None, completion.usage, completion)
         call.finish(attempt, None, completion.usage, completion)
@@ -245,7 +266,7 @@ class Router:
         def invoke(provider: BaseProvider, remaining: Optional[float]) -> OpenedStream:
             return OpenedStream.open(provider.stream(messages, params, timeout=remaining))
 
-        call = self._call(timeout, True, messages, params, max_cost)
+        call = self._call(timeout, True, messages, params, max_cost=max_cost)
         opened, attempt = self._run(call, self._windows.learning(call, invoke))
         stream, once = opened.stream, threading.Lock()
 
@@ -297,10 +318,13 @@ class Router:
 
     def _call(
         self, timeout: Optional[float], streaming: bool, messages: Any, params: Optional[GenerationParams],
+        operation: str = "chat",
+        *,
         max_cost: Optional[float] = None,
     ) -> Call:
         budget = self.timeout if timeout is None else _optional_seconds("timeout", timeout)
-        return Call(budget, streaming, self._telemetry, messages, params, self._admission, _max_cost(max_cost))
+        return Call(budget, streaming, self._telemetry, messages, params, operation,
+                    admission=self._admission, max_cost=_max_cost(max_cost))
 
     def _run(self, call: Call, invoke: Callable[[BaseProvider, Optional[float]], Any]) -> Tuple[Any, AttemptRun]:
         """Try providers in the planned order until one succeeds; the shared core of
@@ -412,7 +436,7 @@ class Router:
         >>> router.embed(["first text", "second text"]).vectors        # doctest: +SKIP
         """
         job = EmbeddingJob.prepare(texts, self._states, space=space, purpose=purpose, max_parallel=max_parallel)
-        call = self._call(timeout, False, None, None)
+        call = self._call(timeout, False, None, None, "embeddings")
         return job.run(call, plan=lambda among: self._plan(call, among), pool=self._pool)
 
     def embedding_spaces(self) -> Dict[str, List[str]]:
@@ -477,6 +501,7 @@ class Router:
         others (what a frequently polled status endpoint wants).
         """
         self._check_open()
+        timeout = _optional_seconds("timeout", timeout)
         providers = self.providers
         reused = {p.name: self._health.cached(p.name) for p in providers} if cached else {}
         stale = [p for p in providers if reused.get(p.name) is None]

@@ -228,3 +228,51 @@ def test_the_langchain_example_runs_on_mocks_without_keys():
     assert "answered by steady after [('flaky', 'error'), ('steady', 'ok')]" in result.stdout
     assert "stream: Mock response to: Explain hedged requests" in result.stdout
     assert "ainvoke: Mock response to: Explain thread pools" in result.stdout
+
+
+# Embeddings -------------------------------------------------------------------------------
+
+
+class EmbedSpy(MockProvider):
+    def __init__(self, config):
+        super().__init__(config)
+        self.batches = []
+
+    def embed(self, texts, *, purpose=None, timeout=None):
+        self.batches.append((list(texts), purpose))
+        return super().embed(texts, purpose=purpose, timeout=timeout)
+
+
+def test_embeddings_go_through_router_embed_with_the_purpose():
+    from multi_llm_orchestrator.langchain import RouterEmbeddings
+    from multi_llm_orchestrator.providers.mock import mock_vector
+
+    provider = EmbedSpy(ProviderConfig(name="vectors", extra={"delay": 0}))
+    embeddings = RouterEmbeddings(router=router_with(provider))
+    assert embeddings.embed_documents(["first text", "second"]) == [mock_vector("first text", 16), mock_vector("second", 16)]
+    assert embeddings.embed_query("a question") == mock_vector("a question", 16)
+    assert embeddings.embed_documents([]) == []
+    assert provider.batches == [(["first text", "second"], "document"), (["a question"], "query")]
+    assert asyncio.run(embeddings.aembed_query("async")) == mock_vector("async", 16)
+
+
+def test_embeddings_keep_to_the_space_asked_for_and_fail_with_typed_errors():
+    from multi_llm_orchestrator.langchain import RouterEmbeddings
+
+    router = router_with(mock("a", embedding_space="space-a"), mock("b", "mock-unavailable", embedding_space="space-b"))
+    assert len(RouterEmbeddings(router=router, space="space-a").embed_query("hi")) == 16
+    with pytest.raises(AllProvidersFailedError):
+        RouterEmbeddings(router=router, space="space-b").embed_query("hi")
+    with pytest.raises(ConfigurationError, match="space"):
+        RouterEmbeddings(router=router).embed_query("hi")  # two spaces: which one?
+
+
+def test_embeddings_over_one_provider_and_bad_construction():
+    from multi_llm_orchestrator.langchain import RouterEmbeddings
+
+    provider = EmbedSpy(ProviderConfig(name="solo", extra={"delay": 0}))
+    assert len(RouterEmbeddings(provider=provider).embed_documents(["x", "y"])) == 2
+    with pytest.raises((ValidationError, ConfigurationError), match="single provider"):
+        RouterEmbeddings(provider=provider, space="other")
+    with pytest.raises((ValidationError, ConfigurationError), match="one of router, provider or config"):
+        RouterEmbeddings(provider=provider, router=router_with(mock("m")))

@@ -1,4 +1,5 @@
-"""LangChain's own standard test suite (langchain-tests) run against ChatRouter.
+"""LangChain's own standard test suite (langchain-tests) run against ChatRouter and
+RouterEmbeddings.
 
 Two integration runs: a Router over MockProviders, and a Router whose provider talks to
 the loopback OpenAI-compatible server over real sockets (streaming, usage chunk and all).
@@ -20,11 +21,11 @@ import json
 from typing import Any, Dict
 
 import pytest
-from langchain_tests.integration_tests import ChatModelIntegrationTests
-from langchain_tests.unit_tests import ChatModelUnitTests
+from langchain_tests.integration_tests import ChatModelIntegrationTests, EmbeddingsIntegrationTests
+from langchain_tests.unit_tests import ChatModelUnitTests, EmbeddingsUnitTests
 
 from multi_llm_orchestrator import Router
-from multi_llm_orchestrator.langchain import ChatRouter
+from multi_llm_orchestrator.langchain import ChatRouter, RouterEmbeddings
 from multi_llm_orchestrator.providers import OpenAICompatibleProvider, ProviderConfig
 
 from fakes import FakeOpenAIServer
@@ -111,3 +112,33 @@ class TestChatRouterOverLoopbackServer(ChatModelIntegrationTests):
     @property
     def supports_model_override(self) -> bool:
         return False  # see the module docstring
+
+
+class TestRouterEmbeddingsUnit(EmbeddingsUnitTests):
+    @property
+    def embeddings_class(self) -> type:
+        return RouterEmbeddings
+
+    @property
+    def embedding_model_params(self) -> Dict[str, Any]:
+        return {"router": MOCK_ROUTER}
+
+    @pytest.fixture(autouse=True)
+    def config_file(self, tmp_path):
+        path = tmp_path / "router.json"
+        path.write_text(json.dumps({"providers": [{"type": "mock", "name": "from-env", "extra": {"delay": 0}}]}))
+        self.config_path = str(path)
+
+    @property
+    def init_from_env_params(self):
+        return {"MULTI_LLM_ORCHESTRATOR_CONFIG": self.config_path}, {}, {"config": self.config_path}
+
+
+class TestRouterEmbeddingsOverMocks(EmbeddingsIntegrationTests):
+    @property
+    def embeddings_class(self) -> type:
+        return RouterEmbeddings
+
+    @property
+    def embedding_model_params(self) -> Dict[str, Any]:
+        return {"router": MOCK_ROUTER}
