@@ -144,7 +144,8 @@ def test_least_busy_sorts_by_calls_in_flight():
 
 
 def test_strategies_are_known_by_name_and_bad_names_list_the_valid_ones():
-    assert list(STRATEGIES) == ["round-robin", "random", "first-available", "best-available", "weighted", "least-busy"]
+    for name in ("round-robin", "random", "first-available", "best-available", "weighted", "least-busy"):
+        assert STRATEGIES[name].name == name and type(make_strategy(name)) is STRATEGIES[name]
     assert type(make_strategy("least-busy")) is LeastBusyStrategy
     custom = RoundRobinStrategy()
     assert make_strategy(custom) is custom
