@@ -27,10 +27,22 @@ from .errors import (
     ResponseFormatError,
 )
 from .providers import BaseProvider, MockProvider
+from .cache import ResponseCache
 from .router import Router
+from .state import LocalState, State
 from .types import Attempt, Completion, GenerationParams, Message, RouterEvent, TextStream, Usage
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> object:
+    # RedisState needs the optional redis-py: imported only when asked for.
+    if name == "RedisState":
+        from .redis_state import RedisState
+
+        return RedisState
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 # A library configures no handler; NullHandler keeps Python's last-resort handler from
 # printing our warnings when the application has not set up logging.
@@ -49,6 +61,10 @@ __all__ = [
     "Completion",
     "TextStream",
     "RouterEvent",
+    "ResponseCache",
+    "State",
+    "LocalState",
+    "RedisState",
     "OrchestratorError",
     "ConfigurationError",
     "NoProvidersError",

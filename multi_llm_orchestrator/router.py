@@ -23,7 +23,8 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple, Union
 
-from .breaker import BreakerPolicy, CircuitBreaker
+from .breaker import BreakerPolicy
+from .cache import ResponseCache, Responses
 from .errors import (
     AllProvidersFailedError,
     ConfigurationError,
@@ -33,13 +34,14 @@ from .errors import (
     ProviderTimeoutError,
 )
 from .health import BoundedHealth, HealthChecker, HealthResult
-from .hedging import HedgeBudget, HedgePolicy, RaceFailed, race
+from .hedging import HedgePolicy, RaceFailed, race
 from .metrics import ProviderMetrics
 from .providers.base import BaseProvider
 from .calls import AttemptRun, Call, Listener, OpenedStream, Telemetry, as_provider_error
+from .state import State, make_state
 from .strategies import ProviderState, Strategy, make_strategy
 from .validation import check_int, check_number
-from .types import Completion, GenerationParams, Prompt, StreamEnd, TextStream
+from .types import Completion, GenerationParams, Message, Prompt, StreamEnd, TextStream
 
 __all__ = ["Router"]
 
@@ -70,6 +72,11 @@ class Router:
     - ``health_ttl``, ``health_timeout``, ``health_interval``: cache lifetime, per-check
       timeout, and period of an optional background re-check thread.
     - ``max_workers``: threads for hedged and deadline-bound calls.
+    - ``state``: where breakers, round-robin position, hedge budget, health results and
+      token caches live: in this process (default) or shared by a fleet through
+      ``RedisState("redis://...")`` (or ``{"redis": "redis://..."}``).
+    - ``cache``: True or a ``ResponseCache`` to answer identical requests from a response
+      cache, with single-flight (see ``cache.py``); off by default, ``cache=True`` per call.
 
     Without hedging and without ``timeout`` a call runs on the caller's thread.
 
@@ -93,15 +100,23 @@ class Router:
         health_timeout: float = 5.0,
         health_interval: Optional[float] = None,
         max_workers: int = 64,
+        state: Union[State, Dict[str, Any], None] = None,
+        cache: Union[ResponseCache, Dict[str, Any], bool, None] = None,
     ) -> None:
+        self._state = make_state(state)
+        self._telemetry = Telemetry()
+        self._responses = Responses(ResponseCache.from_value(cache), self._state.response_store,
+                                    self._telemetry.count, lambda: [(s.name, s.provider.model) for s in self._states])
         self._strategy = make_strategy(strategy)
+        self._strategy.use_state(self._state)
         self.timeout = _optional_seconds("timeout", timeout)
         if isinstance(hedge_after, HedgePolicy) or hedge_after is None:
             self._hedge = hedge_after
         else:
             self._hedge = HedgePolicy(hedge_after, max_hedges, hedge_budget)
         self._hedge_budget = (
-            HedgeBudget(self._hedge.budget, self._hedge.window, self._hedge.budget_reserve) if self._hedge else None
+            self._state.hedge_budget(self._hedge.budget, self._hedge.window, self._hedge.budget_reserve)
+            if self._hedge else None
         )
         self._breaker_policy = BreakerPolicy.from_value(breaker)
         if when_all_open not in ALL_OPEN_CHOICES:
@@ -111,13 +126,12 @@ class Router:
             _optional_seconds(name, value)
         _optional_seconds("health_interval", health_interval)
         check_int("max_workers", max_workers, 1)
-        self._health = HealthChecker(timeout=health_timeout, ttl=health_ttl)
+        self._health = HealthChecker(timeout=health_timeout, ttl=health_ttl, store=self._state.health_store())
         self._max_workers = max_workers
         self._executor: Optional[ThreadPoolExecutor] = None
         self._running: Set[Future] = set()  # attempts submitted and not finished, for close()
         self._lock = threading.Lock()
         self._states: Tuple[ProviderState, ...] = ()
-        self._telemetry = Telemetry()
         self._closed = False
         if health_interval:
             self._health.start_background(health_interval, lambda: [s.provider for s in self._states])
@@ -140,7 +154,7 @@ class Router:
         config = provider.config
         state = ProviderState(
             provider,
-            CircuitBreaker(self._breaker_policy),
+            self._state.breaker(config.name, self._breaker_policy),
             ProviderMetrics(config.price_per_1k_prompt_tokens, config.price_per_1k_completion_tokens),
         )
         with self._lock:
@@ -150,6 +164,7 @@ class Router:
                     f"A provider named {provider.name!r} is already registered; give each a unique ProviderConfig.name"
                 )
             self._states = self._states + (state,)
+        self._state.attach(provider)
         return provider
 
     def remove_provider(self, name: str) -> BaseProvider:
@@ -179,19 +194,24 @@ class Router:
         return self.complete(prompt, params, timeout=timeout).text
 
     def complete(
-        self, prompt: Prompt, params: Optional[GenerationParams] = None, *, timeout: Optional[float] = None
+        self, prompt: Prompt, params: Optional[GenerationParams] = None, *, timeout: Optional[float] = None,
+        cache: Optional[bool] = None,
     ) -> Completion:
         """The answer with who produced it, usage, latency and every attempt made.
 
         Raises ``AllProvidersFailedError`` (``DeadlineExceededError`` when the timeout
-        ran out) listing what each provider failed with.
+        ran out) listing what each provider failed with. ``cache``: True/False to use or
+        bypass the response cache for this call (None: the Router's ``cache`` setting).
         """
         messages, params = BaseProvider._prepare(prompt, params)
+        budget = self._budget(timeout)
+        return self._responses.complete(messages, params, cache, budget, lambda: self._complete(messages, params, budget))
 
+    def _complete(self, messages: List[Message], params: GenerationParams, budget: Optional[float]) -> Completion:
         def invoke(provider: BaseProvider, remaining: Optional[float]) -> Completion:
             return provider.complete(messages, params, timeout=remaining)
 
-        call = self._call(timeout, streaming=False)
+        call = Call(budget, False, self._telemetry)
         completion, attempt = self._run(call, invoke)
         attempt.finish(None, completion.usage)
         call.finish(attempt, None, completion.usage)
@@ -201,19 +221,24 @@ class Router:
         )
 
     def route_stream(
-        self, prompt: Prompt, params: Optional[GenerationParams] = None, *, timeout: Optional[float] = None
+        self, prompt: Prompt, params: Optional[GenerationParams] = None, *, timeout: Optional[float] = None,
+        cache: Optional[bool] = None,
     ) -> TextStream:
         """The answer as text chunks while they arrive.
 
         Falls back to the next provider only before the first chunk: once text has been
         yielded, a failure raises (naming the provider) rather than mixing two answers.
+        A cached answer is replayed as a stream (``cache`` as in ``complete``).
         """
         messages, params = BaseProvider._prepare(prompt, params)
+        budget = self._budget(timeout)
+        return self._responses.stream(messages, params, cache, budget, lambda: self._stream(messages, params, budget))
 
+    def _stream(self, messages: List[Message], params: GenerationParams, budget: Optional[float]) -> TextStream:
         def invoke(provider: BaseProvider, remaining: Optional[float]) -> OpenedStream:
             return OpenedStream.open(provider.stream(messages, params, timeout=remaining))
 
-        call = self._call(timeout, streaming=True)
+        call = Call(budget, True, self._telemetry)
         opened, attempt = self._run(call, invoke)
         stream, once = opened.stream, threading.Lock()
 
@@ -260,9 +285,8 @@ class Router:
         finally:
             settle(error)
 
-    def _call(self, timeout: Optional[float], streaming: bool) -> Call:
-        budget = self.timeout if timeout is None else _optional_seconds("timeout", timeout)
-        return Call(budget, streaming, self._telemetry)
+    def _budget(self, timeout: Optional[float]) -> Optional[float]:
+        return self.timeout if timeout is None else _optional_seconds("timeout", timeout)
 
     def _run(self, call: Call, invoke: Callable[[BaseProvider, Optional[float]], Any]) -> Tuple[Any, AttemptRun]:
         """Try providers in the planned order until one succeeds; the shared core of
@@ -459,6 +483,7 @@ class Router:
         self._health.close()  # joins checks still running: closed providers end them
         if executor is not None:
             executor.shutdown(wait=True)
+        self._state.close()
 
     def _check_open(self) -> None:
         if self._closed:

@@ -189,6 +189,8 @@ class Completion:
     finish_reason: Optional[str] = None
     latency_s: float = 0.0
     attempts: List[Attempt] = field(default_factory=list)
+    #: True when the answer came from the response cache (no provider was called).
+    cached: bool = False
 
     def __str__(self) -> str:
         return self.text
@@ -254,6 +256,8 @@ class TextStream(Iterator[str]):
         self.finish_reason: Optional[str] = None
         #: Set by ``Router.route_stream``: the providers tried before this one answered.
         self.attempts: List[Attempt] = []
+        #: True when the stream replays a cached answer.
+        self.cached = False
         self.done = False
 
     def __iter__(self) -> "TextStream":
