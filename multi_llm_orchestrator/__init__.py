@@ -10,6 +10,7 @@
 
 import logging as _logging
 
+from .budgets import Budget, Price
 from .config import ProviderConfig
 from .errors import (
     AllProvidersFailedError,
@@ -18,6 +19,7 @@ from .errors import (
     DeadlineExceededError,
     InvalidRequestError,
     NoProvidersError,
+    NotSupportedError,
     OrchestratorError,
     ProviderError,
     ProviderTimeoutError,
@@ -26,11 +28,12 @@ from .errors import (
     RateLimitError,
     ResponseFormatError,
 )
+from .limits import Limits
 from .providers import BaseProvider, MockProvider
 from .cache import ResponseCache
 from .router import Router
 from .state import LocalState, State
-from .types import Attempt, Completion, GenerationParams, Message, RouterEvent, TextStream, Usage
+from .types import Attempt, Completion, Embeddings, GenerationParams, Message, RouterEvent, TextStream, TokenCount, Usage
 
 __version__ = "0.1.0"
 
@@ -52,6 +55,9 @@ __all__ = [
     "__version__",
     "Router",
     "ProviderConfig",
+    "Limits",
+    "Budget",
+    "Price",
     "BaseProvider",
     "MockProvider",
     "Message",
@@ -59,6 +65,8 @@ __all__ = [
     "Usage",
     "Attempt",
     "Completion",
+    "Embeddings",
+    "TokenCount",
     "TextStream",
     "RouterEvent",
     "ResponseCache",
@@ -68,6 +76,7 @@ __all__ = [
     "OrchestratorError",
     "ConfigurationError",
     "NoProvidersError",
+    "NotSupportedError",
     "ProviderError",
     "AuthenticationError",
     "RateLimitError",

@@ -22,12 +22,13 @@ from .errors import (
     InvalidRequestError,
     ProviderError,
     ProviderTimeoutError,
+    ResponseFormatError,
 )
 from .providers.base import BaseProvider
 from .strategies import ProviderState
-from .types import Attempt, RouterEvent, TextStream
+from .types import Attempt, Completion, RouterEvent, TextStream
 
-__all__ = ["Call", "AttemptRun", "OpenedStream", "Telemetry", "Listener", "as_provider_error"]
+__all__ = ["Call", "AttemptRun", "OpenedStream", "Telemetry", "Listener", "as_provider_error", "checked_completion"]
 
 # Records keep the Router's logger name: it is what users filter on.
 logger = logging.getLogger("multi_llm_orchestrator.router")
@@ -330,3 +331,14 @@ def as_provider_error(exc: BaseException, provider: str) -> ProviderError:
     if isinstance(exc, TimeoutError):
         return ProviderTimeoutError(str(exc) or "timed out", provider=provider)
     return ProviderError(f"unexpected {type(exc).__name__}: {exc}", provider=provider)
+
+
+def checked_completion(result: Any, provider: str) -> Completion:
+    """``result`` if it is a Completion whose text is a str, else ResponseFormatError: a
+    provider (a custom one too) passing on a server's ``content: 123`` must not make
+    ``route()`` return something other than text."""
+    if not isinstance(result, Completion):
+        raise ResponseFormatError(f"the provider returned a {type(result).__name__}, not a Completion", provider=provider)
+    if not isinstance(result.text, str):
+        raise ResponseFormatError(f"the answer's text is a {type(result.text).__name__}, not a str", provider=provider)
+    return result

@@ -77,6 +77,13 @@ class ProviderConfig(DataClassJsonMixin):
     - ``weight``: share for the "weighted" strategy.
     - ``price_per_1k_prompt_tokens`` / ``price_per_1k_completion_tokens``: optional, for
       cost in ``Router.stats()``; none is built in.
+    - ``context_window``: the model's context window in tokens, when known: a prompt
+      (plus ``max_tokens``) estimated not to fit skips this provider instead of
+      spending a failed call (see README, "Token counting").
+    - ``embedding_model``: the model ``embed()`` uses (each provider type has a default,
+      see its docstring); ``embedding_space``: the name of the vector space its vectors
+      live in, default ``"<type>:<embedding model>"``. The Router falls back only
+      between providers of one space.
     - ``extra``: provider-specific settings (e.g. ``{"delay": 0}`` for MockProvider).
 
     >>> ProviderConfig(name="giga", model="GigaChat", api_key="secret")
@@ -98,6 +105,9 @@ class ProviderConfig(DataClassJsonMixin):
     pool_size: int = 32
     price_per_1k_prompt_tokens: Optional[float] = None
     price_per_1k_completion_tokens: Optional[float] = None
+    context_window: Optional[int] = None
+    embedding_model: Optional[str] = None
+    embedding_space: Optional[str] = None
     extra: Dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -128,6 +138,11 @@ class ProviderConfig(DataClassJsonMixin):
         check_int(field_name("pool_size"), self.pool_size, 1)
         for price in ("price_per_1k_prompt_tokens", "price_per_1k_completion_tokens"):
             check_number(field_name(price), getattr(self, price), 0, allow_none=True)
+        check_int(field_name("context_window"), self.context_window, 1, allow_none=True)
+        for text_field in ("embedding_model", "embedding_space"):
+            value = getattr(self, text_field)
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise ConfigurationError(f"{field_name(text_field)} must be a non-empty str or None; got {value!r}")
         if not isinstance(self.verify_ssl, bool):
             raise ConfigurationError(
                 f"ProviderConfig.verify_ssl of {self.name!r} must be True or False; got {self.verify_ssl!r}"

@@ -68,7 +68,7 @@ class ProviderMetrics:
             self._outcomes.append(True)
             previous = self.ewma_latency_s
             self.ewma_latency_s = latency_s if previous is None else previous + EWMA_ALPHA * (latency_s - previous)
-            if usage is not None:
+            if isinstance(usage, Usage) and usage.plausible:  # a custom provider's Usage(-5, ...) too
                 self.prompt_tokens += usage.prompt_tokens
                 self.completion_tokens += usage.completion_tokens
 

@@ -37,7 +37,7 @@ from .health import BoundedHealth, HealthChecker, HealthResult
 from .hedging import HedgePolicy, RaceFailed, race
 from .metrics import ProviderMetrics
 from .providers.base import BaseProvider
-from .calls import AttemptRun, Call, Listener, OpenedStream, Telemetry, as_provider_error
+from .calls import AttemptRun, Call, Listener, OpenedStream, Telemetry, as_provider_error, checked_completion
 from .state import State, make_state
 from .strategies import ProviderState, Strategy, make_strategy
 from .validation import check_int, check_number
@@ -209,7 +209,7 @@ class Router:
 
     def _complete(self, messages: List[Message], params: GenerationParams, budget: Optional[float]) -> Completion:
         def invoke(provider: BaseProvider, remaining: Optional[float]) -> Completion:
-            return provider.complete(messages, params, timeout=remaining)
+            return checked_completion(provider.complete(messages, params, timeout=remaining), provider.name)
 
         call = Call(budget, False, self._telemetry)
         completion, attempt = self._run(call, invoke)

@@ -6,13 +6,15 @@ All are dataclasses serialisable with dataclasses-json (``to_dict()``, ``to_json
 
 from __future__ import annotations
 
+import logging
+import math
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Union
 
 from dataclasses_json import dataclass_json
 
-from .errors import ConfigurationError
+from .errors import ConfigurationError, ResponseFormatError
 from .validation import check_int, check_number
 
 __all__ = [
@@ -21,12 +23,16 @@ __all__ = [
     "Usage",
     "Attempt",
     "Completion",
+    "Embeddings",
+    "TokenCount",
     "StreamEnd",
     "RouterEvent",
     "TextStream",
     "Prompt",
     "to_messages",
 ]
+
+logger = logging.getLogger("multi_llm_orchestrator.types")
 
 ROLES = ("system", "user", "assistant")
 
@@ -146,18 +152,60 @@ class Usage:
 
     @classmethod
     def of(cls, prompt_tokens: Any, completion_tokens: Any, total_tokens: Any = None) -> "Usage":
-        """Build from loosely typed values (strings, None), computing a missing total."""
-        prompt = _to_int(prompt_tokens)
-        completion = _to_int(completion_tokens)
-        total = _to_int(total_tokens) if total_tokens is not None else prompt + completion
-        return cls(prompt, completion, total)
+        """Build from loosely typed values (strings, None), computing a missing total;
+        zeros when a value is not a token count (see ``parse``)."""
+        return cls.parse(prompt_tokens, completion_tokens, total_tokens) or cls()
+
+    @classmethod
+    def parse(
+        cls, prompt_tokens: Any, completion_tokens: Any, total_tokens: Any = None, *, provider: Optional[str] = None
+    ) -> "Optional[Usage]":
+        """Usage from a provider's wire values, or None (usage unknown) when any of them
+        is not a whole number in [0, MAX_TOKEN_COUNT]: ``1e400``, ``-5000``, ``"abc"``,
+        ``true``. None (absent) counts as 0, digit strings are read (YandexGPT sends
+        int64 as strings). What was rejected is logged at DEBUG.
+
+        >>> Usage.parse("19", 4), Usage.parse(-5000, 4)
+        (Usage(prompt_tokens=19, completion_tokens=4, total_tokens=23), None)
+        """
+        prompt, completion = _token_count(prompt_tokens), _token_count(completion_tokens)
+        total = _token_count(total_tokens) if total_tokens is not None else None
+        if prompt is None or completion is None or (total_tokens is not None and total is None):
+            logger.debug(
+                "provider %r reported usage that is not token counts (prompt %.40r, completion %.40r, "
+                "total %.40r): usage treated as unknown", provider, prompt_tokens, completion_tokens, total_tokens,
+                extra={"provider": provider},
+            )
+            return None
+        return cls(prompt, completion, prompt + completion if total is None else total)
+
+    @property
+    def plausible(self) -> bool:
+        """Whether every count is a whole number in [0, MAX_TOKEN_COUNT] (what metrics add up)."""
+        return all(
+            _token_count(value) is not None and not isinstance(value, str)
+            for value in (self.prompt_tokens, self.completion_tokens, self.total_tokens)
+        )
 
 
-def _to_int(value: Any) -> int:
-    try:
-        return int(value) if value is not None else 0
-    except (TypeError, ValueError):
+#: No answer reports more tokens than this: a larger count comes from a broken or hostile
+#: server, and summed over days it would make costs and Prometheus floats overflow.
+MAX_TOKEN_COUNT = 10**12
+
+
+def _token_count(value: Any) -> Optional[int]:
+    """``value`` as a token count (None: absent -> 0), or None when it is not one."""
+    if value is None:
         return 0
+    if isinstance(value, str):
+        text = value.strip()
+        # isascii: "²".isdigit() is True; the length bound keeps int() away from 5,000 digits.
+        value = int(text) if text.isascii() and text.isdigit() and len(text) <= 13 else None
+    elif isinstance(value, float):
+        value = int(value) if math.isfinite(value) and value.is_integer() else None
+    elif isinstance(value, bool) or not isinstance(value, int):
+        value = None
+    return value if value is not None and 0 <= value <= MAX_TOKEN_COUNT else None
 
 
 @dataclass_json
@@ -166,7 +214,9 @@ class Attempt:
     """One provider tried during one Router call.
 
     ``outcome`` is "ok", "error", "lost" (a hedge race it did not win) or "skipped"
-    (circuit open); ``hedge`` is True for an attempt started by hedging.
+    (circuit open, or left out when the call was planned: ``error`` then says why, e.g.
+    the prompt does not fit the provider's context window); ``hedge`` is True for an
+    attempt started by hedging.
     """
 
     provider: str
@@ -194,6 +244,82 @@ class Completion:
 
     def __str__(self) -> str:
         return self.text
+
+
+@dataclass_json
+@dataclass(frozen=True)
+class Embeddings:
+    """Vectors for a list of texts, in the order of the texts, and where they came from.
+
+    ``provider`` made the vectors (when the batches of a large input were spread over
+    several providers of one embedding space: the one that made most of them; ``attempts``
+    lists every provider tried for every batch). ``space`` is the embedding space;
+    vectors of different spaces must never be compared. Iterating, ``len()`` and indexing
+    go to ``vectors``.
+
+    >>> result = router.embed(["first text", "second text"])          # doctest: +SKIP
+    >>> len(result), len(result[0]), result.provider
+    (2, 1024, 'giga')
+    """
+
+    vectors: List[List[float]]
+    provider: str
+    model: str
+    usage: Usage = field(default_factory=Usage)
+    space: Optional[str] = None
+    latency_s: float = 0.0
+    attempts: List[Attempt] = field(default_factory=list)
+
+    @property
+    def dimensions(self) -> int:
+        """The length of each vector (0 when there are none)."""
+        return len(self.vectors[0]) if self.vectors else 0
+
+    def __len__(self) -> int:
+        return len(self.vectors)
+
+    def __iter__(self) -> Iterator[List[float]]:  # type: ignore[override]
+        return iter(self.vectors)
+
+    def __getitem__(self, index: int) -> List[float]:
+        return self.vectors[index]
+
+    def __repr__(self) -> str:
+        return (f"Embeddings({len(self.vectors)} x {self.dimensions}, provider={self.provider!r}, "
+                f"model={self.model!r}, space={self.space!r})")
+
+
+class TokenCount(int):
+    """A number of tokens that says how it was obtained.
+
+    It is an ``int``; ``estimated`` is True when it is the library's estimate (the
+    provider has no counting API, see ``tokens.estimate_tokens``) rather than the
+    provider's own count; ``provider`` names who counted.
+
+    >>> TokenCount(42, estimated=True)
+    TokenCount(42, estimated=True)
+    >>> TokenCount(42, estimated=True) + 1
+    43
+    """
+
+    estimated: bool
+    provider: Optional[str]
+
+    def __new__(cls, value: int, *, estimated: bool = False, provider: Optional[str] = None) -> "TokenCount":
+        count = super().__new__(cls, value)
+        count.estimated = estimated
+        count.provider = provider
+        return count
+
+    def __reduce__(self):  # keep the marks through pickling and copying
+        return (_rebuild_token_count, (int(self), self.estimated, self.provider))
+
+    def __repr__(self) -> str:
+        return f"TokenCount({int(self)}, estimated={self.estimated})"
+
+
+def _rebuild_token_count(value: int, estimated: bool, provider: Optional[str]) -> TokenCount:
+    return TokenCount(value, estimated=estimated, provider=provider)
 
 
 @dataclass(frozen=True)
@@ -281,6 +407,11 @@ class TextStream(Iterator[str]):
                 if event.model:
                     self.model = event.model
                 continue
+            if not isinstance(event, str):  # a provider passing on a server's 123 or [...]
+                self._finish()
+                raise ResponseFormatError(
+                    f"the stream yielded a {type(event).__name__}, not text", provider=self.provider
+                )
             if event:
                 self._parts.append(event)
                 return event
