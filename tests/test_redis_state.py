@@ -123,12 +123,12 @@ def test_one_oauth_request_for_all_routers_and_the_token_is_not_stored_in_plaint
         assert len(texts) == 32 and server.counts["oauth"] == 1
         token = server.tokens_issued[0]
         stored = everything(redis_url)
-        (key,) = [key for key in stored if b"token" in key]
-        assert key.startswith(b"t:token:")
+        (token_key,) = [key for key in stored if b"token" in key]
+        assert token_key.startswith(b"t:token:")
         for key, value in stored.items():
             for secret in (token, AUTH_KEY, "fleet-secret"):
                 assert secret.encode() not in key and secret.encode() not in value
-        ttl = redis.Redis.from_url(redis_url).pttl(key) / 1000
+        ttl = redis.Redis.from_url(redis_url).pttl(token_key) / 1000
         assert 500 < ttl <= 600  # the token's life (less GigaChat's refresh margin)
         for router in routers:
             router.close()
