@@ -15,6 +15,7 @@ from .config import ProviderConfig
 from .errors import (
     AllProvidersFailedError,
     AuthenticationError,
+    CapabilityError,
     ConfigurationError,
     DeadlineExceededError,
     InvalidRequestError,
@@ -33,7 +34,20 @@ from .providers import BaseProvider, MockProvider
 from .cache import ResponseCache
 from .router import Router
 from .state import LocalState, State
-from .types import Attempt, Completion, Embeddings, GenerationParams, Message, RouterEvent, TextStream, TokenCount, Usage
+from .types import (
+    Attempt,
+    Completion,
+    Embeddings,
+    GenerationParams,
+    Message,
+    ReasoningDelta,
+    RouterEvent,
+    TextStream,
+    TokenCount,
+    Tool,
+    ToolCall,
+    Usage,
+)
 
 __version__ = "0.1.0"
 
@@ -61,6 +75,9 @@ __all__ = [
     "BaseProvider",
     "MockProvider",
     "Message",
+    "Tool",
+    "ToolCall",
+    "ReasoningDelta",
     "GenerationParams",
     "Usage",
     "Attempt",
@@ -76,6 +93,7 @@ __all__ = [
     "OrchestratorError",
     "ConfigurationError",
     "NoProvidersError",
+    "CapabilityError",
     "NotSupportedError",
     "ProviderError",
     "AuthenticationError",

@@ -28,11 +28,11 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple, Union
 
 from .errors import ConfigurationError, DeadlineExceededError
-from .types import Completion, GenerationParams, Message, StreamEnd, TextStream, Usage
+from .types import Completion, GenerationParams, Message, ReasoningDelta, StreamEnd, TextStream, ToolCall, Usage
 from .validation import check_int, check_number
 
 __all__ = ["ResponseCache", "ResponseStore", "MemoryResponseStore", "Responses"]
@@ -248,7 +248,7 @@ class Responses:
         except BaseException as exc:
             ticket.fail(exc)
             raise
-        ticket.succeed(_entry_of(completion) if self._storable(getattr(completion, "tool_calls", None)) else None)
+        ticket.succeed(_entry_of(completion) if self._storable(completion.tool_calls) else None)
         return completion
 
     def stream(
@@ -277,19 +277,15 @@ class Responses:
         def events() -> Iterator[Union[str, StreamEnd]]:
             ended = False
             try:
-                for chunk in stream:
-                    yield chunk
+                yield from stream.events()  # text and reasoning pieces, as they arrive
                 ended = True
-                yield StreamEnd(stream.usage, stream.finish_reason, stream.model)
+                yield StreamEnd(stream.usage, stream.finish_reason, stream.model, stream.tool_calls or None)
             except BaseException as exc:
                 ticket.fail(exc if isinstance(exc, Exception) else None)
                 raise
             finally:
-                if ended and self._storable(getattr(stream, "tool_calls", None)):
-                    ticket.succeed({
-                        "text": stream.text, "provider": stream.provider, "model": stream.model,
-                        "usage": _usage_list(stream.usage), "finish_reason": stream.finish_reason,
-                    })
+                if ended and self._storable(stream.tool_calls):
+                    ticket.succeed(_entry_of(stream))
                 elif ended:
                     ticket.succeed(None)
                 else:  # closed early: nothing to cache; waiters produce their own
@@ -370,37 +366,47 @@ class Responses:
         flight.done.set()
 
 
-def _usage_list(usage: Optional[Usage]) -> List[int]:
-    usage = usage or Usage()
-    return [usage.prompt_tokens, usage.completion_tokens, usage.total_tokens]
-
-
-def _entry_of(completion: Completion) -> Dict[str, Any]:
+def _entry_of(answer: Union[Completion, TextStream]) -> Dict[str, Any]:
+    """A finished answer (a Completion or an exhausted stream) as plain JSON data."""
     return {
-        "text": completion.text, "provider": completion.provider, "model": completion.model,
-        "usage": _usage_list(completion.usage), "finish_reason": completion.finish_reason,
+        "text": answer.text, "provider": answer.provider, "model": answer.model,
+        "usage": asdict(answer.usage) if answer.usage else None, "finish_reason": answer.finish_reason,
+        "tool_calls": [asdict(call) for call in answer.tool_calls or ()], "reasoning": answer.reasoning,
     }
 
 
 def _usage_of(entry: Dict[str, Any]) -> Usage:
+    data = entry.get("usage")
+    if not isinstance(data, dict):
+        return Usage()
     try:
-        return Usage(*[int(value) for value in entry.get("usage") or [0, 0, 0]][:3])
+        return Usage(**{name: int(data[name]) for name in Usage.__dataclass_fields__ if name in data})
     except (TypeError, ValueError):
         return Usage()
+
+
+def _tool_calls_of(entry: Dict[str, Any]) -> List[ToolCall]:
+    try:
+        return [ToolCall(**call) for call in entry.get("tool_calls") or ()]
+    except (TypeError, ConfigurationError):
+        return []
 
 
 def _completion_of(entry: Dict[str, Any], latency: float) -> Completion:
     return Completion(
         str(entry.get("text", "")), str(entry.get("provider", "")), str(entry.get("model", "")),
-        _usage_of(entry), entry.get("finish_reason"), latency, [], cached=True,
+        _usage_of(entry), entry.get("finish_reason"), latency, [], _tool_calls_of(entry), entry.get("reasoning"),
+        cached=True,
     )
 
 
 def _replay(entry: Dict[str, Any]) -> TextStream:
-    """A cached answer as a stream: its text, then what the provider had reported."""
-    events: List[Union[str, StreamEnd]] = [
-        str(entry.get("text", "")), StreamEnd(_usage_of(entry), entry.get("finish_reason"), entry.get("model")),
-    ]
+    """A cached answer as a stream: its reasoning and text, then what the provider had reported."""
+    events: List[Union[str, StreamEnd]] = []
+    if entry.get("reasoning"):
+        events.append(ReasoningDelta(entry["reasoning"]))
+    events.append(str(entry.get("text", "")))
+    events.append(StreamEnd(_usage_of(entry), entry.get("finish_reason"), entry.get("model"), _tool_calls_of(entry) or None))
     stream = TextStream(iter(events), provider=str(entry.get("provider", "")), model=str(entry.get("model", "")))
     stream.cached = True
     return stream

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from dataclasses_json import DataClassJsonMixin, config as json_field
@@ -76,7 +76,11 @@ class ProviderConfig(DataClassJsonMixin):
     - ``max_retries``: transport retries of connect errors and 429/5xx (0 disables).
     - ``weight``: share for the "weighted" strategy.
     - ``price_per_1k_prompt_tokens`` / ``price_per_1k_completion_tokens``: optional, for
-      cost in ``Router.stats()``; none is built in.
+      cost in ``Router.stats()``; none is built in. ``price_per_1k_cached_prompt_tokens``:
+      the price of prompt tokens served from the provider's cache (default: the prompt price).
+    - ``capabilities``: replaces what the provider type declares it supports (a list of
+      "tools", "structured_output", "reasoning", "streaming_tools"), for a model that
+      supports less (or more) than its provider type; the Router routes by it.
     - ``context_window``: the model's context window in tokens, when known: a prompt
       (plus ``max_tokens``) estimated not to fit skips this provider instead of
       spending a failed call (see README, "Token counting").
@@ -109,6 +113,8 @@ class ProviderConfig(DataClassJsonMixin):
     embedding_model: Optional[str] = None
     embedding_space: Optional[str] = None
     extra: Dict[str, Any] = field(default_factory=dict)
+    price_per_1k_cached_prompt_tokens: Optional[float] = None
+    capabilities: Optional[List[str]] = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
@@ -136,7 +142,8 @@ class ProviderConfig(DataClassJsonMixin):
         check_int(field_name("max_retries"), self.max_retries, 0)
         check_number(field_name("weight"), self.weight, 0)
         check_int(field_name("pool_size"), self.pool_size, 1)
-        for price in ("price_per_1k_prompt_tokens", "price_per_1k_completion_tokens"):
+        for price in ("price_per_1k_prompt_tokens", "price_per_1k_completion_tokens",
+                      "price_per_1k_cached_prompt_tokens"):
             check_number(field_name(price), getattr(self, price), 0, allow_none=True)
         check_int(field_name("context_window"), self.context_window, 1, allow_none=True)
         for text_field in ("embedding_model", "embedding_space"):
@@ -151,6 +158,10 @@ class ProviderConfig(DataClassJsonMixin):
             raise ConfigurationError(
                 f"ProviderConfig.extra of {self.name!r} must be a dict; got {type(self.extra).__name__}"
             )
+        if self.capabilities is not None:
+            from .capabilities import check_capabilities
+
+            self.capabilities = sorted(check_capabilities(self.capabilities, field_name("capabilities")))
 
     def __repr__(self) -> str:
         shown = []

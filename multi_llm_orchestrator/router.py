@@ -3,7 +3,9 @@
 One call reads straight down::
 
     route / complete / route_stream
-      -> _plan: strategy orders the providers whose circuit is not open
+      -> _plan: planning checks leave out providers that cannot take the call (a missing
+               capability...: recorded as skipped attempts), then the strategy orders
+               the providers whose circuit is not open
       -> _run: for each provider in order -> AttemptRun.run -> provider.complete / stream
                (on the caller's thread; on the executor via hedging.race when hedging
                or a total timeout is set)
@@ -37,7 +39,10 @@ from .health import BoundedHealth, HealthChecker, HealthResult
 from .hedging import HedgePolicy, RaceFailed, race
 from .metrics import ProviderMetrics
 from .providers.base import BaseProvider
+from .answers import answer_check
 from .calls import AttemptRun, Call, Listener, OpenedStream, Telemetry, as_provider_error, checked_completion
+from .capabilities import CapabilityCheck
+from .planning import PlanCheck, apply_checks
 from .state import State, make_state
 from .strategies import ProviderState, Strategy, make_strategy
 from .validation import check_int, check_number
@@ -132,6 +137,8 @@ class Router:
         self._running: Set[Future] = set()  # attempts submitted and not finished, for close()
         self._lock = threading.Lock()
         self._states: Tuple[ProviderState, ...] = ()
+        #: Planning checks (planning.py): providers left out of a call before the strategy.
+        self._plan_checks: Tuple[PlanCheck, ...] = (CapabilityCheck(),)
         self._closed = False
         if health_interval:
             self._health.start_background(health_interval, lambda: [s.provider for s in self._states])
@@ -155,7 +162,8 @@ class Router:
         state = ProviderState(
             provider,
             self._state.breaker(config.name, self._breaker_policy),
-            ProviderMetrics(config.price_per_1k_prompt_tokens, config.price_per_1k_completion_tokens),
+            ProviderMetrics(config.price_per_1k_prompt_tokens, config.price_per_1k_completion_tokens,
+                            price_per_1k_cached_prompt=config.price_per_1k_cached_prompt_tokens),
         )
         with self._lock:
             self._check_open()
@@ -208,16 +216,21 @@ class Router:
         return self._responses.complete(messages, params, cache, budget, lambda: self._complete(messages, params, budget))
 
     def _complete(self, messages: List[Message], params: GenerationParams, budget: Optional[float]) -> Completion:
-        def invoke(provider: BaseProvider, remaining: Optional[float]) -> Completion:
-            return checked_completion(provider.complete(messages, params, timeout=remaining), provider.name)
+        check = answer_check(params)
 
-        call = Call(budget, False, self._telemetry)
+        def invoke(provider: BaseProvider, remaining: Optional[float]) -> Completion:
+            completion = checked_completion(provider.complete(messages, params, timeout=remaining), provider.name)
+            if check is not None:  # a malformed tool call or structured answer: fall back
+                check(completion.text, completion.tool_calls, provider.name)
+            return completion
+
+        call = self._call(budget, False, messages, params)
         completion, attempt = self._run(call, invoke)
-        attempt.finish(None, completion.usage)
-        call.finish(attempt, None, completion.usage)
+        attempt.finish(None, completion.usage, completion)
+        call.finish(attempt, None, completion.usage, completion)
         return Completion(
             completion.text, completion.provider, completion.model, completion.usage,
-            completion.finish_reason, call.elapsed(), call.attempt_list(),
+            completion.finish_reason, call.elapsed(), call.attempt_list(), completion.tool_calls, completion.reasoning,
         )
 
     def route_stream(
@@ -238,7 +251,7 @@ class Router:
         def invoke(provider: BaseProvider, remaining: Optional[float]) -> OpenedStream:
             return OpenedStream.open(provider.stream(messages, params, timeout=remaining))
 
-        call = Call(budget, True, self._telemetry)
+        call = self._call(budget, True, messages, params)
         opened, attempt = self._run(call, invoke)
         stream, once = opened.stream, threading.Lock()
 
@@ -250,8 +263,8 @@ class Router:
             try:
                 stream.close()
             finally:
-                attempt.finish(error, stream.usage)
-                call.finish(attempt, error, stream.usage)
+                attempt.finish(error, stream.usage, stream)
+                call.finish(attempt, error, stream.usage, stream)
 
         result = TextStream(
             self._relay(opened, call, attempt, settle),
@@ -269,14 +282,17 @@ class Router:
         try:
             if opened.first:
                 yield opened.first
-            for chunk in stream:
+            for chunk in stream.events():
                 if call.deadline is not None and time.monotonic() > call.deadline:
                     raise ProviderTimeoutError(
                         f"the stream did not finish within the Router timeout of {call.budget:g} s",
                         provider=attempt.state.name,
                     )
                 yield chunk
-            yield StreamEnd(stream.usage, stream.finish_reason, stream.model)
+            check = answer_check(call.params)
+            if check is not None:  # too late to fall back: the caller has the text already
+                check(stream.text, stream.tool_calls, attempt.state.name)
+            yield StreamEnd(stream.usage, stream.finish_reason, stream.model, stream.tool_calls)
         except Exception as exc:
             error = as_provider_error(exc, attempt.state.name)
             if error is exc:
@@ -287,6 +303,9 @@ class Router:
 
     def _budget(self, timeout: Optional[float]) -> Optional[float]:
         return self.timeout if timeout is None else _optional_seconds("timeout", timeout)
+
+    def _call(self, budget: Optional[float], streaming: bool, messages: Any, params: GenerationParams) -> Call:
+        return Call(budget, streaming, self._telemetry, messages, params)
 
     def _run(self, call: Call, invoke: Callable[[BaseProvider, Optional[float]], Any]) -> Tuple[Any, AttemptRun]:
         """Try providers in the planned order until one succeeds; the shared core of
@@ -357,6 +376,7 @@ class Router:
         states = self._states
         if not states:
             raise NoProvidersError("The Router has no providers: add one with router.add_provider(...)")
+        states = apply_checks(states, call, self._plan_checks)
         available = [state for state in states if state.breaker.is_available()]
         if available:
             return self._strategy.order(available, BoundedHealth(self._health, lambda: _health_wait(call))), None

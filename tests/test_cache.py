@@ -10,7 +10,7 @@ from multi_llm_orchestrator import Router
 from multi_llm_orchestrator.cache import MemoryResponseStore, ResponseCache
 from multi_llm_orchestrator.errors import AllProvidersFailedError, ConfigurationError, DeadlineExceededError
 from multi_llm_orchestrator.providers import MockProvider, ProviderConfig
-from multi_llm_orchestrator.types import Completion, GenerationParams
+from multi_llm_orchestrator.types import Completion, GenerationParams, ToolCall
 
 from fakes.mocks import mock, router_with
 
@@ -79,12 +79,6 @@ def test_failures_are_never_cached():
     assert router.complete("q").cached
 
 
-class ToolCompletion(Completion):
-    """A Completion carrying tool calls (as answers to calls with tools do)."""
-
-    tool_calls = ({"name": "get_weather", "arguments": {}},)
-
-
 @pytest.mark.parametrize("allowed", [False, True])
 def test_tool_call_answers_are_not_cached_unless_asked(allowed):
     from multi_llm_orchestrator.cache import Responses
@@ -93,14 +87,17 @@ def test_tool_call_answers_are_not_cached_unless_asked(allowed):
     responses = Responses(ResponseCache(tool_calls=allowed), MemoryResponseStore, lambda name: None, list)
     produced = []
 
+    call = ToolCall("call_1", "get_weather", {"city": "Kazan"})
+
     def produce():
         produced.append(1)
-        return ToolCompletion("", "p", "m")
+        return Completion("", "p", "m", tool_calls=[call], reasoning="it is about weather")
 
     messages, params = [Message("user", "weather?")], GenerationParams()
-    for _ in range(2):
-        responses.complete(messages, params, None, None, produce)
+    answers = [responses.complete(messages, params, None, None, produce) for _ in range(2)]
     assert len(produced) == (1 if allowed else 2)
+    assert answers[1].cached == allowed
+    assert answers[1].tool_calls == [call] and answers[1].reasoning == "it is about weather"
 
 
 def test_memory_store_expires_entries_and_keeps_the_most_recently_used():

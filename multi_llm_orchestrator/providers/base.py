@@ -5,11 +5,14 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, ClassVar, Dict, FrozenSet, Iterator, List, Optional, Sequence, Tuple, Union
 
 from ..config import ProviderConfig
 from ..errors import ConfigurationError, NotSupportedError, ResponseFormatError
-from ..types import Completion, Embeddings, GenerationParams, Message, Prompt, StreamEnd, TextStream, TokenCount, to_messages
+from ..types import (
+    Completion, Embeddings, GenerationParams, Message, Prompt, ReasoningDelta, StreamEnd, TextStream, TokenCount,
+    to_messages,
+)
 from ..validation import check_int
 
 if TYPE_CHECKING:
@@ -52,6 +55,9 @@ class BaseProvider(ABC):
     default_model: ClassVar[str] = ""
     #: Name under which configuration files refer to this provider type.
     type_name: ClassVar[str] = ""
+    #: What this provider type supports beyond plain text (see ``capabilities.py``);
+    #: ``ProviderConfig.capabilities`` replaces it for one provider.
+    declared_capabilities: ClassVar[FrozenSet[str]] = frozenset()
     #: Batch limits of the provider's embeddings API; None: it has none (``embed``
     #: raises NotSupportedError and the Router never asks it for vectors).
     embedding_limits: ClassVar[Optional[EmbeddingLimits]] = None
@@ -66,6 +72,11 @@ class BaseProvider(ABC):
                 f"{type(self).__name__} takes a ProviderConfig; got {type(config).__name__}"
             )
         self.config = config
+        #: What this provider supports beyond plain text: the config's override, else the
+        #: type's declaration. The Router plans tool, structured-output and reasoning calls by it.
+        self.capabilities: FrozenSet[str] = (
+            frozenset(config.capabilities) if config.capabilities is not None else self.declared_capabilities
+        )
 
     @property
     def name(self) -> str:
@@ -230,7 +241,7 @@ class BaseProvider(ABC):
             latency_s=time.perf_counter() - started, **fields,
         )
 
-    def _text_stream(self, events: Iterator[Union[str, StreamEnd]], **kwargs: Any) -> TextStream:
+    def _text_stream(self, events: Iterator[Union[str, ReasoningDelta, StreamEnd]], **kwargs: Any) -> TextStream:
         """A TextStream of ``events``; ``kwargs`` (``on_close``) go to TextStream."""
         return TextStream(events, provider=self.name, model=self.model, **kwargs)
 
