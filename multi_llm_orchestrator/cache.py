@@ -29,7 +29,7 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 from .errors import ConfigurationError, DeadlineExceededError
 from .types import Completion, GenerationParams, Message, ReasoningDelta, StreamEnd, TextStream, ToolCall, Usage
@@ -187,12 +187,11 @@ class Responses:
     """The Router's side of the cache: decides per call, serves hits, runs single-flight."""
 
     def __init__(self, settings: ResponseCache, make_store: Callable[[float, int], ResponseStore],
-                 count: Callable[[str], None], providers: Callable[[], List[Tuple[str, str]]]) -> None:
+                 count: Callable[[str], None]) -> None:
         self.settings = settings
         self._make_store = make_store
         self._store: Optional[ResponseStore] = None
         self._count = count
-        self._providers = providers
         self._flights: Dict[str, _Flight] = {}
         self._lock = threading.Lock()
 
@@ -208,8 +207,11 @@ class Responses:
 
     # Deciding ------------------------------------------------------------------------
 
-    def key(self, messages: List[Message], params: GenerationParams, use: Optional[bool]) -> Optional[str]:
-        """The cache key of this call, or None when the call must not use the cache."""
+    def key(
+        self, messages: List[Message], params: GenerationParams, use: Optional[bool], providers: Sequence[Any] = ()
+    ) -> Optional[str]:
+        """The cache key of this call, or None when the call must not use the cache.
+        ``providers``: the Router's ``ProviderState``s (keyed on with ``per_provider``)."""
         if use is False or (use is None and not self.settings.enabled):
             return None
         if use is not None and not isinstance(use, bool):
@@ -221,7 +223,7 @@ class Responses:
             "params": {name: value for name, value in params.to_dict().items() if value not in (None, {}, [])},
         }
         if self.settings.per_provider:
-            content["providers"] = self._providers()
+            content["providers"] = [(state.name, state.provider.model) for state in providers]
         text = json.dumps(content, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=repr)
         return f"{KEY_VERSION}:{hashlib.sha256(text.encode('utf-8')).hexdigest()}"
 
@@ -232,9 +234,9 @@ class Responses:
 
     def complete(
         self, messages: List[Message], params: GenerationParams, use: Optional[bool],
-        budget: Optional[float], produce: Callable[[], Completion],
+        budget: Optional[float], providers: Sequence[Any], produce: Callable[[], Completion],
     ) -> Completion:
-        key = self.key(messages, params, use)
+        key = self.key(messages, params, use, providers)
         if key is None:
             return produce()
         started = time.monotonic()
@@ -253,9 +255,9 @@ class Responses:
 
     def stream(
         self, messages: List[Message], params: GenerationParams, use: Optional[bool],
-        budget: Optional[float], produce: Callable[[], TextStream],
+        budget: Optional[float], providers: Sequence[Any], produce: Callable[[], TextStream],
     ) -> TextStream:
-        key = self.key(messages, params, use)
+        key = self.key(messages, params, use, providers)
         if key is None:
             return produce()
         started = time.monotonic()

@@ -110,8 +110,7 @@ class Router:
     ) -> None:
         self._state = make_state(state)
         self._telemetry = Telemetry()
-        self._responses = Responses(ResponseCache.from_value(cache), self._state.response_store,
-                                    self._telemetry.count, lambda: [(s.name, s.provider.model) for s in self._states])
+        self._responses = Responses(ResponseCache.from_value(cache), self._state.response_store, self._telemetry.count)
         self._strategy = make_strategy(strategy)
         self._strategy.use_state(self._state)
         self.timeout = _optional_seconds("timeout", timeout)
@@ -213,7 +212,9 @@ class Router:
         """
         messages, params = BaseProvider._prepare(prompt, params)
         budget = self._budget(timeout)
-        return self._responses.complete(messages, params, cache, budget, lambda: self._complete(messages, params, budget))
+        return self._responses.complete(
+            messages, params, cache, budget, self._states, lambda: self._complete(messages, params, budget)
+        )
 
     def _complete(self, messages: List[Message], params: GenerationParams, budget: Optional[float]) -> Completion:
         check = answer_check(params)
@@ -245,7 +246,9 @@ class Router:
         """
         messages, params = BaseProvider._prepare(prompt, params)
         budget = self._budget(timeout)
-        return self._responses.stream(messages, params, cache, budget, lambda: self._stream(messages, params, budget))
+        return self._responses.stream(
+            messages, params, cache, budget, self._states, lambda: self._stream(messages, params, budget)
+        )
 
     def _stream(self, messages: List[Message], params: GenerationParams, budget: Optional[float]) -> TextStream:
         def invoke(provider: BaseProvider, remaining: Optional[float]) -> OpenedStream:

@@ -84,7 +84,7 @@ def test_tool_call_answers_are_not_cached_unless_asked(allowed):
     from multi_llm_orchestrator.cache import Responses
     from multi_llm_orchestrator.types import Message
 
-    responses = Responses(ResponseCache(tool_calls=allowed), MemoryResponseStore, lambda name: None, list)
+    responses = Responses(ResponseCache(tool_calls=allowed), MemoryResponseStore, lambda name: None)
     produced = []
 
     call = ToolCall("call_1", "get_weather", {"city": "Kazan"})
@@ -94,7 +94,7 @@ def test_tool_call_answers_are_not_cached_unless_asked(allowed):
         return Completion("", "p", "m", tool_calls=[call], reasoning="it is about weather")
 
     messages, params = [Message("user", "weather?")], GenerationParams()
-    answers = [responses.complete(messages, params, None, None, produce) for _ in range(2)]
+    answers = [responses.complete(messages, params, None, None, (), produce) for _ in range(2)]
     assert len(produced) == (1 if allowed else 2)
     assert answers[1].cached == allowed
     assert answers[1].tool_calls == [call] and answers[1].reasoning == "it is about weather"
@@ -228,3 +228,30 @@ def test_cache_from_a_configuration_file_and_in_prometheus():
     assert 'mlo_router_cache_total{result="hit"} 1.0' in text
     assert 'mlo_router_cache_total{result="miss"} 1.0' in text
     assert isinstance(router.complete("q"), Completion)
+
+
+def test_per_provider_keys_separate_routers_with_different_providers():
+    from multi_llm_orchestrator.cache import Responses
+    from multi_llm_orchestrator.types import Message
+
+    plain, separate = (Responses(ResponseCache(per_provider=flag), MemoryResponseStore, lambda name: None)
+                       for flag in (False, True))
+    one, two = router_with(mock("a")), router_with(mock("b"))
+    messages, params = [Message("user", "q")], GenerationParams()
+    assert plain.key(messages, params, None, one._states) == plain.key(messages, params, None, two._states)
+    assert separate.key(messages, params, None, one._states) != separate.key(messages, params, None, two._states)
+
+
+def test_a_router_with_a_cache_is_freed_without_waiting_for_the_garbage_collector():
+    import gc
+    import weakref
+
+    gc.disable()
+    try:
+        router = router_with(mock("a"), cache=True)
+        router.complete("q")
+        ref = weakref.ref(router)
+        del router
+        assert ref() is None  # no reference cycle keeps it (and its threads) alive
+    finally:
+        gc.enable()
