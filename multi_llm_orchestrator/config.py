@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Union
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from dataclasses_json import DataClassJsonMixin, config as json_field
@@ -82,6 +83,10 @@ def _never(_: Any) -> bool:
     return True
 
 
+def _as_is(value: Any) -> Any:  # checked in __post_init__; dataclasses-json cannot decode the Union
+    return value
+
+
 @dataclass(repr=False)
 class ProviderConfig(DataClassJsonMixin):
     """Settings of one provider. Only ``name`` is required; each provider type documents
@@ -107,6 +112,11 @@ class ProviderConfig(DataClassJsonMixin):
       see its docstring); ``embedding_space``: the name of the vector space its vectors
       live in, default ``"<type>:<embedding model>"``. The Router falls back only
       between providers of one space.
+    - ``prices``: per 1k tokens, ``{"prompt": .., "completion": .., "cached": ..}`` or one
+      such dict per model (``"*"`` for the others); used by budgets, ``max_cost`` and the
+      "cheapest" strategy (default: the ``price_per_1k_*`` fields above).
+    - ``limits``: ``{"rpm": .., "tpm": .., "max_concurrency": ..}`` (see ``Limits``).
+    - ``budget``: ``{"limit": .., "period": "day" | "month" | seconds}`` or a list of them.
     - ``extra``: provider-specific settings (e.g. ``{"delay": 0}`` for MockProvider).
 
     >>> ProviderConfig(name="giga", model="GigaChat", api_key="secret")
@@ -134,6 +144,9 @@ class ProviderConfig(DataClassJsonMixin):
     extra: Dict[str, Any] = field(default_factory=dict)
     price_per_1k_cached_prompt_tokens: Optional[float] = None
     capabilities: Optional[List[str]] = None
+    prices: Optional[Dict[str, Any]] = None
+    limits: Optional[Dict[str, Any]] = None
+    budget: Union[Dict[str, Any], List[Dict[str, Any]], None] = field(default=None, metadata=json_field(decoder=_as_is))
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
@@ -170,6 +183,7 @@ class ProviderConfig(DataClassJsonMixin):
             value = getattr(self, text_field)
             if value is not None and (not isinstance(value, str) or not value.strip()):
                 raise ConfigurationError(f"{field_name(text_field)} must be a non-empty str or None; got {value!r}")
+        self._check_admission()
         if not isinstance(self.verify_ssl, bool):
             raise ConfigurationError(
                 f"ProviderConfig.verify_ssl of {self.name!r} must be True or False; got {self.verify_ssl!r}"
@@ -183,6 +197,25 @@ class ProviderConfig(DataClassJsonMixin):
             from .capabilities import check_capabilities
 
             self.capabilities = sorted(check_capabilities(self.capabilities, field_name("capabilities")))
+
+    def _check_admission(self) -> None:
+        """Limits, budgets and prices: each bad value a ConfigurationError naming the
+        provider; instances (``Limits``, ``Budget``, ``Price``) are kept as dicts."""
+        from .budgets import Budget, Price, PriceTable
+        from .limits import Limits
+
+        try:
+            limits = Limits.from_value(self.limits)
+            self.limits = None if limits is None else {k: v for k, v in limits.to_dict().items() if v is not None}
+            budgets = Budget.from_value(self.budget)
+            if self.budget is not None:
+                listed = [budget.to_dict() for budget in budgets]
+                self.budget = listed if isinstance(self.budget, (list, tuple)) else listed[0]
+            if isinstance(self.prices, Price):
+                self.prices = {k: v for k, v in dataclasses.asdict(self.prices).items() if v is not None}
+            PriceTable.from_value(self.prices)
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"ProviderConfig of {self.name!r}: {exc}") from None
 
     def __repr__(self) -> str:
         shown = []

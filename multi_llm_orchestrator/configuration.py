@@ -43,6 +43,8 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple, Type, Union, get_a
 from dataclasses_json import DataClassJsonMixin, config as json_field
 
 from .breaker import BreakerPolicy
+from .budgets import Budget, Price
+from .limits import Limits
 from .config import SECRET_FIELDS, ProviderConfig, _never
 from .errors import ConfigurationError
 from .providers import provider_class, provider_types
@@ -111,6 +113,8 @@ class RouterConfig(DataClassJsonMixin):
     health_timeout: Optional[float] = None
     health_interval: Optional[float] = None
     max_workers: Optional[int] = None
+    admission: Optional[str] = None
+    budget: Union[Dict[str, Any], List[Dict[str, Any]], None] = field(default=None, metadata=json_field(decoder=_as_is))
     state: Optional[Dict[str, Any]] = field(default=None, metadata=json_field(decoder=_as_is))
     cache: Union[Dict[str, Any], bool, None] = field(default=None, metadata=json_field(decoder=_as_is))
     providers: List[ProviderSpec] = field(default_factory=list, metadata=json_field(exclude=_never))
@@ -127,6 +131,9 @@ class RouterConfig(DataClassJsonMixin):
         settings = _coerce_fields(cls, {k: v for k, v in data.items() if k != "providers"}, "")
         if isinstance(settings.get("breaker"), dict):
             settings["breaker"] = _coerce_fields(BreakerPolicy, settings["breaker"], "breaker: ")
+        if settings.get("budget") is not None:
+            settings["budget"] = _coerce_budget(settings["budget"], "budget")
+            Budget.from_value(settings["budget"], "budget")
         config = super().from_dict(settings, infer_missing=True)
         config.providers = _parse_providers(data.get("providers"))
         return config
@@ -291,6 +298,7 @@ def _parse_providers(entries: Any) -> List[ProviderSpec]:
         entry.setdefault("name", type_name)
         where = f"{where} ({entry['name']!r})" if isinstance(entry["name"], str) else where
         settings = _coerce_fields(ProviderConfig, entry, f"{where}: ")
+        _coerce_admission(settings, where)
         if settings["name"] in names:
             raise ConfigurationError(
                 f"{where}: the name is already used by providers[{names[settings['name']]}]; "
@@ -305,6 +313,31 @@ def _parse_providers(entries: Any) -> List[ProviderSpec]:
             raise ConfigurationError(f"{where}: {exc}") from None
         specs.append(ProviderSpec(type_name, config))
     return specs
+
+
+def _coerce_admission(settings: Dict[str, Any], where: str) -> None:
+    """Numbers written as strings (from ``${VAR}``) inside limits, budget and prices."""
+    if isinstance(settings.get("limits"), Mapping):
+        settings["limits"] = _coerce_fields(Limits, settings["limits"], f"{where}: limits: ")
+    if settings.get("budget") is not None:
+        settings["budget"] = _coerce_budget(settings["budget"], f"{where}: budget")
+    prices = settings.get("prices")
+    if isinstance(prices, Mapping):
+        if set(prices) <= set(Price.__dataclass_fields__):
+            settings["prices"] = _coerce_fields(Price, prices, f"{where}: prices: ")
+        else:
+            settings["prices"] = {
+                model: _coerce_fields(Price, entry, f"{where}: prices[{model!r}]: ") if isinstance(entry, Mapping) else entry
+                for model, entry in prices.items()
+            }
+
+
+def _coerce_budget(value: Any, where: str) -> Any:
+    if isinstance(value, Mapping):
+        return _coerce_fields(Budget, value, f"{where}: ")
+    if isinstance(value, list):
+        return [_coerce_budget(item, f"{where}[{index}]") for index, item in enumerate(value)]
+    return value
 
 
 def _coerce_fields(cls: Type[Any], data: Mapping[str, Any], where: str) -> Dict[str, Any]:

@@ -207,9 +207,15 @@ class BoundedHealth:
     ``remaining()`` seconds (None: no bound), so a slow health check cannot use up the
     call's deadline. Everything else is the checker's."""
 
-    def __init__(self, checker: HealthChecker, remaining: Callable[[], Optional[float]]) -> None:
+    def __init__(
+        self, checker: HealthChecker, remaining: Callable[[], Optional[float]],
+        expected_cost: Optional[Callable[[Any], Optional[float]]] = None,
+    ) -> None:
         self._checker = checker
         self._remaining = remaining
+        #: This call's expected cost on a provider (its ProviderState), None without prices:
+        #: what the "cheapest" strategy ranks by.
+        self.expected_cost = expected_cost or (lambda state: None)
 
     def status(self, providers: Sequence[BaseProvider], wait: Optional[float] = None) -> Dict[str, bool]:
         left = self._remaining()

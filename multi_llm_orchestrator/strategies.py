@@ -11,6 +11,7 @@ round the list from it ("circular order"); "best-available" ranks them all.
 ``best-available``     healthy before degraded before unhealthy, then lowest latency (EWMA)
 ``weighted``           a random start weighted by ``ProviderConfig.weight``
 ``least-busy``         the provider with the fewest calls in flight
+``cheapest``           lowest expected price for this call, ties by latency; fallback by price
 =====================  ====================================================================
 
 A custom strategy subclasses ``Strategy`` and is passed as ``Router(strategy=MyStrategy())``.
@@ -28,6 +29,7 @@ from .errors import ConfigurationError
 from .state import LocalSequence
 
 if TYPE_CHECKING:
+    from .admission import ProviderAdmission
     from .breaker import CircuitBreaker
     from .health import HealthChecker
     from .metrics import ProviderMetrics
@@ -43,6 +45,7 @@ __all__ = [
     "BestAvailableStrategy",
     "WeightedStrategy",
     "LeastBusyStrategy",
+    "CheapestStrategy",
     "STRATEGIES",
     "make_strategy",
 ]
@@ -55,6 +58,7 @@ class ProviderState:
     provider: "BaseProvider"
     breaker: "CircuitBreaker"
     metrics: "ProviderMetrics"
+    admission: Optional["ProviderAdmission"] = None  # limits, budgets, prices (if configured)
 
     @property
     def name(self) -> str:
@@ -200,6 +204,28 @@ class LeastBusyStrategy(Strategy):
         return sorted(rotated, key=lambda state: state.metrics.in_flight)
 
 
+class CheapestStrategy(Strategy):
+    """The lowest expected price for this call first, then the next cheapest, and so on.
+
+    The expected price is the call's estimated tokens (prompt estimate plus ``max_tokens``,
+    or the provider's average answer) times the provider's ``ProviderConfig.prices``. Equal
+    prices go to the lower EWMA latency; providers without prices come last.
+    """
+
+    name = "cheapest"
+
+    def order(self, states: Sequence[ProviderState], health: "HealthChecker") -> List[ProviderState]:
+        expected_cost = getattr(health, "expected_cost", None) or (lambda state: None)
+
+        def rank(indexed: "tuple[int, ProviderState]") -> "tuple[bool, float, float, int]":
+            index, state = indexed
+            cost = expected_cost(state)
+            # Rounded so float noise does not break a tie that latency should decide.
+            return cost is None, round(cost or 0.0, 9), state.metrics.ewma_latency_s or 0.0, index
+
+        return [state for _, state in sorted(enumerate(states), key=rank)]
+
+
 STRATEGIES: Dict[str, Type[Strategy]] = {
     cls.name: cls
     for cls in (
@@ -209,6 +235,7 @@ STRATEGIES: Dict[str, Type[Strategy]] = {
         BestAvailableStrategy,
         WeightedStrategy,
         LeastBusyStrategy,
+        CheapestStrategy,
     )
 }
 
