@@ -80,7 +80,8 @@ class Router:
     - ``max_workers``: threads for hedged and deadline-bound calls.
     - ``admission``: when no provider has capacity (``ProviderConfig.limits``) or budget,
       "skip" (default: fail at once, saying when capacity returns) or "wait" (queue, first
-      come first served, within the call's timeout).
+      come first served, within the call's timeout). An ``admission.Admission`` instance
+      brings its own mode, budget and state stores (e.g. shared by a fleet).
     - ``budget``: the Router's spending budget, e.g. ``{"limit": 100, "period": "day"}``
       (or a list of them); once spent, calls raise ``BudgetExceededError`` unsent.
 
@@ -106,11 +107,11 @@ class Router:
         health_timeout: float = 5.0,
         health_interval: Optional[float] = None,
         max_workers: int = 64,
-        admission: str = "skip",
+        admission: Union[str, Admission] = "skip",
         budget: Any = None,
     ) -> None:
         self._strategy = make_strategy(strategy)
-        self._admission = Admission(admission, budget)
+        self._admission = admission if isinstance(admission, Admission) else Admission(admission, budget)
         self.timeout = _optional_seconds("timeout", timeout)
         if isinstance(hedge_after, HedgePolicy) or hedge_after is None:
             self._hedge = hedge_after
