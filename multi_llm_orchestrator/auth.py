@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Tuple, TypeVar
 
+from .config import scrub_secrets
 from .errors import AuthenticationError, ProviderError, ProviderTimeoutError
 
 __all__ = ["Token", "TokenCache", "time_left"]
@@ -130,9 +131,7 @@ class TokenCache:
 
     def scrub(self, text: str) -> str:
         """``text`` with every token this cache has held replaced by <redacted>."""
-        for value in self._known:
-            text = text.replace(value, "<redacted>")
-        return text
+        return scrub_secrets(text, self._known)
 
     def _usable(self, token: Optional[Token]) -> bool:
         return token is not None and (token.refresh_at is None or self.clock() < token.refresh_at)
