@@ -28,10 +28,12 @@ from .errors import (
     QuotaExceededError,
     RateLimitError,
     ResponseFormatError,
+    ToolLoopError,
 )
 from .limits import Limits
 from .providers import BaseProvider, MockProvider
 from .router import Router
+from .tool_loop import run_tools
 from .types import (
     Attempt,
     Completion,
@@ -56,6 +58,7 @@ _logging.getLogger("multi_llm_orchestrator").addHandler(_logging.NullHandler())
 __all__ = [
     "__version__",
     "Router",
+    "run_tools",
     "ProviderConfig",
     "Limits",
     "Budget",
@@ -89,4 +92,5 @@ __all__ = [
     "ResponseFormatError",
     "AllProvidersFailedError",
     "DeadlineExceededError",
+    "ToolLoopError",
 ]

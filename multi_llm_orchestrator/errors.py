@@ -15,8 +15,10 @@
     │   ├── ProviderUnavailableError           connection refused/reset, 5xx, TLS failure
     │   ├── InvalidRequestError                400/404/413/422, model not found
     │   └── ResponseFormatError                a body or stream that cannot be parsed
-    └── AllProvidersFailedError                .errors: every failed attempt, in order
-        └── DeadlineExceededError (also TimeoutError)   the Router's total budget ran out
+    ├── AllProvidersFailedError                .errors: every failed attempt, in order
+    │   └── DeadlineExceededError (also TimeoutError)   the Router's total budget ran out
+    └── ToolLoopError                          run_tools: the model still asks for tools
+                                               after max_rounds
 
 Catch ``OrchestratorError`` to catch everything; ``ProviderError`` for one provider's
 failure (the Router falls back on every ``ProviderError``); ``AllProvidersFailedError``
@@ -34,7 +36,7 @@ Example::
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 __all__ = [
     "OrchestratorError",
@@ -52,6 +54,7 @@ __all__ = [
     "ResponseFormatError",
     "AllProvidersFailedError",
     "DeadlineExceededError",
+    "ToolLoopError",
 ]
 
 
@@ -221,3 +224,19 @@ class DeadlineExceededError(AllProvidersFailedError, TimeoutError):
 
     def __reduce__(self):
         return (type(self), (self.errors, self.timeout, str(self)))
+
+
+class ToolLoopError(OrchestratorError):
+    """``run_tools`` stopped: the model still asked for tools after ``max_rounds``.
+
+    ``completion`` is the last answer (its ``tool_calls`` unanswered), ``messages`` the
+    conversation so far, so the caller can inspect it or continue by hand.
+    """
+
+    def __init__(self, message: str, *, completion: Any = None, messages: Any = None) -> None:
+        super().__init__(message)
+        self.completion = completion
+        self.messages = messages
+
+    def __reduce__(self):
+        return (_rebuild, (type(self), self.args[0], self.__dict__))
