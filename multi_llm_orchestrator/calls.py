@@ -9,8 +9,8 @@ optional tracer.
 
 A tracer (see ``multi_llm_orchestrator.otel``) is any object with ``start_call(call)``
 returning a call trace or None; a call trace has ``attempt(attempt_run)`` returning an
-attempt trace (``run(invoke, provider, remaining)`` and ``end(error, result)``) and
-``end(attempt_run, error, result)``. Without a tracer the only cost is an ``is None`` test
+attempt trace (``run(invoke, provider, remaining)`` and ``end(error, usage, result)``) and
+``end(attempt_run, error, usage, result)``. Without a tracer the only cost is an ``is None`` test
 per call and per attempt.
 """
 
@@ -20,7 +20,7 @@ import logging
 import threading
 import time
 from concurrent.futures import Future
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from .errors import (
     AllProvidersFailedError,
@@ -35,7 +35,10 @@ from .providers.base import BaseProvider
 from .strategies import ProviderState
 from .types import Attempt, Completion, RouterEvent, TextStream
 
-__all__ = ["Call", "AttemptRun", "OpenedStream", "Telemetry", "Listener", "as_provider_error", "checked_completion"]
+__all__ = [
+    "Call", "AttemptRun", "OpenedStream", "Telemetry", "Listener", "as_provider_error", "checked_completion",
+    "try_in_turn",
+]
 
 # Records keep the Router's logger name: it is what users filter on.
 logger = logging.getLogger("multi_llm_orchestrator.router")
@@ -89,6 +92,7 @@ class Call:
         telemetry: "Telemetry",
         messages: Optional[List[Any]] = None,
         params: Any = None,
+        operation: str = "chat",
     ) -> None:
         self.telemetry = telemetry
         telemetry.count("calls")
@@ -103,6 +107,7 @@ class Call:
         self._reported = False
         self.messages = messages  # the validated prompt: for planning checks, and a tracer that records content
         self.params = params
+        self.operation = operation  # "chat" or "embeddings": what a tracer names the call
         tracer = telemetry.tracer
         self.trace = tracer.start_call(self) if tracer is not None else None
 
@@ -209,7 +214,7 @@ class Call:
                 attempts=count, streaming=self.streaming,
             ))
         if self.trace is not None:
-            self.trace.end(attempt, error, result)
+            self.trace.end(attempt, error, usage, result)
 
 
 class AttemptRun:
@@ -312,7 +317,7 @@ class AttemptRun:
                 hedge=self.hedge, streaming=self.call.streaming,
             ))
         if self.trace is not None:
-            self.trace.end(error, result)
+            self.trace.end(error, usage, result)
 
     def abandon(self, future: Future) -> None:
         """The race ended without this attempt: discard its result when it arrives."""
@@ -354,6 +359,27 @@ class OpenedStream:
             stream.close()
             raise
         return cls(stream, first)
+
+
+def try_in_turn(
+    call: Call,
+    order: Sequence[ProviderState],
+    forced: Optional[ProviderState],
+    invoke: Callable[[BaseProvider, Optional[float]], Any],
+) -> Tuple[Any, AttemptRun]:
+    """Try ``order`` one provider after another on this thread until one succeeds: its
+    result and attempt (recorded as won; the caller finishes it with the usage). When
+    every one fails, raises the call's ``AllProvidersFailedError``."""
+    errors: List[ProviderError] = []
+    for state in order:
+        attempt = AttemptRun.reserve(call, state, hedge=False, force=state is forced)
+        if attempt is None:
+            continue
+        try:
+            return attempt.run(invoke), attempt.won()
+        except ProviderError as error:
+            errors.append(error)
+    raise call.failed(errors, deadline_hit=False)
 
 
 def as_provider_error(exc: BaseException, provider: str) -> ProviderError:

@@ -263,7 +263,11 @@ def _demo(args: argparse.Namespace) -> int:
 def _router(args: argparse.Namespace) -> Any:
     from .configuration import load_config
 
-    source = getattr(args, "config", None) or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG
+    given = getattr(args, "config", None)
+    if given is not None and not given.strip():
+        # An unset shell variable (--config "$CONFIG") must not quietly mean the mocks.
+        raise _UsageError("--config is empty: pass the path of a JSON configuration file, or leave --config out")
+    source = given or os.environ.get(CONFIG_ENV, "").strip() or DEFAULT_CONFIG
     config = load_config(source)
     if getattr(args, "strategy", None):
         config.strategy = args.strategy

@@ -9,7 +9,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from dataclasses_json import DataClassJsonMixin, config as json_field
 
 from .errors import ConfigurationError
-from .validation import check_int, check_number
+from .validation import check_int, check_nesting, check_number
 
 __all__ = ["ProviderConfig", "redact", "is_secret_key"]
 
@@ -19,6 +19,25 @@ SECRET_FIELDS = ("api_key",)
 SECRET_WORDS = frozenset({"token", "password", "passwd", "secret", "credentials", "authorization", "apikey"})
 SECRET_WORD_PAIRS = frozenset({"api_key", "auth_key", "access_key", "private_key"})
 URL_FIELDS = ("base_url", "auth_url")
+
+
+#: Transport retries of one request; more only multiplies the wait on a dead server.
+MAX_RETRIES = 100
+#: Connections kept per host (one per thread that calls at once).
+MAX_POOL_SIZE = 10_000
+
+
+def _is_http_url(url: Any) -> bool:
+    """An http(s) URL with a host, a valid port and no whitespace or control characters
+    (requests would only fail at the first call: "http://[::1" raised a bare ValueError)."""
+    if not isinstance(url, str) or any(ord(char) <= 32 or ord(char) == 127 for char in url):
+        return False
+    try:
+        parts = urlsplit(url)
+        parts.port  # raises ValueError on a port that is not a number in 0-65535
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
 
 
 def is_secret_key(key: Any) -> bool:
@@ -129,19 +148,20 @@ class ProviderConfig(DataClassJsonMixin):
             url = getattr(self, url_field)
             if url is None:
                 continue
-            parts = urlsplit(url) if isinstance(url, str) else None
-            if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
+            if not _is_http_url(url):
+                shown = "a URL with credentials (not shown)" if isinstance(url, str) and "@" in url else repr(url)
                 raise ConfigurationError(
                     f"ProviderConfig.{url_field} of {self.name!r} must be an http(s) URL such as "
-                    f"'https://host/api/v1'; got {url!r}"
+                    f"'https://host/api/v1'; got {shown}"
                 )
         def field_name(name: str) -> str:
             return f"ProviderConfig.{name} of {self.name!r}"
 
         check_number(field_name("timeout"), self.timeout, 0, low_open=True, kind="a number of seconds")
-        check_int(field_name("max_retries"), self.max_retries, 0)
+        check_int(field_name("max_retries"), self.max_retries, 0, MAX_RETRIES)
         check_number(field_name("weight"), self.weight, 0)
-        check_int(field_name("pool_size"), self.pool_size, 1)
+        # urllib3 fills a pool's queue up front: a pool of 10**9 would hang the first call.
+        check_int(field_name("pool_size"), self.pool_size, 1, MAX_POOL_SIZE)
         for price in ("price_per_1k_prompt_tokens", "price_per_1k_completion_tokens",
                       "price_per_1k_cached_prompt_tokens"):
             check_number(field_name(price), getattr(self, price), 0, allow_none=True)
@@ -158,6 +178,7 @@ class ProviderConfig(DataClassJsonMixin):
             raise ConfigurationError(
                 f"ProviderConfig.extra of {self.name!r} must be a dict; got {type(self.extra).__name__}"
             )
+        check_nesting(field_name("extra"), self.extra)
         if self.capabilities is not None:
             from .capabilities import check_capabilities
 

@@ -23,7 +23,7 @@ import os
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple, Union
 
 from .breaker import BreakerPolicy, CircuitBreaker
 from .errors import (
@@ -39,12 +39,14 @@ from .hedging import HedgeBudget, HedgePolicy, RaceFailed, race
 from .metrics import ProviderMetrics
 from .providers.base import BaseProvider
 from .answers import answer_check
-from .calls import AttemptRun, Call, Listener, OpenedStream, Telemetry, as_provider_error, checked_completion
+from .calls import AttemptRun, Call, Listener, OpenedStream, Telemetry, as_provider_error, checked_completion, try_in_turn
 from .capabilities import CapabilityCheck
+from .embeddings import EmbeddingJob, embedding_spaces
 from .planning import PlanCheck, apply_checks
 from .strategies import ProviderState, Strategy, make_strategy
 from .validation import check_int, check_number
-from .types import Completion, GenerationParams, Prompt, StreamEnd, TextStream
+from .tokens import ContextWindows
+from .types import Completion, Embeddings, GenerationParams, Prompt, StreamEnd, TextStream, TokenCount
 
 __all__ = ["Router"]
 
@@ -122,9 +124,11 @@ class Router:
         self._running: Set[Future] = set()  # attempts submitted and not finished, for close()
         self._lock = threading.Lock()
         self._states: Tuple[ProviderState, ...] = ()
+        self._names: Set[str] = set()  # of _states, so adding thousands of providers stays linear
         self._telemetry = Telemetry()
+        self._windows = ContextWindows()
         #: Planning checks (planning.py): providers left out of a call before the strategy.
-        self._plan_checks: Tuple[PlanCheck, ...] = (CapabilityCheck(),)
+        self._plan_checks: Tuple[PlanCheck, ...] = (CapabilityCheck(), self._windows)
         self._closed = False
         if health_interval:
             self._health.start_background(health_interval, lambda: [s.provider for s in self._states])
@@ -140,25 +144,44 @@ class Router:
 
     def add_provider(self, provider: BaseProvider) -> BaseProvider:
         """Add a provider; its name must be unique. Returns it."""
-        if not isinstance(provider, BaseProvider):
-            raise ConfigurationError(
-                f"add_provider takes a BaseProvider (e.g. MockProvider(ProviderConfig(...))); got {type(provider).__name__}"
-            )
-        config = provider.config
-        state = ProviderState(
-            provider,
-            CircuitBreaker(self._breaker_policy),
-            ProviderMetrics(config.price_per_1k_prompt_tokens, config.price_per_1k_completion_tokens,
-                            price_per_1k_cached_prompt=config.price_per_1k_cached_prompt_tokens),
-        )
+        self.add_providers([provider])
+        return provider
+
+    def add_providers(self, providers: Iterable[BaseProvider]) -> List[BaseProvider]:
+        """Add several providers at once (all or none); names must be unique. Returns them.
+
+        In time linear in their number, so a configuration of thousands builds quickly.
+        """
+        providers = list(providers)
+        states = []
+        names: Set[str] = set()
+        for provider in providers:
+            if not isinstance(provider, BaseProvider):
+                raise ConfigurationError(
+                    f"add_provider takes a BaseProvider (e.g. MockProvider(ProviderConfig(...))); got {type(provider).__name__}"
+                )
+            if provider.name in names:
+                raise ConfigurationError(
+                    f"A provider named {provider.name!r} is given twice; give each a unique ProviderConfig.name"
+                )
+            names.add(provider.name)
+            config = provider.config
+            states.append(ProviderState(
+                provider,
+                CircuitBreaker(self._breaker_policy),
+                ProviderMetrics(config.price_per_1k_prompt_tokens, config.price_per_1k_completion_tokens,
+                                price_per_1k_cached_prompt=config.price_per_1k_cached_prompt_tokens),
+            ))
         with self._lock:
             self._check_open()
-            if any(s.name == provider.name for s in self._states):
+            taken = names & self._names
+            if taken:
                 raise ConfigurationError(
-                    f"A provider named {provider.name!r} is already registered; give each a unique ProviderConfig.name"
+                    f"A provider named {min(taken)!r} is already registered; give each a unique ProviderConfig.name"
                 )
-            self._states = self._states + (state,)
-        return provider
+            self._states = self._states + tuple(states)
+            self._names |= names
+        return providers
 
     def remove_provider(self, name: str) -> BaseProvider:
         """Remove the provider called ``name`` and return it (not closed)."""
@@ -166,7 +189,9 @@ class Router:
             for state in self._states:
                 if state.name == name:
                     self._states = tuple(s for s in self._states if s is not state)
+                    self._names.discard(name)
                     self._health.forget(name)
+                    self._windows.forget(name)
                     return state.provider
             known = ", ".join(s.name for s in self._states) or "none"
         raise ConfigurationError(f"No provider named {name!r}; registered: {known}")
@@ -204,7 +229,7 @@ class Router:
             return completion
 
         call = self._call(timeout, False, messages, params)
-        completion, attempt = self._run(call, invoke)
+        completion, attempt = self._run(call, self._windows.learning(call, invoke))
         attempt.finish(None, completion.usage, completion)
         call.finish(attempt, None, completion.usage, completion)
         return Completion(
@@ -226,7 +251,7 @@ class Router:
             return OpenedStream.open(provider.stream(messages, params, timeout=remaining))
 
         call = self._call(timeout, True, messages, params)
-        opened, attempt = self._run(call, invoke)
+        opened, attempt = self._run(call, self._windows.learning(call, invoke))
         stream, once = opened.stream, threading.Lock()
 
         def settle(error: Optional[ProviderError]) -> None:
@@ -275,9 +300,12 @@ class Router:
         finally:
             settle(error)
 
-    def _call(self, timeout: Optional[float], streaming: bool, messages: Any, params: GenerationParams) -> Call:
+    def _call(
+        self, timeout: Optional[float], streaming: bool, messages: Any, params: Optional[GenerationParams],
+        operation: str = "chat",
+    ) -> Call:
         budget = self.timeout if timeout is None else _optional_seconds("timeout", timeout)
-        return Call(budget, streaming, self._telemetry, messages, params)
+        return Call(budget, streaming, self._telemetry, messages, params, operation)
 
     def _run(self, call: Call, invoke: Callable[[BaseProvider, Optional[float]], Any]) -> Tuple[Any, AttemptRun]:
         """Try providers in the planned order until one succeeds; the shared core of
@@ -295,16 +323,7 @@ class Router:
             logger.debug("%s: trying %s", "stream" if call.streaming else "call", ", ".join(plan),
                          extra={"plan": plan, "streaming": call.streaming})
         if self._hedge is None and call.deadline is None:
-            errors: List[ProviderError] = []
-            for state in order:
-                attempt = AttemptRun.reserve(call, state, hedge=False, force=state is forced)
-                if attempt is None:
-                    continue
-                try:
-                    return attempt.run(invoke), attempt.won()
-                except ProviderError as error:
-                    errors.append(error)
-            raise call.failed(errors, deadline_hit=False)
+            return try_in_turn(call, order, forced, invoke)
 
         attempts: Dict[Future, AttemptRun] = {}
 
@@ -342,13 +361,15 @@ class Router:
             raise call.failed(failure.errors, deadline_hit=failure.deadline_hit)
         return winner.result(), attempts[winner].won()
 
-    def _plan(self, call: Call) -> Tuple[List[ProviderState], Optional[ProviderState]]:
-        """Providers to try, in order, and the one forced through an open circuit (if any)."""
+    def _plan(
+        self, call: Call, among: Optional[Sequence[ProviderState]] = None
+    ) -> Tuple[List[ProviderState], Optional[ProviderState]]:
+        """Providers to try (``among`` them, default all), in order, and the one forced
+        through an open circuit (if any). Those the call excludes are listed as skipped."""
         self._check_open()
-        states = self._states
-        if not states:
+        if not self._states:
             raise NoProvidersError("The Router has no providers: add one with router.add_provider(...)")
-        states = apply_checks(states, call, self._plan_checks)
+        states = apply_checks(self._states if among is None else among, call, self._plan_checks)
         available = [state for state in states if state.breaker.is_available()]
         if available:
             return self._strategy.order(available, BoundedHealth(self._health, lambda: _health_wait(call))), None
@@ -372,6 +393,48 @@ class Router:
                     self._executor = ThreadPoolExecutor(self._max_workers, thread_name_prefix="mlo-router")
                 executor = self._executor
         return executor
+
+    # Embeddings and token counts --------------------------------------------------------
+
+    def embed(
+        self,
+        texts: Sequence[str],
+        *,
+        space: Optional[str] = None,
+        purpose: Optional[str] = None,
+        timeout: Optional[float] = None,
+        max_parallel: int = 8,
+    ) -> Embeddings:
+        """Vectors of ``texts``, in their order, from the providers of one embedding space.
+
+        ``space`` names the space (see ``embedding_spaces()``); required when the Router
+        has more than one. Large inputs are split into batches by the providers' limits
+        and up to ``max_parallel`` batches run at once; a failed batch is retried on the
+        next provider of the same space only, never elsewhere, and the batches that
+        succeeded are kept. ``purpose``: "document" or "query" (see ``BaseProvider.embed``).
+        ``timeout`` bounds the whole call like ``complete``'s.
+
+        >>> router.embed(["first text", "second text"]).vectors        # doctest: +SKIP
+        """
+        job = EmbeddingJob.prepare(texts, self._states, space=space, purpose=purpose, max_parallel=max_parallel)
+        call = self._call(timeout, False, None, None, "embeddings")
+        return job.run(call, plan=lambda among: self._plan(call, among), pool=self._pool)
+
+    def embedding_spaces(self) -> Dict[str, List[str]]:
+        """Each embedding space and the names of its providers, in the order added."""
+        return embedding_spaces(self._states)
+
+    def count_tokens(self, prompt: Prompt, *, provider: Optional[str] = None, timeout: Optional[float] = None) -> TokenCount:
+        """The prompt's size in tokens as ``provider`` (a name; may be omitted when the
+        Router has one provider) counts it: see ``BaseProvider.count_tokens``."""
+        states = self._states
+        if provider is None and len(states) != 1:
+            names = ", ".join(state.name for state in states) or "none"
+            raise ConfigurationError(f"count_tokens needs provider=<name>: token counts differ by model; registered: {names}")
+        for state in states:
+            if provider is None or state.name == provider:
+                return state.provider.count_tokens(prompt, timeout=timeout)
+        raise ConfigurationError(f"No provider named {provider!r}; registered: {', '.join(s.name for s in states)}")
 
     # Batch, health, stats ----------------------------------------------------------
 
@@ -419,6 +482,7 @@ class Router:
         others (what a frequently polled status endpoint wants).
         """
         self._check_open()
+        timeout = _optional_seconds("timeout", timeout)
         providers = self.providers
         reused = {p.name: self._health.cached(p.name) for p in providers} if cached else {}
         stale = [p for p in providers if reused.get(p.name) is None]

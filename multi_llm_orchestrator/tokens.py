@@ -20,9 +20,10 @@ from __future__ import annotations
 import math
 import re
 import threading
-from typing import Any, Callable, Dict, Iterable, Optional
+from typing import Any, Callable, Dict, Iterable, Optional, Sequence
 
-from .errors import InvalidRequestError, ProviderError
+from .errors import AllProvidersFailedError, InvalidRequestError, OrchestratorError, ProviderError
+from .planning import CallRequest, PlanCheck, Skip, SkipReason
 from .types import GenerationParams, Message, TokenCount
 
 __all__ = ["estimate_tokens", "is_context_length_error", "ContextWindows", "ASCII_CHARS_PER_TOKEN",
@@ -66,13 +67,18 @@ def is_context_length_error(error: BaseException) -> bool:
     return error.status_code in CONTEXT_STATUSES and bool(_CONTEXT_WORDS.search(error.message))
 
 
-class ContextWindows:
+class ContextWindows(PlanCheck):
     """The context window of each provider: declared, or learned from refusals. Thread-safe.
+
+    A planning check (``planning.PlanCheck``): the Router leaves out the providers a
+    request cannot fit, listed in ``Completion.attempts`` as skipped with the reason.
 
     A refusal teaches "requests of this estimated size do not fit": later requests at
     least that large skip the provider. A declared window is compared with the
     estimated prompt plus the ``max_tokens`` asked for (the answer needs room too).
     """
+
+    error_type = "ContextWindowExceeded"
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -97,42 +103,59 @@ class ContextWindows:
         with self._lock:
             self._learned.pop(provider_name, None)
 
-    def guard(
-        self,
-        call: Any,
-        invoke: Callable[[Any, Optional[float]], Any],
-        messages: Iterable[Message],
-        params: GenerationParams,
-    ) -> Callable[[Any, Optional[float]], Any]:
-        """Set ``call.exclude`` to skip the providers this request cannot fit, and return
-        ``invoke`` wrapped to learn from a "context length" refusal. The estimate is made
-        only when some provider has a known window, or after a refusal."""
-        size: Dict[str, int] = {}
+    # PlanCheck ----------------------------------------------------------------------------
 
-        def request_size() -> int:
-            if not size:
-                size["tokens"] = int(estimate_tokens(messages)) + (params.max_tokens or 0)
-            return size["tokens"]
+    def prepare(self, request: CallRequest) -> Optional[SkipReason]:
+        """Each provider's skip reason for this request; the estimate is made only when a
+        provider with a known window is looked at (never for a Router without any)."""
+        if request.params is None or not request.messages:
+            return None
+        size = _RequestSize(request.messages, request.params)
 
-        def exclude(state: Any) -> Optional[str]:
+        def reason(state: Any) -> Optional[str]:
             limit = self.limit(state.provider)
-            if limit is None or request_size() < limit:
+            if limit is None or size.tokens() < limit:
                 return None
             declared = state.provider.config.context_window
             if declared is not None and limit == declared + 1:
                 window = f"its context window of {declared} tokens (ProviderConfig.context_window)"
             else:
                 window = f"its context window: it refused a request of ~{limit} tokens as too long"
-            answer = f" with max_tokens={params.max_tokens}" if params.max_tokens else ""
-            return f"context window: a prompt of ~{request_size()} estimated tokens{answer} does not fit {window}"
+            answer = f" with max_tokens={request.params.max_tokens}" if request.params.max_tokens else ""
+            return f"a prompt of ~{size.tokens()} estimated tokens{answer} does not fit {window}"
 
-        def learning(provider: Any, remaining: Optional[float]) -> Any:
+        return reason
+
+    def exhausted(self, request: CallRequest, skips: Sequence[Skip]) -> Optional[OrchestratorError]:
+        """Every provider too small: one InvalidRequestError per provider, saying why."""
+        return AllProvidersFailedError(
+            [InvalidRequestError(f"skipped: {skip.reason}", provider=skip.state.name) for skip in skips]
+        )
+
+    def learning(self, call: Any, invoke: Callable[[Any, Optional[float]], Any]) -> Callable[[Any, Optional[float]], Any]:
+        """``invoke`` that, when a provider refuses the call's request as longer than its
+        context, remembers that size for the provider."""
+
+        def learn_from(provider: Any, remaining: Optional[float]) -> Any:
             try:
                 return invoke(provider, remaining)
             except ProviderError as error:
-                if is_context_length_error(error):
-                    self.learn(provider.name, request_size())
+                if is_context_length_error(error) and call.messages:
+                    self.learn(provider.name, _RequestSize(call.messages, call.params).tokens())
                 raise
 
-        call.exclude = exclude
-        return learning
+        return learn_from
+
+
+class _RequestSize:
+    """The estimated size of a request (prompt plus ``max_tokens``), computed once, on demand."""
+
+    def __init__(self, messages: Iterable[Message], params: Optional[GenerationParams]) -> None:
+        self.messages = messages
+        self.max_tokens = (params.max_tokens if params is not None else None) or 0
+        self._tokens: Optional[int] = None
+
+    def tokens(self) -> int:
+        if self._tokens is None:
+            self._tokens = int(estimate_tokens(self.messages)) + self.max_tokens
+        return self._tokens
