@@ -5,6 +5,9 @@
     multi-llm-orchestrator --config router.json health
     multi-llm-orchestrator --config router.json models
     multi-llm-orchestrator --config router.json batch prompts.txt --workers 8 > answers.jsonl
+    multi-llm-orchestrator embed "first text" "second text" > vectors.jsonl
+    multi-llm-orchestrator --config router.json embed --file docs.txt --space gigachat:Embeddings
+    multi-llm-orchestrator --config router.json balance
     multi-llm-orchestrator demo
 
 The configuration file comes from ``--config`` or the ``MULTI_LLM_ORCHESTRATOR_CONFIG``
@@ -133,6 +136,24 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     batch.set_defaults(handler=_batch)
 
+    embed = commands.add_parser(
+        "embed", parents=[common], help="embed texts; JSONL out (one vector per text, in input order)",
+        description="Texts from the arguments, else one per line from --file or stdin (blank lines are "
+                    "skipped). Each output line is {\"index\", \"line\" (files and stdin), \"text\", "
+                    "\"embedding\"}; a summary goes to stderr. The three default mock providers need no keys.",
+    )
+    embed.add_argument("texts", nargs="*", help='texts to embed ("-" alone, or none, reads stdin)')
+    embed.add_argument("--file", "-f", metavar="FILE", help="read the texts from FILE, one per line")
+    embed.add_argument("--space", metavar="NAME", help="the embedding space (required when there are several)")
+    embed.add_argument("--purpose", choices=("document", "query"), help="what the texts are (YandexGPT has a model each)")
+    embed.add_argument("--parallel", type=int, default=8, metavar="N", help="batches at once (default 8)")
+    embed.set_defaults(handler=_embed)
+
+    balance = commands.add_parser("balance", parents=[common],
+                                  help="tokens left on each account that has a balance API (GigaChat)")
+    balance.add_argument("--json", action="store_true", help="print JSON")
+    balance.set_defaults(handler=_balance)
+
     demo = commands.add_parser("demo", parents=[common], help="a tour of strategies and fallback over mocks")
     demo.set_defaults(handler=_demo)
     return parser
@@ -249,6 +270,72 @@ def _batch(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return EXIT_FAILED if failed else EXIT_OK
+
+
+def _embed(args: argparse.Namespace) -> int:
+    if args.parallel < 1:
+        raise _UsageError("--parallel must be at least 1")
+    if args.file and args.texts:
+        raise _UsageError("give texts as arguments or --file, not both")
+    numbered: List[Any] = []
+    if args.texts and args.texts != ["-"]:
+        numbered = [(None, text) for text in args.texts]
+    else:
+        path = args.file or "-"
+        try:
+            if path == "-":
+                lines = sys.stdin.read().splitlines()
+            else:
+                with open(path, encoding="utf-8") as handle:
+                    lines = handle.read().splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise _UsageError(f"cannot read {path}: {exc}") from None
+        numbered = [(number, line) for number, line in enumerate(lines, 1) if line.strip()]
+    if not numbered:
+        raise _UsageError("no text to embed: pass texts as arguments, --file FILE, or lines on stdin")
+    started = time.monotonic()
+    with _router(args) as router:
+        result = router.embed([text for _, text in numbered], space=args.space, purpose=args.purpose,
+                              max_parallel=args.parallel)
+    for index, ((line, text), vector) in enumerate(zip(numbered, result.vectors)):
+        record: Dict[str, Any] = {"index": index}
+        if line is not None:
+            record["line"] = line
+        record.update(text=text, embedding=vector)
+        sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+    print(
+        f"embed: {len(result)} text(s), {result.dimensions} dimensions, space {result.space!r}, "
+        f"by {result.provider} ({result.model}), {result.usage.prompt_tokens} tokens, "
+        f"in {time.monotonic() - started:.2f} s",
+        file=sys.stderr,
+    )
+    return EXIT_OK
+
+
+def _balance(args: argparse.Namespace) -> int:
+    timeout = getattr(args, "timeout", None)
+    results: Dict[str, Dict[str, Any]] = {}
+    with _router(args) as router:
+        for provider in router.providers:
+            if not getattr(provider, "supports_balance", False):
+                results[provider.name] = {"error": "no balance API"}
+                continue
+            try:
+                results[provider.name] = {"balance": dict(provider.balance(timeout=timeout))}
+            except Exception as exc:  # one provider's failure must not hide the others
+                results[provider.name] = {"error": f"{type(exc).__name__}: {_one_line(exc)}"}
+    if args.json:
+        print(json.dumps(results, ensure_ascii=False, indent=2))
+    else:
+        rows = []
+        for name, result in results.items():
+            if "error" in result:
+                rows.append((name, "-", "-", result["error"]))
+            for usage, value in result.get("balance", {}).items():
+                rows.append((name, usage, f"{value:,.0f}", ""))
+        _print_table(("PROVIDER", "USAGE", "TOKENS LEFT", "NOTE"), rows)
+    return EXIT_OK if any("balance" in result for result in results.values()) else EXIT_FAILED
 
 
 def _demo(args: argparse.Namespace) -> int:
