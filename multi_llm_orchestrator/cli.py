@@ -86,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"router configuration (JSON); default ${CONFIG_ENV}, else three mock providers")
     common.add_argument("--strategy", "-s", metavar="NAME", default=argparse.SUPPRESS,
                         help="override the strategy: round-robin, random, first-available, best-available, "
-                             "weighted, least-busy")
+                             "weighted, least-busy, cheapest")
     common.add_argument("--timeout", "-t", type=float, metavar="SECONDS", default=argparse.SUPPRESS,
                         help="total seconds per call (and per health/model check)")
     common.add_argument("--verbose", "-v", action="count", default=argparse.SUPPRESS,

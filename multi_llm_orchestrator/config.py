@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterable, List, Optional, Union
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from dataclasses_json import DataClassJsonMixin, config as json_field
@@ -11,7 +12,7 @@ from dataclasses_json import DataClassJsonMixin, config as json_field
 from .errors import ConfigurationError
 from .validation import check_int, check_nesting, check_number
 
-__all__ = ["ProviderConfig", "redact", "is_secret_key"]
+__all__ = ["ProviderConfig", "redact", "is_secret_key", "scrub_secrets"]
 
 SECRET_FIELDS = ("api_key",)
 # Matched against whole words of a key split on "_" and "-" (so "max_tokens" and
@@ -73,6 +74,35 @@ def _clean_url(url: Optional[str], drop: bool) -> Optional[str]:
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
+REDACTED = "<redacted>"
+#: The shortest start of a secret that ``scrub_secrets`` removes when a quote cut it off.
+MIN_SECRET_FRAGMENT = 8
+
+
+def scrub_secrets(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with every secret replaced by <redacted>, and also any start of one
+    (``MIN_SECRET_FRAGMENT`` characters or more): a body quoted as ``body[:80]`` may
+    end in the middle of an echoed key, where a plain replace would find nothing.
+
+    >>> scrub_secrets("echo: Bearer sk-live-1234567890 ...", ["sk-live-1234567890"])
+    'echo: Bearer <redacted> ...'
+    >>> scrub_secrets("'Authorization: Bearer sk-live-12'", ["sk-live-1234567890"])
+    "'Authorization: Bearer <redacted>'"
+    """
+    for secret in secrets:  # longest first: a key inside a longer header value
+        if secret in text:
+            text = text.replace(secret, REDACTED)
+        head = secret[:MIN_SECRET_FRAGMENT]
+        start = text.find(head)
+        while start != -1:
+            end = start + len(head)
+            while end < len(text) and end - start < len(secret) and text[end] == secret[end - start]:
+                end += 1
+            text = text[:start] + REDACTED + text[end:]
+            start = text.find(head, start + len(REDACTED))
+    return text
+
+
 def redact(value: Optional[str]) -> str:
     """How a secret is shown anywhere it might be printed: never the value itself."""
     return "<not set>" if not value else "<redacted>"
@@ -80,6 +110,10 @@ def redact(value: Optional[str]) -> str:
 
 def _never(_: Any) -> bool:
     return True
+
+
+def _as_is(value: Any) -> Any:  # checked in __post_init__; dataclasses-json cannot decode the Union
+    return value
 
 
 @dataclass(repr=False)
@@ -107,6 +141,11 @@ class ProviderConfig(DataClassJsonMixin):
       see its docstring); ``embedding_space``: the name of the vector space its vectors
       live in, default ``"<type>:<embedding model>"``. The Router falls back only
       between providers of one space.
+    - ``prices``: per 1k tokens, ``{"prompt": .., "completion": .., "cached": ..}`` or one
+      such dict per model (``"*"`` for the others); used by budgets, ``max_cost`` and the
+      "cheapest" strategy (default: the ``price_per_1k_*`` fields above).
+    - ``limits``: ``{"rpm": .., "tpm": .., "max_concurrency": ..}`` (see ``Limits``).
+    - ``budget``: ``{"limit": .., "period": "day" | "month" | seconds}`` or a list of them.
     - ``extra``: provider-specific settings (e.g. ``{"delay": 0}`` for MockProvider).
 
     >>> ProviderConfig(name="giga", model="GigaChat", api_key="secret")
@@ -134,6 +173,9 @@ class ProviderConfig(DataClassJsonMixin):
     extra: Dict[str, Any] = field(default_factory=dict)
     price_per_1k_cached_prompt_tokens: Optional[float] = None
     capabilities: Optional[List[str]] = None
+    prices: Optional[Dict[str, Any]] = None
+    limits: Optional[Dict[str, Any]] = None
+    budget: Union[Dict[str, Any], List[Dict[str, Any]], None] = field(default=None, metadata=json_field(decoder=_as_is))
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
@@ -170,6 +212,7 @@ class ProviderConfig(DataClassJsonMixin):
             value = getattr(self, text_field)
             if value is not None and (not isinstance(value, str) or not value.strip()):
                 raise ConfigurationError(f"{field_name(text_field)} must be a non-empty str or None; got {value!r}")
+        self._check_admission()
         if not isinstance(self.verify_ssl, bool):
             raise ConfigurationError(
                 f"ProviderConfig.verify_ssl of {self.name!r} must be True or False; got {self.verify_ssl!r}"
@@ -183,6 +226,25 @@ class ProviderConfig(DataClassJsonMixin):
             from .capabilities import check_capabilities
 
             self.capabilities = sorted(check_capabilities(self.capabilities, field_name("capabilities")))
+
+    def _check_admission(self) -> None:
+        """Limits, budgets and prices: each bad value a ConfigurationError naming the
+        provider; instances (``Limits``, ``Budget``, ``Price``) are kept as dicts."""
+        from .budgets import Budget, Price, PriceTable
+        from .limits import Limits
+
+        try:
+            limits = Limits.from_value(self.limits)
+            self.limits = None if limits is None else {k: v for k, v in limits.to_dict().items() if v is not None}
+            budgets = Budget.from_value(self.budget)
+            if self.budget is not None:
+                listed = [budget.to_dict() for budget in budgets]
+                self.budget = listed if isinstance(self.budget, (list, tuple)) else listed[0]
+            if isinstance(self.prices, Price):
+                self.prices = {k: v for k, v in dataclasses.asdict(self.prices).items() if v is not None}
+            PriceTable.from_value(self.prices)
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"ProviderConfig of {self.name!r}: {exc}") from None
 
     def __repr__(self) -> str:
         shown = []

@@ -8,6 +8,8 @@ providers, each with a ``type`` (a name from the provider registry) and the fiel
       "strategy": "first-available",
       "timeout": 20,
       "breaker": {"failure_threshold": 3, "cooldown": 10},
+      "state": {"redis": "${REDIS_URL}", "prefix": "myapp:mlo:"},
+      "cache": {"ttl": 600},
       "providers": [
         {"type": "gigachat", "name": "giga", "api_key": "${GIGACHAT_AUTH_KEY}",
          "scope": "GIGACHAT_API_PERS", "ca_bundle": "/etc/ssl/russian_trusted_root_ca.pem"},
@@ -34,12 +36,15 @@ import json
 import math
 import os
 import re
+from urllib.parse import urlsplit, urlunsplit
 from dataclasses import dataclass, field, fields
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Type, Union, get_args, get_origin, get_type_hints
 
 from dataclasses_json import DataClassJsonMixin, config as json_field
 
 from .breaker import BreakerPolicy
+from .budgets import Budget, Price
+from .limits import Limits
 from .config import SECRET_FIELDS, ProviderConfig, _never
 from .errors import ConfigurationError
 from .providers import provider_class, provider_types
@@ -108,6 +113,10 @@ class RouterConfig(DataClassJsonMixin):
     health_timeout: Optional[float] = None
     health_interval: Optional[float] = None
     max_workers: Optional[int] = None
+    admission: Optional[str] = None
+    budget: Union[Dict[str, Any], List[Dict[str, Any]], None] = field(default=None, metadata=json_field(decoder=_as_is))
+    state: Optional[Dict[str, Any]] = field(default=None, metadata=json_field(decoder=_as_is))
+    cache: Union[Dict[str, Any], bool, None] = field(default=None, metadata=json_field(decoder=_as_is))
     providers: List[ProviderSpec] = field(default_factory=list, metadata=json_field(exclude=_never))
 
     @classmethod
@@ -122,6 +131,9 @@ class RouterConfig(DataClassJsonMixin):
         settings = _coerce_fields(cls, {k: v for k, v in data.items() if k != "providers"}, "")
         if isinstance(settings.get("breaker"), dict):
             settings["breaker"] = _coerce_fields(BreakerPolicy, settings["breaker"], "breaker: ")
+        if settings.get("budget") is not None:
+            settings["budget"] = _coerce_budget(settings["budget"], "budget")
+            Budget.from_value(settings["budget"], "budget")
         config = super().from_dict(settings, infer_missing=True)
         config.providers = _parse_providers(data.get("providers"))
         return config
@@ -162,8 +174,20 @@ class RouterConfig(DataClassJsonMixin):
     def to_dict(self, encode_json: bool = False) -> Dict[str, Any]:  # type: ignore[override]
         """The configuration in file format; api keys and secret ``extra`` keys left out."""
         data = super().to_dict(encode_json=encode_json)
+        if isinstance(data.get("state"), dict) and isinstance(data["state"].get("redis"), str):
+            data["state"] = {**data["state"], "redis": _without_password(data["state"]["redis"])}
+            data["state"].pop("token_secret", None)
         data["providers"] = [spec.to_dict() for spec in self.providers]
         return data
+
+
+def _without_password(url: str) -> str:
+    """A Redis URL with its password (if any) replaced by <redacted>."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":<redacted>@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def load_config(source: ConfigSource) -> RouterConfig:
@@ -274,6 +298,7 @@ def _parse_providers(entries: Any) -> List[ProviderSpec]:
         entry.setdefault("name", type_name)
         where = f"{where} ({entry['name']!r})" if isinstance(entry["name"], str) else where
         settings = _coerce_fields(ProviderConfig, entry, f"{where}: ")
+        _coerce_admission(settings, where)
         if settings["name"] in names:
             raise ConfigurationError(
                 f"{where}: the name is already used by providers[{names[settings['name']]}]; "
@@ -288,6 +313,31 @@ def _parse_providers(entries: Any) -> List[ProviderSpec]:
             raise ConfigurationError(f"{where}: {exc}") from None
         specs.append(ProviderSpec(type_name, config))
     return specs
+
+
+def _coerce_admission(settings: Dict[str, Any], where: str) -> None:
+    """Numbers written as strings (from ``${VAR}``) inside limits, budget and prices."""
+    if isinstance(settings.get("limits"), Mapping):
+        settings["limits"] = _coerce_fields(Limits, settings["limits"], f"{where}: limits: ")
+    if settings.get("budget") is not None:
+        settings["budget"] = _coerce_budget(settings["budget"], f"{where}: budget")
+    prices = settings.get("prices")
+    if isinstance(prices, Mapping):
+        if set(prices) <= set(Price.__dataclass_fields__):
+            settings["prices"] = _coerce_fields(Price, prices, f"{where}: prices: ")
+        else:
+            settings["prices"] = {
+                model: _coerce_fields(Price, entry, f"{where}: prices[{model!r}]: ") if isinstance(entry, Mapping) else entry
+                for model, entry in prices.items()
+            }
+
+
+def _coerce_budget(value: Any, where: str) -> Any:
+    if isinstance(value, Mapping):
+        return _coerce_fields(Budget, value, f"{where}: ")
+    if isinstance(value, list):
+        return [_coerce_budget(item, f"{where}[{index}]") for index, item in enumerate(value)]
+    return value
 
 
 def _coerce_fields(cls: Type[Any], data: Mapping[str, Any], where: str) -> Dict[str, Any]:
