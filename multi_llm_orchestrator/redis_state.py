@@ -11,6 +11,8 @@ Every process of a fleet that builds its Router with the same Redis and prefix s
   fleet under a short lock; the others wait for it (within their deadline) or use the
   still-valid token. Stored encrypted (see ``TokenStore``), with a TTL equal to the
   token's life;
+- rate limits (rpm, tpm, max_concurrency) and budgets of admission control, each
+  decision one Lua script (``redis_limits.py``);
 - the round-robin position, the hedge budget and health results;
 - the response cache (``Router(cache=...)``), with single-flight across processes.
 
@@ -339,6 +341,16 @@ class RedisState(State):
 
     def health_store(self) -> Optional[HealthStore]:
         return RedisHealthStore(self)
+
+    def limiter(self, provider: str, limits: Any) -> Any:
+        from .redis_limits import RedisLimiter
+
+        return RedisLimiter(self, provider, limits)
+
+    def budget_ledger(self, scope: str, budget: Any) -> Any:
+        from .redis_limits import RedisBudgetLedger
+
+        return RedisBudgetLedger(self, scope, budget)
 
     def attach(self, provider: Any) -> None:
         sharing = provider.token_sharing()

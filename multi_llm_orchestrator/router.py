@@ -123,7 +123,9 @@ class Router:
         self._responses = Responses(ResponseCache.from_value(cache), self._state.response_store, self._telemetry.count)
         self._strategy = make_strategy(strategy)
         self._strategy.use_state(self._state)
-        self._admission = Admission(admission, budget)
+        self._admission = Admission(
+            admission, budget, make_limiter=self._state.limiter, make_ledger=self._state.budget_ledger
+        )
         self.timeout = _optional_seconds("timeout", timeout)
         if isinstance(hedge_after, HedgePolicy) or hedge_after is None:
             self._hedge = hedge_after
