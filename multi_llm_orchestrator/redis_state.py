@@ -44,7 +44,6 @@ from urllib.parse import urlsplit
 try:
     import redis
     from redis.backoff import NoBackoff
-    from redis.exceptions import RedisError
     from redis.retry import Retry
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(
@@ -221,7 +220,8 @@ class _Link:
             raise RedisUnavailable()
         try:
             result = operation()
-        except (RedisError, OSError) as exc:
+        except Exception as exc:  # RedisError, OSError, and redis-py's own slips mid-outage
+            # (a ValueError from a socket closed under it): never the caller's LLM call's failure.
             self._failed(exc)
             raise RedisUnavailable() from None
         if self._outage:
@@ -238,9 +238,10 @@ class _Link:
             self._outage = True
             self._retry_at = time.monotonic() + self.retry_interval
         if first:
-            # Connections to a restarted server are all dead: start afresh next time.
+            # Idle connections to a restarted server are all dead: start afresh next time
+            # (those in use by other threads fail on their own).
             try:
-                self.client.connection_pool.disconnect()
+                self.client.connection_pool.disconnect(inuse_connections=False)
             except Exception:  # pragma: no cover - best effort
                 pass
             logger.warning(
