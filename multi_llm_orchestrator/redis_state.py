@@ -348,7 +348,7 @@ class RedisState(State):
 
         return RedisLimiter(self, provider, limits)
 
-    def budget_ledger(self, scope: str, budget: Any) -> Any:
+    def ledger(self, scope: str, budget: Any) -> Any:
         from .redis_limits import RedisBudgetLedger
 
         return RedisBudgetLedger(self, scope, budget)

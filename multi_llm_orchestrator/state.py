@@ -27,6 +27,7 @@ import itertools
 import threading
 from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, Union
 
+from . import forking
 from .breaker import BreakerPolicy, CircuitBreaker
 from .errors import ConfigurationError
 from .hedging import HedgeBudget
@@ -47,6 +48,7 @@ class LocalSequence:
     def __init__(self) -> None:
         self._counter = itertools.count()
         self._lock = threading.Lock()
+        forking.register(self)  # fresh locks in a forked child (forking.py)
 
     def next(self) -> int:
         with self._lock:
@@ -89,7 +91,7 @@ class State:
 
         return MemoryLimiter(limits)
 
-    def budget_ledger(self, scope: str, budget: "Budget") -> "BudgetLedger":
+    def ledger(self, scope: str, budget: "Budget") -> "BudgetLedger":
         """The spend of one budget; ``scope`` is a provider's name or ``"router"``."""
         from .budgets import MemoryBudgetLedger
 
