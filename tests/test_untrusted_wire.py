@@ -218,3 +218,15 @@ def test_a_relative_or_malformed_location_still_gives_a_clear_error(wire):
         wire.replace(responses.POST, OPENAI + "/chat/completions", status=301, headers={"Location": "http://[::1"})
         with pytest.raises(ProviderUnavailableError, match="301 redirecting to a malformed Location"):
             provider.complete("Hi")
+
+
+@pytest.mark.parametrize("value", ["1e400", "-1e400", "NaN"])
+def test_a_gigachat_balance_that_is_not_a_finite_number_is_a_response_format_error(wire, value):
+    from multi_llm_orchestrator.providers.gigachat import GigaChatProvider
+
+    base = "http://giga.test/api/v1"
+    wire.get(base + "/balance", body=f'{{"balance": [{{"usage": "GigaChat", "value": {value}}}]}}',
+             content_type="application/json")
+    config = ProviderConfig(name="giga", base_url=base, extra={"access_token": "tok-0123456789"}, max_retries=0)
+    with GigaChatProvider(config) as provider, pytest.raises(ResponseFormatError, match="lacks usage or value"):
+        provider.balance()
