@@ -182,7 +182,10 @@ class Admission:
 
     ``make_limiter(provider_name, limits)`` and ``make_ledger(scope, budget)`` build the
     state objects (in memory by default; a shared store passes its own), ``scope`` being
-    the provider's name or ``"router"``.
+    the provider's name or ``"router"``. Pass the instance as ``Router(admission=...)``::
+
+        Router(admission=Admission("wait", {"limit": 100, "period": "day"},
+                                   make_limiter=store.limiter, make_ledger=store.ledger))
     """
 
     def __init__(

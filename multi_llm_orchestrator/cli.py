@@ -29,7 +29,7 @@ import os
 import sys
 import threading
 import time
-from typing import Any, Dict, List, Optional, Sequence, TextIO
+from typing import Any, Dict, List, Optional, Sequence, TextIO, Tuple
 
 __all__ = ["main", "build_parser", "DEFAULT_CONFIG", "CONFIG_ENV"]
 
@@ -281,16 +281,7 @@ def _embed(args: argparse.Namespace) -> int:
     if args.texts and args.texts != ["-"]:
         numbered = [(None, text) for text in args.texts]
     else:
-        path = args.file or "-"
-        try:
-            if path == "-":
-                lines = sys.stdin.read().splitlines()
-            else:
-                with open(path, encoding="utf-8") as handle:
-                    lines = handle.read().splitlines()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise _UsageError(f"cannot read {path}: {exc}") from None
-        numbered = [(number, line) for number, line in enumerate(lines, 1) if line.strip()]
+        numbered = _numbered_lines(args.file or "-")
     if not numbered:
         raise _UsageError("no text to embed: pass texts as arguments, --file FILE, or lines on stdin")
     started = time.monotonic()
@@ -371,10 +362,8 @@ def _params(args: argparse.Namespace) -> Any:
     return GenerationParams(temperature=args.temperature, max_tokens=args.max_tokens)
 
 
-def _read_batch(path: str, fmt: str) -> List[Dict[str, Any]]:
-    """One dict per prompt: {"line", "prompt"} or {"line", "error"} (+ "id" when given)."""
-    from .errors import ConfigurationError
-
+def _numbered_lines(path: str) -> List[Tuple[int, str]]:
+    """The non-blank lines of ``path`` ("-": stdin) with their 1-based line numbers."""
     try:
         if path == "-":
             lines = sys.stdin.read().splitlines()
@@ -383,7 +372,14 @@ def _read_batch(path: str, fmt: str) -> List[Dict[str, Any]]:
                 lines = handle.read().splitlines()
     except (OSError, UnicodeDecodeError) as exc:
         raise _UsageError(f"cannot read {path}: {exc}") from None
-    numbered = [(number, line) for number, line in enumerate(lines, 1) if line.strip()]
+    return [(number, line) for number, line in enumerate(lines, 1) if line.strip()]
+
+
+def _read_batch(path: str, fmt: str) -> List[Dict[str, Any]]:
+    """One dict per prompt: {"line", "prompt"} or {"line", "error"} (+ "id" when given)."""
+    from .errors import ConfigurationError
+
+    numbered = _numbered_lines(path)
     if fmt == "auto":
         fmt = "jsonl" if numbered and numbered[0][1].lstrip().startswith("{") else "text"
     items: List[Dict[str, Any]] = []

@@ -88,7 +88,8 @@ class Router:
       cache, with single-flight (see ``cache.py``); off by default, ``cache=True`` per call.
     - ``admission``: when no provider has capacity (``ProviderConfig.limits``) or budget,
       "skip" (default: fail at once, saying when capacity returns) or "wait" (queue, first
-      come first served, within the call's timeout).
+      come first served, within the call's timeout). An ``admission.Admission`` instance
+      brings its own mode, budget and state stores (e.g. shared by a fleet).
     - ``budget``: the Router's spending budget, e.g. ``{"limit": 100, "period": "day"}``
       (or a list of them); once spent, calls raise ``BudgetExceededError`` unsent.
 
@@ -116,7 +117,7 @@ class Router:
         max_workers: int = 64,
         state: Union[State, Dict[str, Any], None] = None,
         cache: Union[ResponseCache, Dict[str, Any], bool, None] = None,
-        admission: str = "skip",
+        admission: Union[str, Admission] = "skip",
         budget: Any = None,
     ) -> None:
         self._state = make_state(state)
@@ -124,7 +125,12 @@ class Router:
         self._responses = Responses(ResponseCache.from_value(cache), self._state.response_store, self._telemetry.count)
         self._strategy = make_strategy(strategy)
         self._strategy.use_state(self._state)
-        self._admission = Admission(admission, budget)
+        # A State that shares limits and budgets offers limiter(provider, limits) and
+        # ledger(scope, budget); without them admission state stays in this process.
+        self._admission = admission if isinstance(admission, Admission) else Admission(
+            admission, budget, make_limiter=getattr(self._state, "limiter", None),
+            make_ledger=getattr(self._state, "ledger", None),
+        )
         self.timeout = _optional_seconds("timeout", timeout)
         if isinstance(hedge_after, HedgePolicy) or hedge_after is None:
             self._hedge = hedge_after
