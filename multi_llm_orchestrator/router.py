@@ -26,6 +26,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple, Union
 
+from . import forking
 from .breaker import BreakerPolicy
 from .cache import ResponseCache, Responses
 from .errors import (
@@ -159,6 +160,7 @@ class Router:
         #: Planning checks (planning.py): providers left out of a call before the strategy.
         self._plan_checks: Tuple[PlanCheck, ...] = (CapabilityCheck(), self._windows, CostCap(self._admission))
         self._closed = False
+        forking.register(self)
         if health_interval:
             self._health.start_background(health_interval, lambda: [s.provider for s in self._states])
 
@@ -609,6 +611,15 @@ class Router:
         if executor is not None:
             executor.shutdown(wait=True)
         self._state.close()
+
+    def _after_fork(self) -> None:
+        """In a forked child (see forking.py): no executor, attempts or locks of the
+        parent's; providers and the health checker reset themselves."""
+        forking.fresh_locks(self)
+        self._executor = None
+        self._running = set()
+        for part in (self._strategy, self._telemetry):
+            forking.fresh_locks(part)
 
     def _check_open(self) -> None:
         if self._closed:
