@@ -444,6 +444,11 @@ def capacity_error(refusals: Sequence[Tuple[str, Refusal]], waited: bool, deadli
             f"The call would go over the Router's {refusal.reason}; nothing was sent. {_when(refusal)}",
             retry_after=refusal.retry_after,
         )
+    if not refusals:  # the deadline passed while earlier calls were still queued ahead
+        return CapacityExhaustedError(
+            "No provider had capacity before the call's deadline: it waited behind earlier calls "
+            "queued for capacity (admission='wait'); give it a longer timeout or raise the limits"
+        )
     known = [r.retry_after for _, r in refusals if r.retry_after is not None and math.isfinite(r.retry_after)]
     soonest = min(known) if known else None
     lines = [f"  - {name}: {refusal.describe()}" for name, refusal in refusals]

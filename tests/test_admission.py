@@ -32,6 +32,7 @@ from multi_llm_orchestrator.strategies import CheapestStrategy
 from multi_llm_orchestrator.types import Completion, StreamEnd
 
 from fakes import FakeOpenAIServer, Fault
+from fakes.timing import FakeClock, max_in_window
 
 WAIT = 10.0  # only to catch hangs
 
@@ -368,15 +369,6 @@ class CountingServer(FakeOpenAIServer):
                 self.active -= 1
 
 
-def max_in_window(starts, window):
-    starts = sorted(starts)
-    best, left = 0, 0
-    for right, start in enumerate(starts):
-        while starts[left] <= start - window:
-            left += 1
-        best = max(best, right - left + 1)
-    return best
-
 
 def test_rpm_and_max_concurrency_are_exact_under_64_threads_by_the_servers_log():
     window, rpm, concurrency = 0.5, 15, 3
@@ -409,13 +401,6 @@ def test_rpm_and_max_concurrency_are_exact_under_64_threads_by_the_servers_log()
 
 # Budgets ---------------------------------------------------------------------------------------------------
 
-
-class WallClock:
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_a_provider_over_its_budget_is_skipped_and_the_next_answers():
@@ -450,7 +435,7 @@ def test_the_router_over_its_budget_raises_before_sending_anything():
 
 def test_budgets_per_period_with_a_fake_clock():
     a = make("a", prices={"prompt": 1.0, "completion": 1.0}, usage=Usage(500, 500, 1000))
-    clock = WallClock(86400.0 * 20000 + 3600)
+    clock = FakeClock(86400.0 * 20000 + 3600)
     admission = Admission("skip", {"limit": 1.0, "period": "day"},
                           make_ledger=lambda scope, budget: MemoryBudgetLedger(budget, clock))
     router = router_with(a, admission=admission)
@@ -641,4 +626,21 @@ def test_limits_can_count_the_prompt_with_the_providers_own_count_tokens():
     assert completion.provider == "b"  # 900 counted + 200 > 1000; the estimate (~6 + 200) fits
     assert "this call's 1100 estimated tokens exceed tpm 1000" in completion.attempts[0].error
     assert Counting.counted == 1
+    router.close()
+
+
+def test_a_call_queued_behind_others_fails_at_its_deadline_saying_so():
+    gate = threading.Event()
+    a = make("a", limits={"max_concurrency": 1}, gate=gate)
+    router = router_with(a, admission="wait")
+    held = in_background(router.complete, "hold")
+    assert a.entered.acquire(timeout=WAIT)
+    first_waiter = in_background(router.complete, "patient", timeout=WAIT)
+    wait_until(lambda: router.stats()["admission"]["waiting"] == 1)
+    with pytest.raises(CapacityExhaustedError, match="waited behind earlier calls"):
+        router.complete("hurried", timeout=0.2)
+    gate.set()
+    held.result(WAIT)
+    assert first_waiter.result(WAIT).provider == "a"
+    assert a.calls == ["hold", "patient"]
     router.close()
