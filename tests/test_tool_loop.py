@@ -196,3 +196,23 @@ def test_the_loop_checks_its_functions():
         run_tools(router, "x", {"f": 3})
     with pytest.raises(ConfigurationError, match="max_rounds"):
         run_tools(router, "x", [get_weather], max_rounds=0)
+
+
+def test_the_example_runs_the_whole_loop_on_mocks_without_keys():
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    environ = {k: v for k, v in os.environ.items()
+               if k not in ("OPENAI_MODEL", "GIGACHAT_CREDENTIALS", "YC_FOLDER_ID", "OLLAMA_MODEL")}
+    environ["PYTHONPATH"] = str(root)
+    result = subprocess.run([sys.executable, str(root / "examples" / "tool_calling.py")], capture_output=True,
+                            text=True, timeout=120, env=environ)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("Mock answer from tool results: get_weather: ")
+    assert "calculator: 50.0" in lines[0]
+    assert "  plain-mock: skipped (does not support tools)" in lines
+    assert lines[-1] == "structured: {'city': 'mock', 'temperature': 1} (by tools-mock)"
