@@ -126,13 +126,18 @@ class UsageProvider(BaseProvider):
         return True
 
 
-@pytest.mark.parametrize("usage", [Usage(-5000, 3, -4997), Usage(10**30, 1, 10**30 + 1), Usage(float("inf"), 1, 1)])
+@pytest.mark.parametrize("usage", [
+    Usage(-5000, 3, -4997), Usage(10**30, 1, 10**30 + 1), Usage(float("inf"), 1, 1),
+    Usage(1, 1, 2, cached_prompt_tokens=-7), Usage(1, 1, 2, reasoning_tokens=float("nan")),
+])
 def test_stats_never_add_implausible_counts_from_a_custom_provider(usage):
     with Router() as router:
         router.add_provider(UsageProvider(usage))
         assert router.route("Hi") == "ok"
         assert "".join(router.route_stream("Hi")) == "ok"
         assert tokens_in_stats(router, "custom") == (0, 0, 0)
+        provider_stats = router.stats()["providers"]["custom"]
+        assert provider_stats.get("cached_prompt_tokens", 0) == 0 and provider_stats.get("reasoning_tokens", 0) == 0
 
 
 def test_usage_parse_reads_wire_strings_and_rejects_the_rest():
