@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 from . import forking
+from . import forking
 from .errors import ConfigurationError, DeadlineExceededError
 from .types import Completion, GenerationParams, Message, ReasoningDelta, StreamEnd, TextStream, ToolCall, Usage
 from .validation import check_int, check_number
@@ -122,6 +123,7 @@ class MemoryResponseStore(ResponseStore):
         self._clock = clock
         self._entries: "OrderedDict[str, Tuple[float, Dict[str, Any]]]" = OrderedDict()
         self._lock = threading.Lock()
+        forking.register(self)  # fresh locks in a forked child
         forking.register(self)  # fresh locks in a forked child (forking.py)
 
     def get(self, key: str) -> Optional[Dict[str, Any]]:
@@ -196,6 +198,12 @@ class Responses:
         self._count = count
         self._flights: Dict[str, _Flight] = {}
         self._lock = threading.Lock()
+        forking.register(self)
+
+    def _after_fork(self) -> None:
+        """In a forked child: answers the parent was producing will never land here."""
+        self._lock = threading.Lock()
+        self._flights = {}
         forking.register(self)  # fresh locks in a forked child (forking.py)
 
     def _after_fork(self) -> None:

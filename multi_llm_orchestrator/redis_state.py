@@ -50,6 +50,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "RedisState needs redis-py: pip install 'multi-llm-orchestrator[redis]'"
     ) from exc
 
+from . import forking
 from .auth import Fetch
 from .cache import MemoryResponseStore, ResponseStore
 from .breaker import NORMAL, OPEN, PROBE, BreakerPolicy, CircuitBreaker
@@ -314,6 +315,12 @@ class RedisState(State):
         self._link = _Link(client, retry_interval, self._where)
         self._token_secret = token_secret
         self._scripts: Dict[str, Any] = {}
+        forking.register(self)
+
+    def _after_fork(self) -> None:
+        """In a forked child (forking.py): connections and locks of its own."""
+        self._link.client.connection_pool.reset()
+        forking.fresh_locks(self._link)
 
     def script(self, source: str) -> Any:
         """A registered Lua script (EVALSHA, reloaded after a Redis restart)."""

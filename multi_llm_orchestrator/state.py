@@ -28,6 +28,7 @@ import threading
 from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, Union
 
 from . import forking
+from . import forking
 from .breaker import BreakerPolicy, CircuitBreaker
 from .errors import ConfigurationError
 from .hedging import HedgeBudget
@@ -48,6 +49,7 @@ class LocalSequence:
     def __init__(self) -> None:
         self._counter = itertools.count()
         self._lock = threading.Lock()
+        forking.register(self)  # fresh lock in a forked child
         forking.register(self)  # fresh locks in a forked child (forking.py)
 
     def next(self) -> int:

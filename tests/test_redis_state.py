@@ -116,11 +116,13 @@ def gigachat(server):
         name="giga", api_key=AUTH_KEY, base_url=server.gigachat_url, auth_url=server.auth_url))
 
 
-def test_one_oauth_request_for_all_routers_and_the_token_is_not_stored_in_plaintext(redis_url):
+def test_one_oauth_request_for_all_routers_and_the_token_is_not_stored_in_plaintext(redis_url, caplog):
     with FaultServer("gigachat", auth_key=AUTH_KEY, token_ttl=600) as server:
         routers = [router_with(gigachat(server), state=RedisState(redis_url, prefix="t:")) for _ in range(4)]
-        with ThreadPoolExecutor(16) as pool:
+        with caplog.at_level(logging.DEBUG), ThreadPoolExecutor(16) as pool:
             texts = list(pool.map(lambda i: routers[i % 4].route(f"hi {i}", timeout=10), range(32)))
+        logged = "\n".join(record.getMessage() + repr(record.__dict__) for record in caplog.records)
+        assert server.tokens_issued[0] not in logged and AUTH_KEY not in logged
         assert len(texts) == 32 and server.counts["oauth"] == 1
         token = server.tokens_issued[0]
         stored = everything(redis_url)
