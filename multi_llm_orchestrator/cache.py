@@ -34,6 +34,7 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Seque
 from . import forking
 from . import forking
 from .errors import ConfigurationError, DeadlineExceededError
+from .state import call_deadline
 from .types import Completion, GenerationParams, Message, ReasoningDelta, StreamEnd, TextStream, ToolCall, Usage
 from .validation import check_int, check_number
 
@@ -257,7 +258,8 @@ class Responses:
         if key is None:
             return produce()
         started = time.monotonic()
-        entry, ticket = self._acquire(key, started, budget)
+        with call_deadline(None if budget is None else started + budget):
+            entry, ticket = self._acquire(key, started, budget)
         if entry is not None:
             return _completion_of(entry, time.monotonic() - started)
         if ticket is None:
@@ -278,7 +280,8 @@ class Responses:
         if key is None:
             return produce()
         started = time.monotonic()
-        entry, ticket = self._acquire(key, started, budget)
+        with call_deadline(None if budget is None else started + budget):
+            entry, ticket = self._acquire(key, started, budget)
         if entry is not None:
             return _replay(entry)
         if ticket is None:

@@ -361,3 +361,16 @@ def test_a_fleet_waits_for_the_token_being_fetched_only_until_its_deadline(redis
     with pytest.raises(ProviderTimeoutError, match="fleet's access token"):
         store.fetch(lambda deadline: ("never", 60.0), time.monotonic() + 0.1, None)
     assert time.monotonic() - started < 0.5
+
+
+def test_redis_round_trips_never_outlive_the_calls_deadline(caplog):
+    silent = SilentServer()  # a Redis that hangs: every round trip would take the whole timeout
+    state = RedisState(f"redis://127.0.0.1:{silent.port}/0", timeout=0.5, retry_interval=10)
+    router = router_with(mock("a"), mock("b"), state=state)
+    started = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="multi_llm_orchestrator.redis"):
+        answers = [router.complete("q", timeout=0.2).provider for _ in range(5)]
+    assert time.monotonic() - started < 0.5 and answers == ["a", "b", "a", "b", "a"]
+    assert not state.link.down and not caplog.records  # skipped for the deadline, not an outage
+    router.close()
+    silent.close()
