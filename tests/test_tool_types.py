@@ -428,3 +428,16 @@ def test_string_pieces_of_a_gigachat_function_call_are_concatenated():
     end = list(chunk_deltas(events, "g"))[-1]
     assert end.tool_calls[0].name == "get_weather" and end.tool_calls[0].arguments == {"city": "Kazan"}
     assert end.finish_reason == "tool_calls"
+
+
+def test_a_provider_skipped_for_its_open_circuit_says_so():
+    from multi_llm_orchestrator import MockProvider
+
+    router = Router(strategy="round-robin", breaker={"failure_threshold": 1, "cooldown": 60})
+    router.add_provider(MockProvider(ProviderConfig(name="down", model="mock-unavailable", extra={"delay": 0})))
+    router.add_provider(Scripted("up"))
+    router.complete("x")  # "down" fails once: its circuit opens
+    completion = router.complete("x")
+    skipped = [a for a in completion.attempts if a.outcome == "skipped"]
+    assert [(a.provider, a.error_type) for a in skipped] == [("down", "CircuitOpen")]
+    assert skipped[0].error.startswith("circuit open")
