@@ -437,8 +437,6 @@ class Router:
         states = apply_checks(self._states if among is None else among, call, self._plan_checks)
         available = [state for state in states if state.breaker.is_available()]
         if available:
-            if len(available) < len(states):  # the rest have open circuits: listed, with why
-                call.skip_open([state for state in states if state not in available])
             return self._strategy.order(available, BoundedHealth(self._health, lambda: _health_wait(call), call.expected_cost)), None
         closest = min(states, key=lambda state: state.breaker.remaining())
         if self.when_all_open == "fail":

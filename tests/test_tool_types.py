@@ -430,14 +430,18 @@ def test_string_pieces_of_a_gigachat_function_call_are_concatenated():
     assert end.finish_reason == "tool_calls"
 
 
-def test_a_provider_skipped_for_its_open_circuit_says_so():
-    from multi_llm_orchestrator import MockProvider
 
-    router = Router(strategy="round-robin", breaker={"failure_threshold": 1, "cooldown": 60})
-    router.add_provider(MockProvider(ProviderConfig(name="down", model="mock-unavailable", extra={"delay": 0})))
-    router.add_provider(Scripted("up"))
-    router.complete("x")  # "down" fails once: its circuit opens
-    completion = router.complete("x")
-    skipped = [a for a in completion.attempts if a.outcome == "skipped"]
-    assert [(a.provider, a.error_type) for a in skipped] == [("down", "CircuitOpen")]
-    assert skipped[0].error.startswith("circuit open")
+def test_a_provider_skipped_for_its_taken_recovery_probe_says_so():
+    from multi_llm_orchestrator.calls import AttemptRun, Call, Telemetry
+    from multi_llm_orchestrator.strategies import ProviderState
+
+    class NoReservation:
+        def reserve(self, force=False):
+            return None  # open, or another thread holds the probe
+
+    state = ProviderState(Scripted("busy"), NoReservation(), None)
+    call = Call(None, False, Telemetry())
+    assert AttemptRun.reserve(call, state, hedge=True, force=False) is None
+    [attempt] = call.attempt_list()
+    assert (attempt.provider, attempt.outcome, attempt.error_type, attempt.hedge) == ("busy", "skipped", "CircuitOpen", True)
+    assert attempt.error.startswith("circuit open")
