@@ -209,6 +209,11 @@ class Admission:
         self._queue: Deque[object] = deque()
         self._generation = 0
 
+    def _after_fork(self) -> None:
+        # In a forked child: none of the parent's waiting threads exist here.
+        self._cond = threading.Condition()
+        self._queue = deque()
+
     def for_provider(self, provider: "BaseProvider") -> Optional[ProviderAdmission]:
         return ProviderAdmission.for_provider(provider, self.make_limiter, self.make_ledger)
 

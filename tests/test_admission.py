@@ -644,3 +644,34 @@ def test_a_call_queued_behind_others_fails_at_its_deadline_saying_so():
     assert first_waiter.result(WAIT).provider == "a"
     assert a.calls == ["hold", "patient"]
     router.close()
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork (POSIX)")
+def test_a_forked_child_does_not_inherit_the_parents_slots_in_flight_or_queue():
+    from test_fork_safety import child_result, in_child
+
+    gate = threading.Event()
+    a = make("a", limits={"max_concurrency": 1, "rpm": 5}, budget={"limit": 10.0},
+             prices={"prompt": 1.0, "completion": 1.0}, gate=gate)
+    router = router_with(a, admission="wait", timeout=WAIT)
+    held = in_background(router.complete, "parent", GenerationParams(max_tokens=10))
+    assert a.entered.acquire(timeout=WAIT)
+    waiter = in_background(router.complete, "queued")
+    wait_until(lambda: router.stats()["admission"]["waiting"] == 1)
+
+    def child_work():
+        a.gate = None  # the child's copy of the provider answers at once
+        completion = router.complete("child")
+        row = router.stats()["providers"]["a"]
+        return {"provider": completion.provider, "waiting": router.stats()["admission"]["waiting"],
+                "requests": row["limits"]["requests_in_window"],
+                "in_flight": row["limits"]["in_flight"]}
+
+    pid, pipe = in_child(child_work)
+    result = child_result(pid, pipe)
+    # The parent's request in flight counts as finished in the child (it reached the server).
+    assert result == {"provider": "a", "waiting": 0, "requests": 2, "in_flight": 0}
+    gate.set()
+    held.result(WAIT)
+    waiter.result(WAIT)
+    router.close()
