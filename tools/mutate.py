@@ -440,35 +440,52 @@ def select_tests(mutant: Mutant, lines: Dict[str, List[str]], durations: Dict[st
 KILLED, SURVIVED, TIMED_OUT, NO_TESTS = "killed", "survived", "timed out", "no tests"
 
 
+def stages(tests: List[str], files: int = 2) -> List[List[str]]:
+    """The tests in two runs: first those of the ``files`` test files holding most of them
+    (most mutants die there, and collecting few files is quick), then the rest."""
+    per_file = Counter(nodeid.split("::", 1)[0] for nodeid in tests)
+    first_files = {name for name, _ in per_file.most_common(files)}
+    first = [nodeid for nodeid in tests if nodeid.split("::", 1)[0] in first_files]
+    rest = [nodeid for nodeid in tests if nodeid.split("::", 1)[0] not in first_files]
+    return [stage for stage in (first, rest) if stage]
+
+
 def run_mutant(mutant: Mutant, scratch: Path, durations: Dict[str, float], factor: float, floor: float) -> str:
     if not mutant.tests:
         return NO_TESTS
     target = scratch / PACKAGE / mutant.module
     original = target.read_bytes()
+    target.write_text(mutant.source, encoding="utf-8")
+    try:
+        for tests in stages(mutant.tests):
+            status = _run_tests(tests, scratch, durations, factor, floor)
+            if status != SURVIVED:
+                return status
+        return SURVIVED
+    finally:
+        target.write_bytes(original)
+
+
+def _run_tests(tests: List[str], scratch: Path, durations: Dict[str, float], factor: float, floor: float) -> str:
     selection = scratch / "selection.json"
     timeouts = scratch / "timeouts.txt"
     if timeouts.exists():
         timeouts.unlink()
     # Each test gets its own limit, so a mutant that hangs the first test is caught early.
-    limits = [[nodeid, floor / 3 + factor * durations.get(nodeid, 0.0)] for nodeid in mutant.tests]
-    selection.write_text(json.dumps(limits))
-    files = sorted({nodeid.split("::", 1)[0] for nodeid in mutant.tests})
-    limit = floor + factor * sum(durations.get(nodeid, 0.0) for nodeid in mutant.tests)
-    target.write_text(mutant.source, encoding="utf-8")
+    selection.write_text(json.dumps([[nodeid, floor / 2 + factor * durations.get(nodeid, 0.0)] for nodeid in tests]))
+    files = sorted({nodeid.split("::", 1)[0] for nodeid in tests})
+    limit = floor + factor * sum(durations.get(nodeid, 0.0) for nodeid in tests)
+    process = subprocess.Popen(
+        [sys.executable, *PYTEST, "-x", *files], cwd=scratch, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL, start_new_session=True,
+        env=_env(scratch, MLO_MUTATE_SELECT=str(selection), MLO_MUTATE_TIMEOUTS=str(timeouts)),
+    )
     try:
-        process = subprocess.Popen(
-            [sys.executable, *PYTEST, "-x", *files], cwd=scratch, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL, start_new_session=True,
-            env=_env(scratch, MLO_MUTATE_SELECT=str(selection), MLO_MUTATE_TIMEOUTS=str(timeouts)),
-        )
-        try:
-            code = process.wait(timeout=limit)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-            return TIMED_OUT
-    finally:
-        target.write_bytes(original)
+        code = process.wait(timeout=limit)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        return TIMED_OUT
     if timeouts.exists() and timeouts.stat().st_size:
         return TIMED_OUT
     if code == 0:
@@ -506,7 +523,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("-j", "--jobs", type=int, default=1, help="mutants run in parallel (default: 1)")
     parser.add_argument("--timeout-factor", type=float, default=3.0,
                         help="a mutant times out after floor + factor x its tests' traced time (default: 3)")
-    parser.add_argument("--timeout-floor", type=float, default=15.0, help="seconds (default: 15)")
+    parser.add_argument("--timeout-floor", type=float, default=20.0,
+                        help="seconds; each test gets half of it plus factor x its traced time (default: 20)")
     parser.add_argument("--survivors", action="store_true",
                         help="run only the mutants that survived the previous run (to check new tests quickly)")
     parser.add_argument("--list", action="store_true", help="list the mutants and exit")
