@@ -28,10 +28,14 @@ from .errors import (
     QuotaExceededError,
     RateLimitError,
     ResponseFormatError,
+    ToolLoopError,
 )
 from .limits import Limits
 from .providers import BaseProvider, MockProvider
+from .cache import ResponseCache
 from .router import Router
+from .state import LocalState, State
+from .tool_loop import run_tools
 from .types import (
     Attempt,
     Completion,
@@ -49,6 +53,16 @@ from .types import (
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str) -> object:
+    # RedisState needs the optional redis-py: imported only when asked for.
+    if name == "RedisState":
+        from .redis_state import RedisState
+
+        return RedisState
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 # A library configures no handler; NullHandler keeps Python's last-resort handler from
 # printing our warnings when the application has not set up logging.
 _logging.getLogger("multi_llm_orchestrator").addHandler(_logging.NullHandler())
@@ -56,6 +70,7 @@ _logging.getLogger("multi_llm_orchestrator").addHandler(_logging.NullHandler())
 __all__ = [
     "__version__",
     "Router",
+    "run_tools",
     "ProviderConfig",
     "Limits",
     "Budget",
@@ -74,6 +89,10 @@ __all__ = [
     "TokenCount",
     "TextStream",
     "RouterEvent",
+    "ResponseCache",
+    "State",
+    "LocalState",
+    "RedisState",
     "OrchestratorError",
     "ConfigurationError",
     "NoProvidersError",
@@ -89,4 +108,5 @@ __all__ = [
     "ResponseFormatError",
     "AllProvidersFailedError",
     "DeadlineExceededError",
+    "ToolLoopError",
 ]

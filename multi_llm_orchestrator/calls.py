@@ -55,7 +55,8 @@ class Telemetry:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._totals = {"calls": 0, "succeeded": 0, "failed": 0}
+        # Cache hits are calls answered without a provider (counted in calls and succeeded).
+        self._totals = {"calls": 0, "succeeded": 0, "failed": 0, "cache_hits": 0, "cache_misses": 0}
         self.listeners: Tuple[Listener, ...] = ()
         self.tracer: Optional[Any] = None
 

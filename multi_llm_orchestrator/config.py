@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, Iterable, List, Optional, Union
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from dataclasses_json import DataClassJsonMixin, config as json_field
@@ -12,7 +12,7 @@ from dataclasses_json import DataClassJsonMixin, config as json_field
 from .errors import ConfigurationError
 from .validation import check_int, check_nesting, check_number
 
-__all__ = ["ProviderConfig", "redact", "is_secret_key"]
+__all__ = ["ProviderConfig", "redact", "is_secret_key", "scrub_secrets"]
 
 SECRET_FIELDS = ("api_key",)
 # Matched against whole words of a key split on "_" and "-" (so "max_tokens" and
@@ -72,6 +72,35 @@ def _clean_url(url: Optional[str], drop: bool) -> Optional[str]:
         else:
             query = "&".join(f"{k}=<redacted>" for k, _ in pairs)
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+REDACTED = "<redacted>"
+#: The shortest start of a secret that ``scrub_secrets`` removes when a quote cut it off.
+MIN_SECRET_FRAGMENT = 8
+
+
+def scrub_secrets(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with every secret replaced by <redacted>, and also any start of one
+    (``MIN_SECRET_FRAGMENT`` characters or more): a body quoted as ``body[:80]`` may
+    end in the middle of an echoed key, where a plain replace would find nothing.
+
+    >>> scrub_secrets("echo: Bearer sk-live-1234567890 ...", ["sk-live-1234567890"])
+    'echo: Bearer <redacted> ...'
+    >>> scrub_secrets("'Authorization: Bearer sk-live-12'", ["sk-live-1234567890"])
+    "'Authorization: Bearer <redacted>'"
+    """
+    for secret in secrets:  # longest first: a key inside a longer header value
+        if secret in text:
+            text = text.replace(secret, REDACTED)
+        head = secret[:MIN_SECRET_FRAGMENT]
+        start = text.find(head)
+        while start != -1:
+            end = start + len(head)
+            while end < len(text) and end - start < len(secret) and text[end] == secret[end - start]:
+                end += 1
+            text = text[:start] + REDACTED + text[end:]
+            start = text.find(head, start + len(REDACTED))
+    return text
 
 
 def redact(value: Optional[str]) -> str:

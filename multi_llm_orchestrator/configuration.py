@@ -8,6 +8,8 @@ providers, each with a ``type`` (a name from the provider registry) and the fiel
       "strategy": "first-available",
       "timeout": 20,
       "breaker": {"failure_threshold": 3, "cooldown": 10},
+      "state": {"redis": "${REDIS_URL}", "prefix": "myapp:mlo:"},
+      "cache": {"ttl": 600},
       "providers": [
         {"type": "gigachat", "name": "giga", "api_key": "${GIGACHAT_AUTH_KEY}",
          "scope": "GIGACHAT_API_PERS", "ca_bundle": "/etc/ssl/russian_trusted_root_ca.pem"},
@@ -34,6 +36,7 @@ import json
 import math
 import os
 import re
+from urllib.parse import urlsplit, urlunsplit
 from dataclasses import dataclass, field, fields
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Type, Union, get_args, get_origin, get_type_hints
 
@@ -112,6 +115,8 @@ class RouterConfig(DataClassJsonMixin):
     max_workers: Optional[int] = None
     admission: Optional[str] = None
     budget: Union[Dict[str, Any], List[Dict[str, Any]], None] = field(default=None, metadata=json_field(decoder=_as_is))
+    state: Optional[Dict[str, Any]] = field(default=None, metadata=json_field(decoder=_as_is))
+    cache: Union[Dict[str, Any], bool, None] = field(default=None, metadata=json_field(decoder=_as_is))
     providers: List[ProviderSpec] = field(default_factory=list, metadata=json_field(exclude=_never))
 
     @classmethod
@@ -169,8 +174,20 @@ class RouterConfig(DataClassJsonMixin):
     def to_dict(self, encode_json: bool = False) -> Dict[str, Any]:  # type: ignore[override]
         """The configuration in file format; api keys and secret ``extra`` keys left out."""
         data = super().to_dict(encode_json=encode_json)
+        if isinstance(data.get("state"), dict) and isinstance(data["state"].get("redis"), str):
+            data["state"] = {**data["state"], "redis": _without_password(data["state"]["redis"])}
+            data["state"].pop("token_secret", None)
         data["providers"] = [spec.to_dict() for spec in self.providers]
         return data
+
+
+def _without_password(url: str) -> str:
+    """A Redis URL with its password (if any) replaced by <redacted>."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":<redacted>@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def load_config(source: ConfigSource) -> RouterConfig:

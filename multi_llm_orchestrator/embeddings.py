@@ -16,7 +16,9 @@ The rules:
   (texts per request, characters per request) of the space's providers, so any of them
   can take any batch.
 - **Parallel, under the deadline.** Up to ``max_parallel`` batches run at once on the
-  Router's executor; each attempt gets the time left of the Router's timeout.
+  Router's executor; each attempt gets the time left of the Router's timeout, and the
+  caller waits no longer than that timeout even for a provider that ignores it (a
+  single batch without a timeout runs on the caller's thread).
 - **Partial failover.** A batch that fails on one provider is retried on the next
   provider of the space; batches that succeeded are never sent again. When a batch
   fails on every provider, the call fails (``AllProvidersFailedError``) and batches not
@@ -71,17 +73,18 @@ def split_batches(texts: Sequence[str], limits: EmbeddingLimits) -> List[Batch]:
     >>> split_batches(["a", "bb", "c"], EmbeddingLimits(max_texts=2, max_chars=100))
     [(0, ['a', 'bb']), (2, ['c'])]
     """
+    lengths = list(map(len, texts))
     batches: List[Batch] = []
-    current: List[str] = []
-    chars = start = 0
-    for index, text in enumerate(texts):
-        if current and (len(current) >= limits.max_texts or chars + len(text) > limits.max_chars):
-            batches.append((start, current))
-            current, chars, start = [], 0, index
-        current.append(text)
-        chars += len(text)
-    if current:
-        batches.append((start, current))
+    start, count = 0, len(texts)
+    while start < count:
+        end = min(start + limits.max_texts, count)
+        if sum(lengths[start:end]) > limits.max_chars:  # fewer texts: fill up to the size limit
+            end, chars = start + 1, lengths[start]
+            while end < count and end - start < limits.max_texts and chars + lengths[end] <= limits.max_chars:
+                chars += lengths[end]
+                end += 1
+        batches.append((start, list(texts[start:end])))
+        start = end
     return batches
 
 
@@ -146,7 +149,7 @@ class EmbeddingJob:
 
     def _run_all(self, call: Call, plan: Plan, pool: Callable[[], ThreadPoolExecutor]) -> List[Tuple[Embeddings, AttemptRun]]:
         results: List[Optional[Tuple[Embeddings, AttemptRun]]] = [None] * len(self.batches)
-        if len(self.batches) == 1:
+        if len(self.batches) == 1 and call.deadline is None:  # nothing to wait for: no pool hop
             results[0] = self._run_batch(call, plan, 0)
             return results  # type: ignore[return-value]
         stop = threading.Event()

@@ -12,10 +12,14 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from concurrent.futures import wait as wait_all  # where a parameter is called "wait"
-from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
+from . import forking
 from .providers.base import BaseProvider
+
+if TYPE_CHECKING:
+    from .state import HealthStore
 
 __all__ = ["HealthChecker", "HealthResult", "BoundedHealth"]
 
@@ -51,16 +55,21 @@ class HealthChecker:
         ttl: float = 10.0,
         max_workers: int = 16,
         clock: Callable[[], float] = time.monotonic,
+        store: Optional["HealthStore"] = None,
     ) -> None:
         self.timeout = timeout
         self.ttl = ttl
         self._clock = clock
+        self._max_workers = max_workers
+        self._store = store  # results shared with other processes (RedisState), if any
         self._executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="mlo-health")
         self._cache: Dict[str, HealthResult] = {}
         self._lock = threading.Lock()
         self._refreshing: Dict[str, Future] = {}
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
+        self._background: Optional[Tuple[float, Callable[[], Sequence[BaseProvider]]]] = None
+        forking.register(self)
 
     def check(self, providers: Iterable[BaseProvider], timeout: Optional[float] = None) -> Dict[str, HealthResult]:
         """Check every provider now, in parallel; update the cache; return the results."""
@@ -81,6 +90,7 @@ class HealthChecker:
                 )
         with self._lock:
             self._cache.update(results)
+        self._share(results.values())
         return {provider.name: results[provider.name] for provider in providers}
 
     def _check_one(self, provider: BaseProvider, timeout: float) -> HealthResult:
@@ -99,8 +109,24 @@ class HealthChecker:
         with self._lock:
             result = self._cache.get(name)
         if result is None or self._clock() - result.checked_at > self.ttl:
-            return None
+            return self._shared(name)
         return result
+
+    def _shared(self, name: str) -> Optional[HealthResult]:
+        """Another process's fresh result, adopted into this cache (None without a store)."""
+        found = self._store.get(name) if self._store is not None else None
+        if found is None:
+            return None
+        result, age = found
+        result = replace(result, checked_at=self._clock() - age)
+        with self._lock:
+            self._cache[name] = result
+        return result
+
+    def _share(self, results: Iterable[HealthResult]) -> None:
+        if self._store is not None:
+            for result in results:
+                self._store.put(result, self.ttl)
 
     def status(self, providers: Sequence[BaseProvider], wait: Optional[float] = None) -> Dict[str, bool]:
         """Health of each provider from the cache, checking (in parallel, once for all
@@ -145,8 +171,10 @@ class HealthChecker:
         with self._lock:
             if self._refreshing.get(name) is future:
                 del self._refreshing[name]
-            if not future.cancelled():
-                self._cache[name] = future.result()  # _check_one never raises
+            if future.cancelled():
+                return
+            self._cache[name] = future.result()  # _check_one never raises
+        self._share([future.result()])
 
     def forget(self, name: str) -> None:
         with self._lock:
@@ -156,6 +184,7 @@ class HealthChecker:
         """Re-check ``providers()`` every ``interval`` seconds on a daemon thread."""
         if self._thread is not None:
             return
+        self._background = (interval, providers)  # to restart it in a forked child
 
         def loop() -> None:
             while not self._stop.wait(interval):
@@ -176,6 +205,21 @@ class HealthChecker:
         if self._thread is not None:
             self._thread.join(timeout=self.timeout + 1)
         self._executor.shutdown(wait=wait_for_checks, cancel_futures=True)
+
+
+    def _after_fork(self) -> Optional[Callable[[], None]]:
+        """In a forked child (see forking.py): a pool and locks of its own, no checks in
+        flight, and the refresher started again once every provider has new connections."""
+        forking.fresh_locks(self)
+        self._refreshing = {}
+        if self._stop.is_set():  # closed before the fork: stays closed
+            return None
+        self._executor = ThreadPoolExecutor(max_workers=self._max_workers, thread_name_prefix="mlo-health")
+        self._thread = None
+        if self._background is None:
+            return None
+        interval, providers = self._background
+        return lambda: self.start_background(interval, providers)
 
 
 class BoundedHealth:

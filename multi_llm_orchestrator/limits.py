@@ -40,6 +40,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Deque, Dict, Iterator, Mapping, Optional, Union
 
+from . import forking
 from .errors import ConfigurationError
 from .validation import check_int, check_number
 
@@ -202,6 +203,7 @@ class MemoryLimiter(Limiter):
         self.limits = limits
         self._clock = clock
         self._lock = threading.Lock()
+        forking.register(self)  # fresh locks in a forked child (forking.py)
         self._in_flight = 0
         self._in_flight_tokens = 0
         self._done: Deque[Reservation] = deque()  # released, in release order, inside the window
@@ -209,6 +211,19 @@ class MemoryLimiter(Limiter):
         self._blocked_until = 0.0
         self._server_requests: Optional[list] = None  # [remaining, reset_at]
         self._server_tokens: Optional[list] = None
+
+    def _after_fork(self) -> None:
+        # In a forked child: the parent's requests in flight end in the parent, never
+        # here; they count as just finished (they did reach the server). Each process
+        # then holds the limits on its own: share them across a fleet with a shared store.
+        self._lock = threading.Lock()
+        now = self._clock()
+        if self._in_flight:
+            share = self._in_flight_tokens // self._in_flight
+            for _ in range(self._in_flight):
+                self._done.append(Reservation(share, now, released=True, stamp=now, counted=True))
+                self._done_tokens += share
+        self._in_flight = self._in_flight_tokens = 0
 
     # The decision ------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ modules; the Router only composes them.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import os
 import threading
@@ -25,7 +26,9 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple, Union
 
-from .breaker import BreakerPolicy, CircuitBreaker
+from . import forking
+from .breaker import BreakerPolicy
+from .cache import ResponseCache, Responses
 from .errors import (
     AllProvidersFailedError,
     ConfigurationError,
@@ -35,7 +38,7 @@ from .errors import (
     ProviderTimeoutError,
 )
 from .health import BoundedHealth, HealthChecker, HealthResult
-from .hedging import HedgeBudget, HedgePolicy, RaceFailed, race
+from .hedging import HedgePolicy, RaceFailed, race
 from .metrics import ProviderMetrics
 from .providers.base import BaseProvider
 from .admission import Admission, CostCap
@@ -44,10 +47,11 @@ from .calls import AttemptRun, Call, Listener, OpenedStream, Telemetry, as_provi
 from .capabilities import CapabilityCheck
 from .embeddings import EmbeddingJob, embedding_spaces
 from .planning import PlanCheck, apply_checks
+from .state import State, make_state
 from .strategies import ProviderState, Strategy, make_strategy
 from .validation import check_int, check_number
 from .tokens import ContextWindows
-from .types import Completion, Embeddings, GenerationParams, Prompt, StreamEnd, TextStream, TokenCount
+from .types import Completion, Embeddings, GenerationParams, Message, Prompt, StreamEnd, TextStream, TokenCount
 
 __all__ = ["Router"]
 
@@ -78,9 +82,15 @@ class Router:
     - ``health_ttl``, ``health_timeout``, ``health_interval``: cache lifetime, per-check
       timeout, and period of an optional background re-check thread.
     - ``max_workers``: threads for hedged and deadline-bound calls.
+    - ``state``: where breakers, round-robin position, hedge budget, health results and
+      token caches live: in this process (default) or shared by a fleet through
+      ``RedisState("redis://...")`` (or ``{"redis": "redis://..."}``).
+    - ``cache``: True or a ``ResponseCache`` to answer identical requests from a response
+      cache, with single-flight (see ``cache.py``); off by default, ``cache=True`` per call.
     - ``admission``: when no provider has capacity (``ProviderConfig.limits``) or budget,
       "skip" (default: fail at once, saying when capacity returns) or "wait" (queue, first
-      come first served, within the call's timeout).
+      come first served, within the call's timeout). An ``admission.Admission`` instance
+      brings its own mode, budget and state stores (e.g. shared by a fleet).
     - ``budget``: the Router's spending budget, e.g. ``{"limit": 100, "period": "day"}``
       (or a list of them); once spent, calls raise ``BudgetExceededError`` unsent.
 
@@ -106,18 +116,30 @@ class Router:
         health_timeout: float = 5.0,
         health_interval: Optional[float] = None,
         max_workers: int = 64,
-        admission: str = "skip",
+        state: Union[State, Dict[str, Any], None] = None,
+        cache: Union[ResponseCache, Dict[str, Any], bool, None] = None,
+        admission: Union[str, Admission] = "skip",
         budget: Any = None,
     ) -> None:
+        self._state = make_state(state)
+        self._telemetry = Telemetry()
+        self._responses = Responses(ResponseCache.from_value(cache), self._state.response_store, self._telemetry.count)
         self._strategy = make_strategy(strategy)
-        self._admission = Admission(admission, budget)
+        self._strategy.use_state(self._state)
+        # A State that shares limits and budgets offers limiter(provider, limits) and
+        # ledger(scope, budget); without them admission state stays in this process.
+        self._admission = admission if isinstance(admission, Admission) else Admission(
+            admission, budget, make_limiter=getattr(self._state, "limiter", None),
+            make_ledger=getattr(self._state, "ledger", None),
+        )
         self.timeout = _optional_seconds("timeout", timeout)
         if isinstance(hedge_after, HedgePolicy) or hedge_after is None:
             self._hedge = hedge_after
         else:
             self._hedge = HedgePolicy(hedge_after, max_hedges, hedge_budget)
         self._hedge_budget = (
-            HedgeBudget(self._hedge.budget, self._hedge.window, self._hedge.budget_reserve) if self._hedge else None
+            self._state.hedge_budget(self._hedge.budget, self._hedge.window, self._hedge.budget_reserve)
+            if self._hedge else None
         )
         self._breaker_policy = BreakerPolicy.from_value(breaker)
         if when_all_open not in ALL_OPEN_CHOICES:
@@ -127,18 +149,18 @@ class Router:
             _optional_seconds(name, value)
         _optional_seconds("health_interval", health_interval)
         check_int("max_workers", max_workers, 1)
-        self._health = HealthChecker(timeout=health_timeout, ttl=health_ttl)
+        self._health = HealthChecker(timeout=health_timeout, ttl=health_ttl, store=self._state.health_store())
         self._max_workers = max_workers
         self._executor: Optional[ThreadPoolExecutor] = None
         self._running: Set[Future] = set()  # attempts submitted and not finished, for close()
         self._lock = threading.Lock()
         self._states: Tuple[ProviderState, ...] = ()
         self._names: Set[str] = set()  # of _states, so adding thousands of providers stays linear
-        self._telemetry = Telemetry()
         self._windows = ContextWindows()
         #: Planning checks (planning.py): providers left out of a call before the strategy.
         self._plan_checks: Tuple[PlanCheck, ...] = (CapabilityCheck(), self._windows, CostCap(self._admission))
         self._closed = False
+        forking.register(self)
         if health_interval:
             self._health.start_background(health_interval, lambda: [s.provider for s in self._states])
 
@@ -177,7 +199,7 @@ class Router:
             config = provider.config
             states.append(ProviderState(
                 provider,
-                CircuitBreaker(self._breaker_policy),
+                self._state.breaker(config.name, self._breaker_policy),
                 ProviderMetrics(config.price_per_1k_prompt_tokens, config.price_per_1k_completion_tokens,
                                 price_per_1k_cached_prompt=config.price_per_1k_cached_prompt_tokens),
                 self._admission.for_provider(provider),
@@ -191,6 +213,8 @@ class Router:
                 )
             self._states = self._states + tuple(states)
             self._names |= names
+        for provider in providers:
+            self._state.attach(provider)
         return providers
 
     def remove_provider(self, name: str) -> BaseProvider:
@@ -227,14 +251,25 @@ class Router:
     def complete(
         self, prompt: Prompt, params: Optional[GenerationParams] = None, *, timeout: Optional[float] = None,
         max_cost: Optional[float] = None,
+        cache: Optional[bool] = None,
     ) -> Completion:
         """The answer with who produced it, usage, latency and every attempt made.
 
         Raises ``AllProvidersFailedError`` (``DeadlineExceededError`` when the timeout
         ran out) listing what each provider failed with. ``max_cost`` skips providers
-        whose expected cost for this call is higher (see README, "Limits and budgets").
+        whose expected cost for this call is higher (see README, "Limits and budgets");
+        ``cache``: True/False to use or bypass the response cache for this call (None: the
+        Router's ``cache`` setting).
         """
         messages, params = BaseProvider._prepare(prompt, params)
+        budget = self._budget(timeout)
+        return self._responses.complete(
+            messages, params, cache, budget, self._states, lambda: self._complete(messages, params, timeout, max_cost)
+        )
+
+    def _complete(
+        self, messages: List[Message], params: GenerationParams, timeout: Optional[float], max_cost: Optional[float]
+    ) -> Completion:
         check = answer_check(params)
 
         def invoke(provider: BaseProvider, remaining: Optional[float]) -> Completion:
@@ -255,14 +290,23 @@ class Router:
     def route_stream(
         self, prompt: Prompt, params: Optional[GenerationParams] = None, *, timeout: Optional[float] = None,
         max_cost: Optional[float] = None,
+        cache: Optional[bool] = None,
     ) -> TextStream:
         """The answer as text chunks while they arrive.
 
         Falls back to the next provider only before the first chunk: once text has been
         yielded, a failure raises (naming the provider) rather than mixing two answers.
+        A cached answer is replayed as a stream (``cache`` as in ``complete``).
         """
         messages, params = BaseProvider._prepare(prompt, params)
+        budget = self._budget(timeout)
+        return self._responses.stream(
+            messages, params, cache, budget, self._states, lambda: self._stream(messages, params, timeout, max_cost)
+        )
 
+    def _stream(
+        self, messages: List[Message], params: GenerationParams, timeout: Optional[float], max_cost: Optional[float]
+    ) -> TextStream:
         def invoke(provider: BaseProvider, remaining: Optional[float]) -> OpenedStream:
             return OpenedStream.open(provider.stream(messages, params, timeout=remaining))
 
@@ -315,6 +359,9 @@ class Router:
             raise error from exc
         finally:
             settle(error)
+
+    def _budget(self, timeout: Optional[float]) -> Optional[float]:
+        return self.timeout if timeout is None else _optional_seconds("timeout", timeout)
 
     def _call(
         self, timeout: Optional[float], streaming: bool, messages: Any, params: Optional[GenerationParams],
@@ -486,8 +533,11 @@ class Router:
             if progress is not None:
                 progress(finished, len(prompts))
 
+        # Each prompt runs in a copy of the caller's context, so what lives in contextvars
+        # (the caller's tracing span, above all) is the parent of every call in the batch.
+        context = contextvars.copy_context()
         with ThreadPoolExecutor(max_workers, thread_name_prefix="mlo-batch") as pool:
-            list(pool.map(one, range(len(prompts))))
+            list(pool.map(lambda index: context.copy().run(one, index), range(len(prompts))))
         return results
 
     def health_check(self, timeout: Optional[float] = None) -> Dict[str, bool]:
@@ -560,6 +610,16 @@ class Router:
         self._health.close()  # joins checks still running: closed providers end them
         if executor is not None:
             executor.shutdown(wait=True)
+        self._state.close()
+
+    def _after_fork(self) -> None:
+        """In a forked child (see forking.py): no executor, attempts or locks of the
+        parent's; providers and the health checker reset themselves."""
+        forking.fresh_locks(self)
+        self._executor = None
+        self._running = set()
+        for part in (self._strategy, self._telemetry):
+            forking.fresh_locks(part)
 
     def _check_open(self) -> None:
         if self._closed:

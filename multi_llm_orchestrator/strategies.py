@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Dict, List, Optional, Sequence, Type, Union
 
 from .errors import ConfigurationError
+from .state import LocalSequence
 
 if TYPE_CHECKING:
     from .admission import ProviderAdmission
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
     from .health import HealthChecker
     from .metrics import ProviderMetrics
     from .providers.base import BaseProvider
+    from .state import State
 
 __all__ = [
     "ProviderState",
@@ -77,24 +79,27 @@ class Strategy(ABC):
     def order(self, states: Sequence[ProviderState], health: "HealthChecker") -> List[ProviderState]:
         """The providers in the order to try them (first = selected). ``states`` is non-empty."""
 
+    def use_state(self, state: "State") -> None:
+        """Take shared pieces (e.g. the round-robin position) from the Router's ``State``."""
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
 
 class RoundRobinStrategy(Strategy):
-    """Call k starts at provider k mod n: exact equal shares, even under many threads."""
+    """Call k starts at provider k mod n: exact equal shares, even under many threads
+    (and across processes sharing a ``RedisState``)."""
 
     name = "round-robin"
 
     def __init__(self) -> None:
-        self._next = 0
-        self._lock = threading.Lock()
+        self._position = LocalSequence()
+
+    def use_state(self, state: "State") -> None:
+        self._position = state.sequence(self.name)
 
     def order(self, states: Sequence[ProviderState], health: "HealthChecker") -> List[ProviderState]:
-        with self._lock:
-            start = self._next % len(states)
-            self._next += 1
-        return rotate(states, start)
+        return rotate(states, self._position.next() % len(states))
 
 
 class RandomStrategy(Strategy):
@@ -190,6 +195,9 @@ class LeastBusyStrategy(Strategy):
 
     def __init__(self) -> None:
         self._tiebreak = RoundRobinStrategy()
+
+    def use_state(self, state: "State") -> None:
+        self._tiebreak.use_state(state)
 
     def order(self, states: Sequence[ProviderState], health: "HealthChecker") -> List[ProviderState]:
         rotated = self._tiebreak.order(states, health)

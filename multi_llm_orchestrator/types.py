@@ -489,7 +489,8 @@ class Usage:
         """Whether every count is a whole number in [0, MAX_TOKEN_COUNT] (what metrics add up)."""
         return all(
             _token_count(value) is not None and not isinstance(value, str)
-            for value in (self.prompt_tokens, self.completion_tokens, self.total_tokens)
+            for value in (self.prompt_tokens, self.completion_tokens, self.total_tokens,
+                          self.cached_prompt_tokens, self.reasoning_tokens)
         )
 
     def __repr__(self) -> str:
@@ -529,7 +530,9 @@ class Attempt:
     ``outcome`` is "ok", "error", "lost" (a hedge race it did not win) or "skipped"
     (circuit open, or left out when the call was planned: ``error`` then says why, e.g.
     the provider lacks a capability the call needs, or the prompt does not fit the
-    provider's context window); ``hedge`` is True for an attempt started by hedging.
+    provider's context window, its expected cost is above ``max_cost``, or it had no
+    capacity or budget left when the attempt was due: then with when capacity returns);
+    ``hedge`` is True for an attempt started by hedging.
     """
 
     provider: str
@@ -561,6 +564,8 @@ class Completion:
     attempts: List[Attempt] = field(default_factory=list)
     tool_calls: List[ToolCall] = field(default_factory=list)
     reasoning: Optional[str] = None
+    #: True when the answer came from the response cache (no provider was called).
+    cached: bool = False
 
     def __str__(self) -> str:
         return self.text
@@ -729,6 +734,8 @@ class TextStream(Iterator[str]):
         self.tool_calls: List[ToolCall] = []
         #: Set by ``Router.route_stream``: the providers tried before this one answered.
         self.attempts: List[Attempt] = []
+        #: True when the stream replays a cached answer.
+        self.cached = False
         self.done = False
 
     def __iter__(self) -> "TextStream":

@@ -1,8 +1,11 @@
 """LangChain's own standard test suite (langchain-tests) run against ChatRouter and
 RouterEmbeddings.
 
-Two integration runs: a Router over MockProviders, and a Router whose provider talks to
-the loopback OpenAI-compatible server over real sockets (streaming, usage chunk and all).
+Two integration runs: a Router over a MockProvider and a ScriptedProvider (a small
+deterministic tool-using model, tests/fakes/scripted.py: the mock answers text only, so
+calls with tools or a response format are planned onto the scripted one, as they would be
+onto a capable provider), and a Router whose provider talks to the loopback
+OpenAI-compatible server over real sockets (streaming, usage chunk and all).
 
 Skips that remain, each with its reason (the suite skips them itself, from the flags
 below):
@@ -13,6 +16,9 @@ below):
   part B, not on main yet); ChatRouter rejects ``model=`` per call instead of ignoring it.
 - image, PDF, audio, video and Anthropic-format inputs: the Router's providers take text.
 - test_stream_time: needs VCR cassettes of a real API; the loopback run covers streaming.
+- Over the loopback server, the tool, structured-output and JSON-mode tests: the fake
+  server answers text only (it has no model to decide on a tool call); they run over the
+  scripted model in TestChatRouterOverMocks.
 """
 
 from __future__ import annotations
@@ -30,8 +36,9 @@ from multi_llm_orchestrator.providers import OpenAICompatibleProvider, ProviderC
 
 from fakes import FakeOpenAIServer
 from fakes.mocks import mock, router_with
+from fakes.scripted import ScriptedProvider
 
-MOCK_ROUTER = router_with(mock("mock-a"), mock("mock-b"))
+MOCK_ROUTER = router_with(mock("mock-a"), ScriptedProvider(ProviderConfig(name="scripted")))
 
 
 class TestChatRouterUnit(ChatModelUnitTests):
@@ -83,6 +90,10 @@ class TestChatRouterOverMocks(ChatModelIntegrationTests):
         return {"router": MOCK_ROUTER}
 
     @property
+    def supports_json_mode(self) -> bool:
+        return True
+
+    @property
     def supports_model_override(self) -> bool:
         return False  # see the module docstring
 
@@ -108,6 +119,14 @@ class TestChatRouterOverLoopbackServer(ChatModelIntegrationTests):
     @property
     def chat_model_params(self) -> Dict[str, Any]:
         return {"router": self.router}
+
+    @property
+    def has_tool_calling(self) -> bool:
+        return False  # see the module docstring
+
+    @property
+    def has_structured_output(self) -> bool:
+        return False  # see the module docstring
 
     @property
     def supports_model_override(self) -> bool:

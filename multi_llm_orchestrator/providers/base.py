@@ -5,8 +5,9 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, ClassVar, Dict, FrozenSet, Iterator, List, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, ClassVar, Dict, FrozenSet, Iterator, List, Optional, Sequence, Tuple, Union
 
+from .. import forking
 from ..config import ProviderConfig
 from ..errors import ConfigurationError, NotSupportedError, ResponseFormatError
 from ..types import (
@@ -15,11 +16,15 @@ from ..types import (
 )
 from ..validation import check_int
 
+if TYPE_CHECKING:
+    from ..auth import TokenCache
+
 __all__ = ["BaseProvider", "ProviderConfig", "EmbeddingLimits", "PURPOSES"]
 
 #: What the texts given to ``embed`` are: documents to index, or search queries
 #: (YandexGPT has a model for each; the others embed both alike).
 PURPOSES = ("document", "query")
+_STR_ONLY = {str}
 
 
 @dataclass(frozen=True)
@@ -69,6 +74,7 @@ class BaseProvider(ABC):
                 f"{type(self).__name__} takes a ProviderConfig; got {type(config).__name__}"
             )
         self.config = config
+        forking.register(self)  # locks (and an HttpProvider's Session) renewed in a forked child
         #: What this provider supports beyond plain text: the config's override, else the
         #: type's declaration. The Router plans tool, structured-output and reasoning calls by it.
         self.capabilities: FrozenSet[str] = (
@@ -173,6 +179,13 @@ class BaseProvider(ABC):
         """Models the provider offers, where it can list them (else just the configured one)."""
         return [self.model]
 
+    def token_sharing(self) -> "Optional[Tuple[TokenCache, str, Optional[str]]]":
+        """What a shared ``State`` needs to share this provider's bearer token with other
+        processes: the ``TokenCache``, a string naming the credential (the state stores
+        only its hash) and the secret to encrypt stored tokens with (None: the state's
+        ``token_secret``). None (the default) when the provider has no refreshable token."""
+        return None
+
     def close(self) -> None:
         """Release connections. The provider must not be used afterwards."""
 
@@ -214,6 +227,8 @@ class BaseProvider(ABC):
             raise ConfigurationError(f"texts must be a list of str; got {type(texts).__name__}")
         if not texts:
             raise ConfigurationError("texts is empty: pass at least one text to embed")
+        if set(map(type, texts)) == _STR_ONLY and all(texts):  # the common case, at C speed
+            return list(texts)
         for index, text in enumerate(texts):
             if not isinstance(text, str):
                 raise ConfigurationError(f"texts[{index}] must be a str; got {type(text).__name__}")
