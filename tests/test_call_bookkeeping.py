@@ -87,7 +87,7 @@ def test_totals_are_a_copy():
     telemetry.count("calls")
     totals = telemetry.totals()
     totals["calls"] = 99
-    assert telemetry.totals() == {"calls": 1, "succeeded": 0, "failed": 0}
+    assert telemetry.totals()["calls"] == 1
 
 
 # Call ----------------------------------------------------------------------------------
@@ -123,7 +123,8 @@ def test_a_failed_call_lists_every_error_names_the_last_as_cause_and_is_reported
     assert failure.__cause__ is errors[-1] and failure.__suppress_context__
     call.failed(errors, deadline_hit=False)
     call.abort(RuntimeError("late"))
-    assert telemetry.totals() == {"calls": 1, "succeeded": 0, "failed": 1}
+    totals = telemetry.totals()
+    assert (totals["calls"], totals["succeeded"], totals["failed"]) == (1, 0, 1)
     [event] = events
     assert (event.kind, event.outcome, event.attempts, event.error_type) == ("call", "error", 2, "AllProvidersFailedError")
 
