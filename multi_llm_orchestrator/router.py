@@ -47,7 +47,7 @@ from .calls import AttemptRun, Call, Listener, OpenedStream, Telemetry, as_provi
 from .capabilities import CapabilityCheck
 from .embeddings import EmbeddingJob, embedding_spaces
 from .planning import PlanCheck, apply_checks
-from .state import State, make_state
+from .state import State, call_deadline, make_state
 from .strategies import ProviderState, Strategy, make_strategy
 from .validation import check_int, check_number
 from .tokens import ContextWindows
@@ -377,7 +377,8 @@ class Router:
         """Try providers in the planned order until one succeeds; the shared core of
         ``complete`` and ``route_stream``. Whatever escapes is reported as the call's end."""
         try:
-            return self._admission.run(call, lambda: self._try_in_order(call, invoke))
+            with call_deadline(call.deadline):  # shared state's round trips stay within it
+                return self._admission.run(call, lambda: self._try_in_order(call, invoke))
         except BaseException as exc:  # a planning error, a strategy's bug, KeyboardInterrupt
             call.abort(exc)  # no-op when call.failed already reported it
             raise
