@@ -56,7 +56,7 @@ from .errors import (
     ResponseFormatError,
 )
 from .limits import report_response
-from .providers.base import BaseProvider
+from .providers.base import BaseProvider, report_health_failure
 from .streaming import iter_lines
 from .validation import capped_growth
 from .types import TextStream
@@ -482,7 +482,9 @@ class HttpProvider(BaseProvider):
             call()
             return True
         except Exception as exc:  # a health check reports, it does not fail
-            logger.debug("health check of %r failed: %s", self.name, self.scrub(str(exc)), extra={"provider": self.name})
+            reason = self.scrub(str(exc))
+            logger.debug("health check of %r failed: %s", self.name, reason, extra={"provider": self.name})
+            report_health_failure(f"{type(exc).__name__}: {reason}")  # shown by health_report / `health`
             return False
 
     # Secrets ------------------------------------------------------------------------
