@@ -48,6 +48,7 @@ logger = logging.getLogger("multi_llm_orchestrator.router")
 
 Listener = Callable[[RouterEvent], None]
 DEADLINE_SLACK_S = 0.02
+OPEN_CIRCUIT = "circuit open (or its recovery probe is taken)"
 
 
 class Telemetry:
@@ -159,6 +160,12 @@ class Call:
         with self._lock:
             if not self.over:
                 self._attempts[order] = attempt
+
+    def skip_open(self, states: Sequence[ProviderState], hedge: bool = False) -> None:
+        """Note providers left out because their circuit is open (or its recovery probe is
+        taken): every skipped attempt says why, as planning checks and admission do."""
+        for state in states:
+            self.record(Attempt(state.name, "skipped", 0.0, OPEN_CIRCUIT, "CircuitOpen", hedge), self.next_order())
 
     def next_order(self) -> int:
         with self._lock:
@@ -277,7 +284,7 @@ class AttemptRun:
         """An attempt if the provider's breaker lets one through now, else None."""
         reservation = state.breaker.reserve(force=force)
         if reservation is None:
-            call.record(Attempt(state.name, "skipped", hedge=hedge), call.next_order())
+            call.skip_open([state], hedge)
             return None
         admission = call.admission
         grant = admission.admit(call, state) if admission is not None else None

@@ -543,14 +543,22 @@ def _wire_messages(messages: List[Message]) -> List[Dict[str, Any]]:
             while index < len(rest) and rest[index].role == "tool":
                 results.append(rest[index])
                 index += 1
-            by_id = {result.tool_call_id: result for result in results if result.tool_call_id}
-            in_order = [result for result in results if not result.tool_call_id]  # answer the calls in order
+            # Ids may repeat (YandexGPT /v1 uses the function name as the id): a list per id.
+            by_id: Dict[str, List[Message]] = {}
+            in_order = []  # results without an id answer the calls in order
+            for result in results:
+                if result.tool_call_id:
+                    by_id.setdefault(result.tool_call_id, []).append(result)
+                else:
+                    in_order.append(result)
             for position, call in enumerate(message.tool_calls):
                 wire.append(_function_call(call, message.content if position == 0 else ""))
-                result = by_id.pop(call.id, None) or (in_order.pop(0) if in_order else None)
+                same_id = by_id.get(call.id)
+                result = same_id.pop(0) if same_id else (in_order.pop(0) if in_order else None)
                 if result is not None:
                     wire.append(_function_result(result.name or call.name, result.content))
-            rest[index:index] = list(by_id.values()) + in_order  # results of no call here: sent by name
+            # Results of no call here are sent by their own name.
+            rest[index:index] = [result for group in by_id.values() for result in group] + in_order
         else:
             wire.append({"role": message.role, "content": message.content})
     return wire
