@@ -589,6 +589,13 @@ class RedisHealthStore(HealthStore):
             return None
         return result, age
 
+    def claim(self, name: str, seconds: float) -> bool:
+        key = self._state.key("health", name, "checking")
+        try:
+            return bool(self._state.link.run(lambda: self._state.link.client.set(key, "1", nx=True, px=_ms(seconds))))
+        except RedisUnavailable:
+            return True
+
     def put(self, result: HealthResult, ttl: float) -> None:
         value = json.dumps({"healthy": result.healthy, "latency_s": result.latency_s, "error": result.error, "ttl": ttl})
         try:

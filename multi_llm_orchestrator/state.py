@@ -90,6 +90,10 @@ class HealthStore:
     def put(self, result: "HealthResult", ttl: float) -> None:  # pragma: no cover - interface
         raise NotImplementedError
 
+    def claim(self, name: str, seconds: float) -> bool:
+        """True if this process should check ``name`` now (no other process is)."""
+        return True
+
 
 class State:
     """The factory of every piece of state a Router keeps; this base keeps it all in

@@ -313,3 +313,26 @@ def test_a_race_failure_lists_errors_and_whether_time_ran_out():
     errors = [ProviderError("x", provider="p")]
     failure = RaceFailed(errors, deadline_hit=True)
     assert failure.errors is errors and failure.deadline_hit
+
+
+def test_a_hedge_refused_by_the_budget_is_not_asked_for_again_in_the_same_call():
+    class CountingBudget(HedgeBudget):
+        asked = 0
+
+        def try_spend(self):
+            CountingBudget.asked += 1
+            return super().try_spend()
+
+    budget = CountingBudget(0.0, reserve=0, clock=FakeClock())
+    launch = Launcher({})
+    with pytest.raises(RaceFailed):
+        race(["a", "b"], launch, deadline=time.monotonic() + 0.1, hedge_delay=lambda s: 0.001, max_hedges=1,
+             budget=budget, on_lost=lambda f: None)
+    assert launch.launched == [("a", False)]
+    assert CountingBudget.asked == 1  # no busy loop asking again until the deadline
+
+
+def test_try_spend_answers_true_or_false():
+    budget = HedgeBudget(0.0, reserve=1, clock=FakeClock())
+    assert budget.try_spend() is True
+    assert budget.try_spend() is False

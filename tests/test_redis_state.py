@@ -374,3 +374,22 @@ def test_redis_round_trips_never_outlive_the_calls_deadline(caplog):
     assert not state.link.down and not caplog.records  # skipped for the deadline, not an outage
     router.close()
     silent.close()
+
+
+def test_a_cold_fleet_checks_each_provider_once_for_strategies_that_need_health(redis_url):
+    checks = []
+
+    def slow_checked():
+        provider = mock("a", health_delay=0.2)
+        original = provider.health_check
+        provider.health_check = lambda timeout=None: checks.append(1) or original(timeout)
+        return provider
+
+    routers = [router_with(slow_checked(), state=RedisState(redis_url, prefix="t:"), strategy="first-available",
+                           health_ttl=30) for _ in range(4)]
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(lambda router: router.complete("q", timeout=5).provider, routers))
+    assert answers == ["a"] * 4 and len(checks) == 1
+    assert all(router.health_report(cached=True)["a"].healthy for router in routers) and len(checks) == 1
+    for router in routers:
+        router.close()
