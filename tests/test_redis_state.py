@@ -63,6 +63,10 @@ def test_breaker_failures_are_counted_across_routers_and_the_probe_is_one_lease(
     assert sum(p is not None for p in probes) == 1  # exactly one probe, fleet-wide
     probe = next(p for p in probes if p is not None)
     owner = (a1, a2)[probes.index(probe) % 2]
+    other = a2 if owner is a1 else a1
+    assert not other.is_available() and 0 < other.remaining() <= 0.05  # planned around while probing
+    time.sleep(0.06)
+    assert other.is_available() and other.reserve() is None  # asks again: still probing
     owner.record_success(probe)
     assert a1.reserve() == NORMAL and a2.reserve() == NORMAL
     assert a2.snapshot() == {"state": "closed", "consecutive_failures": 0, "open_for_s": 0.0, "shared": True}
