@@ -120,8 +120,9 @@ def test_a_killed_provider_is_abandoned_after_threshold_failures_in_all_and_prob
     probes = [t for t in failures if t - first >= cooldown / 2]
     # Per-process breakers would need threshold failures in each of the 4 processes (20+);
     # shared, the fleet stops after the threshold plus the calls already on their way.
-    assert threshold <= len(burst) < 2 * threshold, [round(t - first, 4) for t in burst]
-    assert len(probes) == 1  # one process probed, once: the next probe is 2 x cooldown later
+    # (Per-process breakers would need PROCESSES x threshold = 20 at the least.)
+    assert threshold <= len(burst) < 3 * threshold, [round(t - first, 4) for t in burst]
+    assert len(probes) == 1, [round(t - first, 3) for t in probes]  # one probe: the next is 2 x cooldown later
 
 
 def test_an_rpm_limit_holds_across_the_fleet(redis_url):
