@@ -20,7 +20,7 @@ import logging
 import threading
 import time
 from concurrent.futures import Future
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, FrozenSet, List, Optional, Sequence, Tuple
 
 from .admission import Admission, Demand, Grant, NoCapacityYet, RouterBudgetRefusal, capacity_error
 from .errors import (
@@ -101,8 +101,10 @@ class Call:
         *,
         admission: Optional[Admission] = None,
         max_cost: Optional[float] = None,
+        pinned: Optional[FrozenSet[str]] = None,
     ) -> None:
         self.telemetry = telemetry
+        self.pinned = pinned  # provider=/providers= of the call: planning leaves out the others
         self.admission = admission
         self.max_cost = max_cost  # planning skips providers expected to cost more
         self.demand = Demand(messages, params, max_cost) if messages is not None and params is not None else None
