@@ -424,6 +424,7 @@ class Router:
             attempt = AttemptRun.reserve(call, state, hedge=hedge, force=state is forced)
             if attempt is None:
                 return None
+            attempt.fallback = state is not order[-1]
             try:
                 future = self._pool().submit(attempt.run, invoke)
             except (RuntimeError, OrchestratorError):  # close() shut the pool since the plan

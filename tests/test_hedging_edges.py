@@ -156,11 +156,35 @@ def test_a_window_under_a_second_still_has_one_bucket():
     clock = FakeClock()
     budget = HedgeBudget(1.0, window=0.5, clock=clock)
     budget.record_call()
+    budget.record_call()
     assert budget.try_spend()
-    clock.now += 1
+    clock.now += 1  # the window holds this second only
     budget.record_call()
     assert budget.try_spend()
     assert not budget.try_spend()
+
+
+def test_a_fresh_budget_counts_nothing_even_on_a_clock_starting_at_zero():
+    clock = FakeClock()
+    clock.now = 0.0  # time.monotonic() just after boot
+    assert not HedgeBudget(1.0, window=10, clock=clock).try_spend()  # no calls yet: no hedge
+    budget = HedgeBudget(0.5, window=10, clock=clock)
+    budget.record_call()
+    budget.record_call()
+    assert budget.try_spend()  # one hedge for two calls, no phantom hedges either
+
+
+def test_a_policy_window_under_a_second_is_accepted_and_the_cap_is_an_hour():
+    assert HedgePolicy(after=0.1, window=0.5).window == 0.5
+    assert HedgePolicy(after=0.1, window=3600).window == 3600
+    with pytest.raises(ConfigurationError, match="window"):
+        HedgePolicy(after=0.1, window=3600.5)
+
+
+def test_a_percentile_delay_reads_that_percentile_of_many_samples():
+    latencies = [i / 1000 for i in range(1, 201)]  # 1 .. 200 ms
+    assert HedgePolicy(after="p99").delay(metrics_with(latencies)) == pytest.approx(0.198)
+    assert HedgePolicy(after="p50").delay(metrics_with(latencies)) == pytest.approx(0.100)
 
 
 # race ------------------------------------------------------------------------------------
@@ -295,6 +319,50 @@ def test_an_attempt_that_failed_by_the_deadline_is_an_error_not_a_lost_attempt()
              on_lost=lost.append)
     assert [e.provider for e in caught.value.errors] == ["a", "b"]
     assert lost == [launch.futures["b"]]
+
+
+class FinishingAsTheDeadlinePasses(Future):
+    """A future that fails just as the race gives up: ``wait`` saw it running, the
+    bookkeeping afterwards sees it failed (the window a real attempt can finish in)."""
+
+    def __init__(self, error):
+        super().__init__()
+        self.error = error
+
+    def done(self):
+        return True
+
+    def exception(self, timeout=None):
+        return self.error
+
+
+def test_an_attempt_failing_as_the_deadline_passes_is_an_error_not_a_lost_attempt():
+    error = ProviderUnavailableError("down", provider="a")
+    lost = []
+    with pytest.raises(RaceFailed) as caught:
+        race(["a"], lambda name, hedge: FinishingAsTheDeadlinePasses(error), deadline=time.monotonic() + 0.05,
+             on_lost=lost.append)
+    assert caught.value.errors == [error] and caught.value.deadline_hit
+    assert lost == []
+
+
+def test_a_wait_returning_early_does_not_upset_the_race(monkeypatch):
+    from multi_llm_orchestrator import hedging
+
+    real_wait, early = hedging.wait, []
+
+    def wait(futures, timeout=None, return_when=None):
+        if not early:  # a wake-up before its timeout, with nothing done
+            early.append(timeout)
+            return set(), set(futures)
+        return real_wait(futures, timeout=timeout, return_when=return_when)
+
+    monkeypatch.setattr(hedging, "wait", wait)
+    launch = Launcher({})
+    with pytest.raises(RaceFailed) as caught:
+        race(["a", "b"], launch, deadline=time.monotonic() + 0.05, on_lost=lambda f: None)
+    assert caught.value.deadline_hit and early
+    assert launch.launched == [("a", False)]
 
 
 def test_an_exception_from_launch_abandons_the_running_attempts():
