@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Optional, Union
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from dataclasses_json import DataClassJsonMixin, config as json_field
 
+from .jsonable import LazyJsonMixin, json_field
 from .errors import ConfigurationError
 from .validation import check_int, check_nesting, check_number
 
@@ -117,7 +117,7 @@ def _as_is(value: Any) -> Any:  # checked in __post_init__; dataclasses-json can
 
 
 @dataclass(repr=False)
-class ProviderConfig(DataClassJsonMixin):
+class ProviderConfig(LazyJsonMixin):
     """Settings of one provider. Only ``name`` is required; each provider type documents
     which other fields it uses and its defaults.
 
