@@ -9,6 +9,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from dataclasses_json import DataClassJsonMixin, config as json_field
 
 from .errors import ConfigurationError
+from .reading import DEFAULT_MAX_RESPONSE_BYTES
 from .validation import check_int, check_number
 
 __all__ = ["ProviderConfig", "redact", "is_secret_key"]
@@ -75,6 +76,9 @@ class ProviderConfig(DataClassJsonMixin):
       replaces the trust store (GigaChat needs the Russian Trusted Root CA).
     - ``max_retries``: transport retries of connect errors and 429/5xx (0 disables).
     - ``weight``: share for the "weighted" strategy.
+    - ``max_response_bytes``: the most one answer may hold after decompression (a body,
+      one stream line or event), default 16 MiB; more is a ResponseFormatError. Error
+      bodies are read only up to their first 64 KiB.
     - ``price_per_1k_prompt_tokens`` / ``price_per_1k_completion_tokens``: optional, for
       cost in ``Router.stats()``; none is built in.
     - ``extra``: provider-specific settings (e.g. ``{"delay": 0}`` for MockProvider).
@@ -96,6 +100,7 @@ class ProviderConfig(DataClassJsonMixin):
     max_retries: int = 2
     weight: float = 1.0
     pool_size: int = 32
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
     price_per_1k_prompt_tokens: Optional[float] = None
     price_per_1k_completion_tokens: Optional[float] = None
     extra: Dict[str, Any] = field(default_factory=dict)
@@ -126,6 +131,7 @@ class ProviderConfig(DataClassJsonMixin):
         check_int(field_name("max_retries"), self.max_retries, 0)
         check_number(field_name("weight"), self.weight, 0)
         check_int(field_name("pool_size"), self.pool_size, 1)
+        check_int(field_name("max_response_bytes"), self.max_response_bytes, 1024)
         for price in ("price_per_1k_prompt_tokens", "price_per_1k_completion_tokens"):
             check_number(field_name(price), getattr(self, price), 0, allow_none=True)
         if not isinstance(self.verify_ssl, bool):
