@@ -11,6 +11,12 @@ total ``timeout`` (every call hops to the Router's executor) and one with
 ``hedge_after="p95"`` over two providers (the hop, the race, and the adaptive delay,
 which is computed from each call's provider's recent latencies).
 
+OpenTelemetry rows: a Router that is not instrumented (``[otel]`` not installed, or
+installed and unused) never imports opentelemetry (checked below) and its only tracing
+code is an ``is None`` test per call and per attempt, timed on its own here. With
+``[otel]`` installed, ``otel.instrument(router)`` with the API's no-op tracer (no SDK
+configured) and with the SDK recording every span (no exporter) are timed beside it.
+
     python benchmarks/overhead.py [--profile]
 """
 
@@ -20,6 +26,7 @@ import cProfile
 import pstats
 import sys
 import time
+import timeit
 
 import _common  # noqa: F401  (puts the repository on sys.path)
 from _common import LoadWatch, median, rounds_line
@@ -49,6 +56,28 @@ def profile(router: Router) -> None:
     pstats.Stats(profiler, stream=sys.stdout).sort_stats("tottime").print_stats(15)
 
 
+def otel_routers() -> "dict[str, Router]":
+    """Instrumented Routers by label; none when the [otel] extra is not installed."""
+    try:
+        from multi_llm_orchestrator.otel import instrument
+    except ImportError:
+        return {}
+    routers = {}
+    noop = Router()
+    noop.add_provider(MockProvider(ProviderConfig(name="otel-noop", extra={"delay": 0})))
+    instrument(noop)  # the global TracerProvider: the API's no-op while no SDK is configured
+    routers["router.route, instrument(), no-op tracer   "] = noop
+    try:
+        from opentelemetry.sdk.trace import TracerProvider
+    except ImportError:
+        return routers
+    recording = Router()
+    recording.add_provider(MockProvider(ProviderConfig(name="otel-sdk", extra={"delay": 0})))
+    instrument(recording, tracer_provider=TracerProvider())  # spans recorded, no exporter
+    routers["router.route, instrument(), SDK, no export "] = recording
+    return routers
+
+
 def main() -> None:
     watch = LoadWatch()
     provider = MockProvider(ProviderConfig(name="mock", extra={"delay": 0}))
@@ -69,12 +98,20 @@ def main() -> None:
 
     per_call(deadline.route, 2_000)
     per_call(hedged.route, 2_000)
+    # Checked before anything below may import it: routing alone never loads opentelemetry.
+    otel_imported = any(name.split(".")[0] == "opentelemetry" for name in sys.modules)
+    traced = otel_routers()
+    for item in traced.values():
+        per_call(item.route, 2_000)
     routed, bare, hopping, hedging = [], [], [], []
+    traced_rounds = {label: [] for label in traced}
     for _ in range(ROUNDS):
         bare.append(per_call(direct))
         routed.append(per_call(router.route))
         hopping.append(per_call(deadline.route, CALLS // 4))
         hedging.append(per_call(hedged.route, CALLS // 4))
+        for label, item in traced.items():
+            traced_rounds[label].append(per_call(item.route, CALLS // 4))
 
     overhead = median(routed) - median(bare)
     print(f"{CALLS} calls per round, {ROUNDS} rounds alternated; MockProvider with delay 0")
@@ -84,9 +121,18 @@ def main() -> None:
     print("for reference, the executor paths:")
     print(rounds_line("router.route, timeout=10       ", hopping, " us/call", 1e6, 2))
     print(rounds_line("router.route, hedge_after='p95'", hedging, " us/call", 1e6, 2))
+    print("OpenTelemetry:")
+    seam = timeit.timeit("t is None; a is None", setup="t = a = None", number=1_000_000) / 1_000_000
+    print(f"  not instrumented ([otel] not installed): opentelemetry imported by routing: {otel_imported}; "
+          f"the tracer seam's two `is None` tests: {seam * 1e9:.1f} ns/call (inside router.route above)")
+    if not traced:
+        print("  [otel] not installed: pip install 'multi-llm-orchestrator[otel]' (and opentelemetry-sdk) for the traced rows")
+    for label, values in traced_rounds.items():
+        print(rounds_line(f"  {label}", values, " us/call", 1e6, 2)
+              + f"; +{(median(values) - median(routed)) * 1e6:.2f} us over router.route")
     if overhead * 1e6 > PROFILE_THRESHOLD_US or "--profile" in sys.argv:
         profile(router)
-    for item in (router, deadline, hedged):
+    for item in (router, deadline, hedged, *traced.values()):
         item.close()
     print(watch.summary())
     print(f"ratio router/direct: {median(routed) / median(bare):.2f}x")

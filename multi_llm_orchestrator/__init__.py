@@ -10,14 +10,17 @@
 
 import logging as _logging
 
+from .budgets import Budget, Price
 from .config import ProviderConfig
 from .errors import (
     AllProvidersFailedError,
     AuthenticationError,
+    CapabilityError,
     ConfigurationError,
     DeadlineExceededError,
     InvalidRequestError,
     NoProvidersError,
+    NotSupportedError,
     OrchestratorError,
     ProviderError,
     ProviderTimeoutError,
@@ -26,9 +29,23 @@ from .errors import (
     RateLimitError,
     ResponseFormatError,
 )
+from .limits import Limits
 from .providers import BaseProvider, MockProvider
 from .router import Router
-from .types import Attempt, Completion, GenerationParams, Message, RouterEvent, TextStream, Usage
+from .types import (
+    Attempt,
+    Completion,
+    Embeddings,
+    GenerationParams,
+    Message,
+    ReasoningDelta,
+    RouterEvent,
+    TextStream,
+    TokenCount,
+    Tool,
+    ToolCall,
+    Usage,
+)
 
 __version__ = "0.1.0"
 
@@ -40,18 +57,28 @@ __all__ = [
     "__version__",
     "Router",
     "ProviderConfig",
+    "Limits",
+    "Budget",
+    "Price",
     "BaseProvider",
     "MockProvider",
     "Message",
+    "Tool",
+    "ToolCall",
+    "ReasoningDelta",
     "GenerationParams",
     "Usage",
     "Attempt",
     "Completion",
+    "Embeddings",
+    "TokenCount",
     "TextStream",
     "RouterEvent",
     "OrchestratorError",
     "ConfigurationError",
     "NoProvidersError",
+    "CapabilityError",
+    "NotSupportedError",
     "ProviderError",
     "AuthenticationError",
     "RateLimitError",

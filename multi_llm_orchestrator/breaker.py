@@ -29,7 +29,7 @@ from .errors import (
     QuotaExceededError,
     RateLimitError,
 )
-from .validation import check_int, check_number
+from .validation import capped_growth, check_int, check_number
 
 __all__ = ["BreakerPolicy", "CircuitBreaker", "CLOSED", "OPEN", "HALF_OPEN", "PROBE", "NORMAL"]
 
@@ -194,7 +194,7 @@ class CircuitBreaker:
             else:
                 trip = reservation == PROBE
             if trip:
-                backoff = min(policy.cooldown * policy.cooldown_multiplier ** self._trips, policy.max_cooldown)
+                backoff = capped_growth(policy.cooldown, policy.cooldown_multiplier, self._trips, policy.max_cooldown)
                 self._state = OPEN
                 self._trips += 1
                 self._open_until = self._clock() + (backoff if fixed is None else fixed)

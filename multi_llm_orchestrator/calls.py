@@ -4,7 +4,14 @@
 (totals, one log record, listeners). ``AttemptRun`` is one provider tried: it reserves the
 breaker, runs the provider with the time left, and records the outcome once in the
 provider's metrics and breaker, the call's attempt list, the log and the listeners.
-``Telemetry`` holds what outlives calls: the Router's call totals and its listeners.
+``Telemetry`` holds what outlives calls: the Router's call totals, its listeners and an
+optional tracer.
+
+A tracer (see ``multi_llm_orchestrator.otel``) is any object with ``start_call(call)``
+returning a call trace or None; a call trace has ``attempt(attempt_run)`` returning an
+attempt trace (``run(invoke, provider, remaining)`` and ``end(error, result)``) and
+``end(attempt_run, error, result)``. Without a tracer the only cost is an ``is None`` test
+per call and per attempt.
 """
 
 from __future__ import annotations
@@ -13,7 +20,7 @@ import logging
 import threading
 import time
 from concurrent.futures import Future
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from .errors import (
     AllProvidersFailedError,
@@ -22,12 +29,16 @@ from .errors import (
     InvalidRequestError,
     ProviderError,
     ProviderTimeoutError,
+    ResponseFormatError,
 )
 from .providers.base import BaseProvider
 from .strategies import ProviderState
-from .types import Attempt, RouterEvent, TextStream
+from .types import Attempt, Completion, RouterEvent, TextStream
 
-__all__ = ["Call", "AttemptRun", "OpenedStream", "Telemetry", "Listener", "as_provider_error"]
+__all__ = [
+    "Call", "AttemptRun", "OpenedStream", "Telemetry", "Listener", "as_provider_error", "checked_completion",
+    "try_in_turn",
+]
 
 # Records keep the Router's logger name: it is what users filter on.
 logger = logging.getLogger("multi_llm_orchestrator.router")
@@ -43,6 +54,7 @@ class Telemetry:
         self._lock = threading.Lock()
         self._totals = {"calls": 0, "succeeded": 0, "failed": 0}
         self.listeners: Tuple[Listener, ...] = ()
+        self.tracer: Optional[Any] = None
 
     def count(self, key: str) -> None:
         with self._lock:
@@ -73,7 +85,14 @@ class Telemetry:
 class Call:
     """Bookkeeping of one Router call: deadline and the attempts made so far."""
 
-    def __init__(self, budget: Optional[float], streaming: bool, telemetry: "Telemetry") -> None:
+    def __init__(
+        self,
+        budget: Optional[float],
+        streaming: bool,
+        telemetry: "Telemetry",
+        messages: Optional[List[Any]] = None,
+        params: Any = None,
+    ) -> None:
         self.telemetry = telemetry
         telemetry.count("calls")
         self.streaming = streaming
@@ -85,6 +104,10 @@ class Call:
         self._lock = threading.Lock()
         self.over = False
         self._reported = False
+        self.messages = messages  # the validated prompt: for planning checks, and a tracer that records content
+        self.params = params
+        tracer = telemetry.tracer
+        self.trace = tracer.start_call(self) if tracer is not None else None
 
     def remaining(self) -> Optional[float]:
         if self.deadline is None:
@@ -147,14 +170,19 @@ class Call:
             count = len(self._attempts)
         self._report(None, "error", error, None, count)
 
-    def finish(self, attempt: "AttemptRun", error: Optional[ProviderError], usage: Any) -> None:
+    def finish(self, attempt: "AttemptRun", error: Optional[ProviderError], usage: Any, result: Any = None) -> None:
+        """Report the call answered by ``attempt``; ``result`` is the Completion or the
+        provider's TextStream (read by a tracer)."""
         if not self._end():
             return
         with self._lock:
             count = len(self._attempts)
-        self._report(attempt, "error" if error else "ok", error, usage, count)
+        self._report(attempt, "error" if error else "ok", error, usage, count, result)
 
-    def _report(self, attempt: Optional["AttemptRun"], outcome: str, error: Optional[BaseException], usage: Any, count: int) -> None:
+    def _report(
+        self, attempt: Optional["AttemptRun"], outcome: str, error: Optional[BaseException], usage: Any, count: int,
+        result: Any = None,
+    ) -> None:
         telemetry = self.telemetry
         telemetry.count("succeeded" if outcome == "ok" else "failed")
         provider = attempt.state.provider if attempt else None
@@ -183,6 +211,8 @@ class Call:
                 type(error).__name__ if error else None, str(error) if error else None, usage,
                 attempts=count, streaming=self.streaming,
             ))
+        if self.trace is not None:
+            self.trace.end(attempt, error, result)
 
 
 class AttemptRun:
@@ -199,6 +229,7 @@ class AttemptRun:
         self.lost = False
         self.finished = False
         self.released = False
+        self.trace: Optional[Any] = None
 
     @classmethod
     def reserve(cls, call: Call, state: ProviderState, *, hedge: bool, force: bool) -> Optional["AttemptRun"]:
@@ -221,8 +252,13 @@ class AttemptRun:
             raise error
         self.state.metrics.started()
         self.started = time.monotonic()
+        call_trace = self.call.trace
         try:
-            result = invoke(provider, remaining)
+            if call_trace is None:
+                result = invoke(provider, remaining)
+            else:  # the attempt's span is current while the provider runs, on this thread
+                self.trace = call_trace.attempt(self)
+                result = self.trace.run(invoke, provider, remaining)
         except Exception as exc:
             error = as_provider_error(exc, provider.name)
             self.finish(error, None)
@@ -251,8 +287,9 @@ class AttemptRun:
             self.state.metrics.hedge("won")
         return self
 
-    def finish(self, error: Optional[ProviderError], usage: Any) -> None:
-        """Record the outcome once: metrics, breaker, attempt list, log, event."""
+    def finish(self, error: Optional[ProviderError], usage: Any, result: Any = None) -> None:
+        """Record the outcome once: metrics, breaker, attempt list, log, event, trace.
+        ``result`` is the Completion or the provider's TextStream, when there is one."""
         if self.finished:
             return
         self.finished = True
@@ -277,6 +314,8 @@ class AttemptRun:
                 type(error).__name__ if error else None, error.message if error else None, usage,
                 hedge=self.hedge, streaming=self.call.streaming,
             ))
+        if self.trace is not None:
+            self.trace.end(error, result)
 
     def abandon(self, future: Future) -> None:
         """The race ended without this attempt: discard its result when it arrives."""
@@ -296,7 +335,8 @@ class AttemptRun:
             result = done.result()
             if isinstance(result, OpenedStream):
                 result.stream.close()
-            self.finish(None, getattr(result, "usage", None))
+                result = result.stream
+            self.finish(None, getattr(result, "usage", None), result)
 
         future.add_done_callback(discard)
 
@@ -310,12 +350,34 @@ class OpenedStream:
 
     @classmethod
     def open(cls, stream: TextStream) -> "OpenedStream":
+        # The first text or reasoning piece: a thinking model has answered once it thinks.
         try:
-            first = next(stream, "")
+            first = next(stream.events(), "")
         except BaseException:
             stream.close()
             raise
         return cls(stream, first)
+
+
+def try_in_turn(
+    call: Call,
+    order: Sequence[ProviderState],
+    forced: Optional[ProviderState],
+    invoke: Callable[[BaseProvider, Optional[float]], Any],
+) -> Tuple[Any, AttemptRun]:
+    """Try ``order`` one provider after another on this thread until one succeeds: its
+    result and attempt (recorded as won; the caller finishes it with the usage). When
+    every one fails, raises the call's ``AllProvidersFailedError``."""
+    errors: List[ProviderError] = []
+    for state in order:
+        attempt = AttemptRun.reserve(call, state, hedge=False, force=state is forced)
+        if attempt is None:
+            continue
+        try:
+            return attempt.run(invoke), attempt.won()
+        except ProviderError as error:
+            errors.append(error)
+    raise call.failed(errors, deadline_hit=False)
 
 
 def as_provider_error(exc: BaseException, provider: str) -> ProviderError:
@@ -329,3 +391,14 @@ def as_provider_error(exc: BaseException, provider: str) -> ProviderError:
     if isinstance(exc, TimeoutError):
         return ProviderTimeoutError(str(exc) or "timed out", provider=provider)
     return ProviderError(f"unexpected {type(exc).__name__}: {exc}", provider=provider)
+
+
+def checked_completion(result: Any, provider: str) -> Completion:
+    """``result`` if it is a Completion whose text is a str, else ResponseFormatError: a
+    provider (a custom one too) passing on a server's ``content: 123`` must not make
+    ``route()`` return something other than text."""
+    if not isinstance(result, Completion):
+        raise ResponseFormatError(f"the provider returned a {type(result).__name__}, not a Completion", provider=provider)
+    if not isinstance(result.text, str):
+        raise ResponseFormatError(f"the answer's text is a {type(result.text).__name__}, not a str", provider=provider)
+    return result

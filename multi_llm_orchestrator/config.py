@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from dataclasses_json import DataClassJsonMixin, config as json_field
@@ -80,7 +80,18 @@ class ProviderConfig(DataClassJsonMixin):
       one stream line or event), default 16 MiB; more is a ResponseFormatError. Error
       bodies are read only up to their first 64 KiB.
     - ``price_per_1k_prompt_tokens`` / ``price_per_1k_completion_tokens``: optional, for
-      cost in ``Router.stats()``; none is built in.
+      cost in ``Router.stats()``; none is built in. ``price_per_1k_cached_prompt_tokens``:
+      the price of prompt tokens served from the provider's cache (default: the prompt price).
+    - ``capabilities``: replaces what the provider type declares it supports (a list of
+      "tools", "structured_output", "reasoning", "streaming_tools"), for a model that
+      supports less (or more) than its provider type; the Router routes by it.
+    - ``context_window``: the model's context window in tokens, when known: a prompt
+      (plus ``max_tokens``) estimated not to fit skips this provider instead of
+      spending a failed call (see README, "Token counting").
+    - ``embedding_model``: the model ``embed()`` uses (each provider type has a default,
+      see its docstring); ``embedding_space``: the name of the vector space its vectors
+      live in, default ``"<type>:<embedding model>"``. The Router falls back only
+      between providers of one space.
     - ``extra``: provider-specific settings (e.g. ``{"delay": 0}`` for MockProvider).
 
     >>> ProviderConfig(name="giga", model="GigaChat", api_key="secret")
@@ -100,10 +111,15 @@ class ProviderConfig(DataClassJsonMixin):
     max_retries: int = 2
     weight: float = 1.0
     pool_size: int = 32
-    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
     price_per_1k_prompt_tokens: Optional[float] = None
     price_per_1k_completion_tokens: Optional[float] = None
+    context_window: Optional[int] = None
+    embedding_model: Optional[str] = None
+    embedding_space: Optional[str] = None
     extra: Dict[str, Any] = field(default_factory=dict)
+    price_per_1k_cached_prompt_tokens: Optional[float] = None
+    capabilities: Optional[List[str]] = None
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
@@ -132,8 +148,14 @@ class ProviderConfig(DataClassJsonMixin):
         check_number(field_name("weight"), self.weight, 0)
         check_int(field_name("pool_size"), self.pool_size, 1)
         check_int(field_name("max_response_bytes"), self.max_response_bytes, 1024)
-        for price in ("price_per_1k_prompt_tokens", "price_per_1k_completion_tokens"):
+        for price in ("price_per_1k_prompt_tokens", "price_per_1k_completion_tokens",
+                      "price_per_1k_cached_prompt_tokens"):
             check_number(field_name(price), getattr(self, price), 0, allow_none=True)
+        check_int(field_name("context_window"), self.context_window, 1, allow_none=True)
+        for text_field in ("embedding_model", "embedding_space"):
+            value = getattr(self, text_field)
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise ConfigurationError(f"{field_name(text_field)} must be a non-empty str or None; got {value!r}")
         if not isinstance(self.verify_ssl, bool):
             raise ConfigurationError(
                 f"ProviderConfig.verify_ssl of {self.name!r} must be True or False; got {self.verify_ssl!r}"
@@ -142,6 +164,10 @@ class ProviderConfig(DataClassJsonMixin):
             raise ConfigurationError(
                 f"ProviderConfig.extra of {self.name!r} must be a dict; got {type(self.extra).__name__}"
             )
+        if self.capabilities is not None:
+            from .capabilities import check_capabilities
+
+            self.capabilities = sorted(check_capabilities(self.capabilities, field_name("capabilities")))
 
     def __repr__(self) -> str:
         shown = []

@@ -4,6 +4,9 @@
     ├── ConfigurationError (also ValueError)   bad strategy, duplicate name, bad params,
     │   │                                      bad config file, bad input (empty prompt, ...)
     │   └── NoProvidersError                   routing on a Router that has no providers
+    │       └── CapabilityError                 no provider supports what the call needs
+    │                                          (tools, structured_output, reasoning, ...)
+    ├── NotSupportedError (also NotImplementedError)  the provider has no such API (e.g. balance)
     ├── ProviderError                          .provider, .status_code, .retryable
     │   ├── AuthenticationError                401/403, bad key, wrong scope or folder
     │   ├── RateLimitError                     429; .retry_after seconds when known
@@ -37,6 +40,8 @@ __all__ = [
     "OrchestratorError",
     "ConfigurationError",
     "NoProvidersError",
+    "CapabilityError",
+    "NotSupportedError",
     "ProviderError",
     "AuthenticationError",
     "RateLimitError",
@@ -60,6 +65,42 @@ class ConfigurationError(OrchestratorError, ValueError):
 
 class NoProvidersError(ConfigurationError):
     """The Router was asked to route but has no providers."""
+
+
+class CapabilityError(NoProvidersError):
+    """No provider of the Router supports a capability the call needs.
+
+    ``capabilities`` names the missing ones (e.g. ``["tools"]``), ``providers`` the
+    providers that were left out.
+    """
+
+    def __init__(self, capabilities: Sequence[str], providers: Sequence[str]) -> None:
+        self.capabilities = list(capabilities)
+        self.providers = list(providers)
+        super().__init__(
+            f"No provider supports {', '.join(self.capabilities)}, which this call needs "
+            f"(providers: {', '.join(self.providers) or 'none'}): add a provider that does, or set "
+            f"ProviderConfig.capabilities where the model supports it"
+        )
+
+    def __reduce__(self):
+        return (type(self), (self.capabilities, self.providers))
+
+
+class NotSupportedError(OrchestratorError, NotImplementedError):
+    """The provider has no API for this operation (``balance()`` on Ollama, ``embed()``
+    on a provider type without embeddings), or it does not apply to the account.
+
+    ``provider`` is the provider's name, ``operation`` what was asked ("balance", ...).
+    """
+
+    def __init__(self, message: str, *, provider: Optional[str] = None, operation: Optional[str] = None) -> None:
+        super().__init__(message)
+        self.provider = provider
+        self.operation = operation
+
+    def __reduce__(self):  # keep keyword arguments through pickling (process pools)
+        return (_rebuild, (type(self), self.args[0], self.__dict__))
 
 
 class ProviderError(OrchestratorError):

@@ -28,15 +28,18 @@ import json
 import logging
 import math
 import os
+import random
+import sys
 import threading
 import time
+import warnings
 from email.utils import parsedate_to_datetime
+from itertools import takewhile
 from typing import Any, Callable, ClassVar, Collection, Dict, FrozenSet, Iterator, Mapping, Optional, Tuple
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import requests
 import urllib3
-from requests.adapters import HTTPAdapter
 from requests.structures import CaseInsensitiveDict
 from urllib3.exceptions import MaxRetryError, ResponseError
 from urllib3.util.retry import Retry
@@ -55,13 +58,16 @@ from .errors import (
     RateLimitError,
     ResponseFormatError,
 )
+from .limits import report_response
 from .providers.base import BaseProvider
 from .reading import TRANSFER_ATTR, BodyChunks, close_response, read_body, read_prefix
-from .streaming import LineReader, iter_lines
+from .streaming import LineReader
 from .transfers import TrackingAdapter, Transfer, stop_reaper_if_idle
+from .validation import capped_growth
 from .types import TextStream
 
 __all__ = [
+    "InsecureProviderWarning",
     "DeadlineRetry",
     "DeadlineTimeout",
     "build_session",
@@ -71,6 +77,7 @@ __all__ = [
     "parse_retry_after",
     "provider_config",
     "error_message_from_body",
+    "redirect_error",
 ]
 
 logger = logging.getLogger("multi_llm_orchestrator.http")
@@ -112,6 +119,17 @@ class DeadlineRetry(Retry):
         # a date ("0.5"), which failed the call as a bad request header; this parser also
         # reads fractions and retry-after-ms, and ignores what it cannot read.
         return parse_retry_after(response.headers)
+
+    def get_backoff_time(self) -> float:
+        # urllib3 computes backoff_factor * 2 ** (errors - 1): past ~1,025 consecutive
+        # errors that is an OverflowError, whatever backoff_max says.
+        errors = len(list(takewhile(lambda entry: entry.redirect_location is None, reversed(self.history))))
+        if errors <= 1:
+            return 0.0
+        backoff = capped_growth(self.backoff_factor, 2.0, errors - 1, self.backoff_max)
+        if self.backoff_jitter:
+            backoff += random.random() * self.backoff_jitter
+        return float(max(0.0, min(self.backoff_max, backoff)))
 
     def increment(self, method=None, url=None, response=None, error=None, _pool=None, _stacktrace=None):
         new = super().increment(method, url, response, error, _pool, _stacktrace)
@@ -217,16 +235,34 @@ _insecure_lock = threading.Lock()
 
 
 def _warn_insecure_once(name: str) -> None:
+    """Warn (``warnings.warn``, seen without any logging set up, and the log) the first
+    time a provider of this name turns TLS verification off. urllib3's own per-request
+    InsecureRequestWarning is left alone: silencing it process-wide would also hide the
+    user's unrelated ``requests.get(..., verify=False)`` calls."""
     with _insecure_lock:
         if name in _insecure_warned:
             return
         _insecure_warned.add(name)
-    logger.warning(
-        "TLS verification is OFF for provider %r (verify_ssl=False): use ca_bundle with the "
-        "server's CA instead outside development",
-        name,
+    message = (
+        f"TLS verification is OFF for provider {name!r} (verify_ssl=False): use ca_bundle with the "
+        "server's CA instead outside development"
     )
-    urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+    warnings.warn(message, InsecureProviderWarning, stacklevel=_caller_stacklevel())
+    logger.warning("%s", message, extra={"provider": name})
+
+
+class InsecureProviderWarning(UserWarning):
+    """A provider was configured with ``verify_ssl=False``."""
+
+
+def _caller_stacklevel() -> int:
+    """The ``stacklevel`` that points a warning at the first frame outside this package
+    (the user's line that built the provider), however deep the constructors nest."""
+    package = os.path.dirname(os.path.abspath(__file__))
+    frame, level = sys._getframe(1), 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package + os.sep):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def provider_config(owner: str, settings: Mapping[str, Any]) -> ProviderConfig:
@@ -313,6 +349,22 @@ def error_from_status(
     if 400 <= status < 500:
         return InvalidRequestError(message, **kwargs)
     return ResponseFormatError(f"unexpected HTTP status: {message}", **kwargs)
+
+
+def redirect_error(response: requests.Response, url: str, provider: str) -> ProviderError:
+    """The error for a 3xx answer, naming the status and where it points (host only: a
+    Location may carry credentials in its query). Redirects are never followed: requests
+    would resend a POST as a GET without its body, and a token to another host."""
+    try:
+        target = urlsplit(urljoin(url, response.headers.get("Location") or ""))
+        where = f"{target.scheme}://{target.hostname}" if target.hostname else "nowhere usable"
+    except ValueError:
+        where = "a malformed Location"
+    return ProviderUnavailableError(
+        f"the server answered HTTP {response.status_code} redirecting to {where}: redirects are not followed; "
+        "set base_url to the address the server redirects to",
+        provider=provider, status_code=response.status_code, retryable=False,
+    )
 
 
 def error_from_exception(exc: BaseException, *, provider: str, timeout: float, tls_hint: str) -> ProviderError:
@@ -496,6 +548,8 @@ class HttpProvider(BaseProvider):
                 proxies=self._proxies_for(url),
                 allow_redirects=False,
             )
+        except _Redirected as redirected:
+            response = redirected.response
         except requests.exceptions.InvalidHeader as exc:
             # Not chained: its message quotes the header value (a key or token), and a
             # logged traceback would print it.
@@ -516,9 +570,14 @@ class HttpProvider(BaseProvider):
                 method, _safe_url(url), response.status_code, (time.monotonic() - started) * 1000,
                 extra={"provider": self.name},
             )
+        report_response(response.status_code, response.headers)  # rate-limit headers -> the attempt's limiter
         if response.status_code >= 300:
             try:
-                error = self.scrub_error(self.error_for_response(response))
+                if response.status_code < 400:
+                    error = redirect_error(response, url, self.name)
+                else:
+                    error = self.error_for_response(response)
+                error = self.scrub_error(error)
             finally:
                 close_response(response)
             raise error
@@ -563,6 +622,7 @@ class HttpProvider(BaseProvider):
             data=body,
             auth=self.session.auth,
             cookies=self.session.cookies if len(self.session.cookies) else None,
+            hooks={"response": [_stop_at_redirect]},
         )
         return prepared
 
@@ -676,6 +736,23 @@ def _error_prefix(response: requests.Response) -> bytes:
 def _fresh(error: ProviderError) -> ProviderError:
     """A new instance of ``error`` to raise: one cut error may end several requests."""
     return copy.copy(error)
+
+
+class _Redirected(Exception):
+    """Carries a 3xx response out of ``Session.send`` (see ``_stop_at_redirect``)."""
+
+    def __init__(self, response: requests.Response) -> None:
+        super().__init__(response.status_code)
+        self.response = response
+
+
+def _stop_at_redirect(response: requests.Response, **kwargs: Any) -> requests.Response:
+    # Even with allow_redirects=False, Session.send prepares the next request from the
+    # Location header, and a malformed one ("http://[::1") raises a bare ValueError
+    # there. A response hook runs first: hand the 3xx straight to request().
+    if 300 <= response.status_code < 400:
+        raise _Redirected(response)
+    return response
 
 
 def _secrets_of(config: ProviderConfig) -> Tuple[str, ...]:

@@ -37,10 +37,12 @@ class ProviderMetrics:
         price_per_1k_prompt: Optional[float] = None,
         price_per_1k_completion: Optional[float] = None,
         latency_window: int = LATENCY_WINDOW,
+        price_per_1k_cached_prompt: Optional[float] = None,
     ) -> None:
         self._lock = threading.Lock()
         self._price_prompt = price_per_1k_prompt
         self._price_completion = price_per_1k_completion
+        self._price_cached = price_per_1k_cached_prompt
         self.in_flight = 0
         self.calls = 0
         self.successes = 0
@@ -51,6 +53,8 @@ class ProviderMetrics:
         self._sorted_cache: Optional["tuple[int, list[float]]"] = None  # (successes then, sorted window)
         self.prompt_tokens = 0
         self.completion_tokens = 0
+        self.cached_prompt_tokens = 0
+        self.reasoning_tokens = 0
         self.hedges_started = 0
         self.hedges_won = 0
         self.hedges_lost = 0
@@ -68,9 +72,11 @@ class ProviderMetrics:
             self._outcomes.append(True)
             previous = self.ewma_latency_s
             self.ewma_latency_s = latency_s if previous is None else previous + EWMA_ALPHA * (latency_s - previous)
-            if usage is not None:
+            if isinstance(usage, Usage) and usage.plausible:  # a custom provider's Usage(-5, ...) too
                 self.prompt_tokens += usage.prompt_tokens
                 self.completion_tokens += usage.completion_tokens
+                self.cached_prompt_tokens += usage.cached_prompt_tokens
+                self.reasoning_tokens += usage.reasoning_tokens
 
     def failed(self, error: BaseException) -> None:
         with self._lock:
@@ -125,6 +131,8 @@ class ProviderMetrics:
                 "prompt_tokens": self.prompt_tokens,
                 "completion_tokens": self.completion_tokens,
                 "total_tokens": self.prompt_tokens + self.completion_tokens,
+                "cached_prompt_tokens": self.cached_prompt_tokens,
+                "reasoning_tokens": self.reasoning_tokens,
                 "hedges_started": self.hedges_started,
                 "hedges_won": self.hedges_won,
                 "hedges_lost": self.hedges_lost,
@@ -134,14 +142,20 @@ class ProviderMetrics:
         for name, share in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99)):
             value = percentile(latencies, share)
             data[f"latency_{name}_s"] = round(value, 6) if value is not None else None
-        data["cost"] = self._cost(data["prompt_tokens"], data["completion_tokens"])
+        data["cost"] = self._cost(data["prompt_tokens"], data["completion_tokens"], data["cached_prompt_tokens"])
         return data
 
-    def _cost(self, prompt_tokens: int, completion_tokens: int) -> Optional[float]:
-        if self._price_prompt is None and self._price_completion is None:
+    def _cost(self, prompt_tokens: int, completion_tokens: int, cached_prompt_tokens: int = 0) -> Optional[float]:
+        """Prompt tokens at the prompt price, except the cached ones at the cached price
+        (when set); completion tokens (reasoning included: every provider bills them as
+        completion) at the completion price."""
+        if self._price_prompt is None and self._price_completion is None and self._price_cached is None:
             return None
+        prompt_price = self._price_prompt or 0.0
+        cached_price = prompt_price if self._price_cached is None else self._price_cached
         return round(
-            prompt_tokens / 1000 * (self._price_prompt or 0.0)
+            (prompt_tokens - cached_prompt_tokens) / 1000 * prompt_price
+            + cached_prompt_tokens / 1000 * cached_price
             + completion_tokens / 1000 * (self._price_completion or 0.0),
             6,
         )

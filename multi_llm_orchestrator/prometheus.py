@@ -28,14 +28,21 @@ Metrics (prefix ``mlo_``, set with ``namespace``); every ``mlo_provider_*`` metr
 - ``mlo_provider_breaker_state{state="closed"|"open"|"half-open"}`` (1 for the current
   state); ``mlo_provider_breaker_open_seconds``.
 - ``mlo_provider_hedges_total{outcome="started"|"won"|"lost"}``.
+- ``mlo_provider_balance_tokens{usage}``: tokens left on the account per model family,
+  for providers with a balance API (GigaChat's prepaid packages). Asked at scrape time
+  at most every ``balance_interval`` seconds (default 300), within ``balance_timeout``
+  (5); a failed ask keeps the last values, and a provider that answers "no balance"
+  (a pay-as-you-go account) is not asked again.
 """
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
+import time
 from socketserver import ThreadingMixIn
-from typing import Any, Iterator, Optional
+from typing import Any, Dict, Iterator, Optional, Set, Tuple
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 try:
@@ -49,6 +56,8 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 __all__ = ["RouterCollector", "Exporter", "start_exporter"]
 
+logger = logging.getLogger("multi_llm_orchestrator.prometheus")
+
 BREAKER_STATES = ("closed", "open", "half-open")
 QUANTILES = (("0.5", "latency_p50_s"), ("0.95", "latency_p95_s"), ("0.99", "latency_p99_s"))
 
@@ -60,9 +69,40 @@ class RouterCollector:
     >>> registry.register(RouterCollector(router))                      # doctest: +SKIP
     """
 
-    def __init__(self, router: Any, namespace: str = "mlo") -> None:
+    def __init__(self, router: Any, namespace: str = "mlo", *, balance_interval: float = 300.0,
+                 balance_timeout: float = 5.0) -> None:
         self.router = router
         self.namespace = namespace
+        self.balance_interval = balance_interval
+        self.balance_timeout = balance_timeout
+        self._balance_lock = threading.Lock()
+        self._balances: Dict[str, Tuple[float, Dict[str, float]]] = {}  # name -> (asked at, values)
+        self._no_balance: Set[str] = set()
+
+    def balances(self) -> Dict[str, Dict[str, float]]:
+        """{provider: {usage: tokens left}} for providers with a balance API, asked at
+        most every ``balance_interval`` seconds (see the module docstring)."""
+        from .errors import NotSupportedError
+
+        result: Dict[str, Dict[str, float]] = {}
+        with self._balance_lock:  # two scrapes at once ask once
+            for provider in self.router.providers:
+                name = provider.name
+                if not getattr(provider, "supports_balance", False) or name in self._no_balance:
+                    continue
+                asked_at, values = self._balances.get(name, (None, {}))
+                if asked_at is None or time.monotonic() - asked_at >= self.balance_interval:
+                    try:
+                        values = dict(provider.balance(timeout=self.balance_timeout))
+                    except NotSupportedError:
+                        self._no_balance.add(name)
+                        continue
+                    except Exception as exc:  # a scrape must not fail: keep the last values
+                        logger.debug("balance of %r unavailable: %s", name, exc, extra={"provider": name})
+                    self._balances[name] = (time.monotonic(), values)
+                if values:
+                    result[name] = values
+        return result
 
     def collect(self) -> Iterator[Metric]:
         stats = self.router.stats()
@@ -91,6 +131,10 @@ class RouterCollector:
         breaker = family(GaugeMetricFamily, "breaker_state", "1 for the circuit breaker's current state.", "state")
         open_for = family(GaugeMetricFamily, "breaker_open_seconds", "Seconds until an open breaker lets a probe through.")
         hedges = family(CounterMetricFamily, "hedges", "Hedged attempts by outcome.", "outcome")
+        balance = family(GaugeMetricFamily, "balance_tokens", "Tokens left on the account, per model family.", "usage")
+        for name, values in self.balances().items():
+            for usage, value in sorted(values.items()):
+                balance.add_metric([name, usage], value)
 
         for name, row in stats["providers"].items():
             info.add_metric([name, str(row.get("model") or "")], 1)
@@ -114,7 +158,7 @@ class RouterCollector:
             for outcome in ("started", "won", "lost"):
                 hedges.add_metric([name, outcome], row[f"hedges_{outcome}"])
         yield from (info, attempts, successes, failures, in_flight, success_rate, latency, tokens, cost,
-                    breaker, open_for, hedges)
+                    breaker, open_for, hedges, balance)
 
 
 class Exporter:

@@ -3,7 +3,9 @@
 One call reads straight down::
 
     route / complete / route_stream
-      -> _plan: strategy orders the providers whose circuit is not open
+      -> _plan: planning checks leave out providers that cannot take the call (a missing
+               capability...: recorded as skipped attempts), then the strategy orders
+               the providers whose circuit is not open
       -> _run: for each provider in order -> AttemptRun.run -> provider.complete / stream
                (on the caller's thread; on the executor via hedging.race when hedging
                or a total timeout is set)
@@ -36,10 +38,15 @@ from .health import BoundedHealth, HealthChecker, HealthResult
 from .hedging import HedgeBudget, HedgePolicy, RaceFailed, race
 from .metrics import ProviderMetrics
 from .providers.base import BaseProvider
-from .calls import AttemptRun, Call, Listener, OpenedStream, Telemetry, as_provider_error
+from .answers import answer_check
+from .calls import AttemptRun, Call, Listener, OpenedStream, Telemetry, as_provider_error, checked_completion, try_in_turn
+from .capabilities import CapabilityCheck
+from .embeddings import EmbeddingJob, embedding_spaces
+from .planning import PlanCheck, apply_checks
 from .strategies import ProviderState, Strategy, make_strategy
 from .validation import check_int, check_number
-from .types import Completion, GenerationParams, Prompt, StreamEnd, TextStream
+from .tokens import ContextWindows
+from .types import Completion, Embeddings, GenerationParams, Prompt, StreamEnd, TextStream, TokenCount
 
 __all__ = ["Router"]
 
@@ -118,6 +125,9 @@ class Router:
         self._lock = threading.Lock()
         self._states: Tuple[ProviderState, ...] = ()
         self._telemetry = Telemetry()
+        self._windows = ContextWindows()
+        #: Planning checks (planning.py): providers left out of a call before the strategy.
+        self._plan_checks: Tuple[PlanCheck, ...] = (CapabilityCheck(), self._windows)
         self._closed = False
         if health_interval:
             self._health.start_background(health_interval, lambda: [s.provider for s in self._states])
@@ -141,7 +151,8 @@ class Router:
         state = ProviderState(
             provider,
             CircuitBreaker(self._breaker_policy),
-            ProviderMetrics(config.price_per_1k_prompt_tokens, config.price_per_1k_completion_tokens),
+            ProviderMetrics(config.price_per_1k_prompt_tokens, config.price_per_1k_completion_tokens,
+                            price_per_1k_cached_prompt=config.price_per_1k_cached_prompt_tokens),
         )
         with self._lock:
             self._check_open()
@@ -159,6 +170,7 @@ class Router:
                 if state.name == name:
                     self._states = tuple(s for s in self._states if s is not state)
                     self._health.forget(name)
+                    self._windows.forget(name)
                     return state.provider
             known = ", ".join(s.name for s in self._states) or "none"
         raise ConfigurationError(f"No provider named {name!r}; registered: {known}")
@@ -187,17 +199,21 @@ class Router:
         ran out) listing what each provider failed with.
         """
         messages, params = BaseProvider._prepare(prompt, params)
+        check = answer_check(params)
 
         def invoke(provider: BaseProvider, remaining: Optional[float]) -> Completion:
-            return provider.complete(messages, params, timeout=remaining)
+            completion = checked_completion(provider.complete(messages, params, timeout=remaining), provider.name)
+            if check is not None:  # a malformed tool call or structured answer: fall back
+                check(completion.text, completion.tool_calls, provider.name)
+            return completion
 
-        call = self._call(timeout, streaming=False)
-        completion, attempt = self._run(call, invoke)
-        attempt.finish(None, completion.usage)
-        call.finish(attempt, None, completion.usage)
+        call = self._call(timeout, False, messages, params)
+        completion, attempt = self._run(call, self._windows.learning(call, invoke))
+        attempt.finish(None, completion.usage, completion)
+        call.finish(attempt, None, completion.usage, completion)
         return Completion(
             completion.text, completion.provider, completion.model, completion.usage,
-            completion.finish_reason, call.elapsed(), call.attempt_list(),
+            completion.finish_reason, call.elapsed(), call.attempt_list(), completion.tool_calls, completion.reasoning,
         )
 
     def route_stream(
@@ -213,8 +229,8 @@ class Router:
         def invoke(provider: BaseProvider, remaining: Optional[float]) -> OpenedStream:
             return OpenedStream.open(provider.stream(messages, params, timeout=remaining))
 
-        call = self._call(timeout, streaming=True)
-        opened, attempt = self._run(call, invoke)
+        call = self._call(timeout, True, messages, params)
+        opened, attempt = self._run(call, self._windows.learning(call, invoke))
         stream, once = opened.stream, threading.Lock()
 
         def settle(error: Optional[ProviderError]) -> None:
@@ -225,8 +241,8 @@ class Router:
             try:
                 stream.close()
             finally:
-                attempt.finish(error, stream.usage)
-                call.finish(attempt, error, stream.usage)
+                attempt.finish(error, stream.usage, stream)
+                call.finish(attempt, error, stream.usage, stream)
 
         result = TextStream(
             self._relay(opened, call, attempt, settle),
@@ -244,14 +260,17 @@ class Router:
         try:
             if opened.first:
                 yield opened.first
-            for chunk in stream:
+            for chunk in stream.events():
                 if call.deadline is not None and time.monotonic() > call.deadline:
                     raise ProviderTimeoutError(
                         f"the stream did not finish within the Router timeout of {call.budget:g} s",
                         provider=attempt.state.name,
                     )
                 yield chunk
-            yield StreamEnd(stream.usage, stream.finish_reason, stream.model)
+            check = answer_check(call.params)
+            if check is not None:  # too late to fall back: the caller has the text already
+                check(stream.text, stream.tool_calls, attempt.state.name)
+            yield StreamEnd(stream.usage, stream.finish_reason, stream.model, stream.tool_calls)
         except Exception as exc:
             error = as_provider_error(exc, attempt.state.name)
             if error is exc:
@@ -260,9 +279,9 @@ class Router:
         finally:
             settle(error)
 
-    def _call(self, timeout: Optional[float], streaming: bool) -> Call:
+    def _call(self, timeout: Optional[float], streaming: bool, messages: Any, params: Optional[GenerationParams]) -> Call:
         budget = self.timeout if timeout is None else _optional_seconds("timeout", timeout)
-        return Call(budget, streaming, self._telemetry)
+        return Call(budget, streaming, self._telemetry, messages, params)
 
     def _run(self, call: Call, invoke: Callable[[BaseProvider, Optional[float]], Any]) -> Tuple[Any, AttemptRun]:
         """Try providers in the planned order until one succeeds; the shared core of
@@ -280,16 +299,7 @@ class Router:
             logger.debug("%s: trying %s", "stream" if call.streaming else "call", ", ".join(plan),
                          extra={"plan": plan, "streaming": call.streaming})
         if self._hedge is None and call.deadline is None:
-            errors: List[ProviderError] = []
-            for state in order:
-                attempt = AttemptRun.reserve(call, state, hedge=False, force=state is forced)
-                if attempt is None:
-                    continue
-                try:
-                    return attempt.run(invoke), attempt.won()
-                except ProviderError as error:
-                    errors.append(error)
-            raise call.failed(errors, deadline_hit=False)
+            return try_in_turn(call, order, forced, invoke)
 
         attempts: Dict[Future, AttemptRun] = {}
 
@@ -327,12 +337,15 @@ class Router:
             raise call.failed(failure.errors, deadline_hit=failure.deadline_hit)
         return winner.result(), attempts[winner].won()
 
-    def _plan(self, call: Call) -> Tuple[List[ProviderState], Optional[ProviderState]]:
-        """Providers to try, in order, and the one forced through an open circuit (if any)."""
+    def _plan(
+        self, call: Call, among: Optional[Sequence[ProviderState]] = None
+    ) -> Tuple[List[ProviderState], Optional[ProviderState]]:
+        """Providers to try (``among`` them, default all), in order, and the one forced
+        through an open circuit (if any). Those the call excludes are listed as skipped."""
         self._check_open()
-        states = self._states
-        if not states:
+        if not self._states:
             raise NoProvidersError("The Router has no providers: add one with router.add_provider(...)")
+        states = apply_checks(self._states if among is None else among, call, self._plan_checks)
         available = [state for state in states if state.breaker.is_available()]
         if available:
             return self._strategy.order(available, BoundedHealth(self._health, lambda: _health_wait(call))), None
@@ -356,6 +369,48 @@ class Router:
                     self._executor = ThreadPoolExecutor(self._max_workers, thread_name_prefix="mlo-router")
                 executor = self._executor
         return executor
+
+    # Embeddings and token counts --------------------------------------------------------
+
+    def embed(
+        self,
+        texts: Sequence[str],
+        *,
+        space: Optional[str] = None,
+        purpose: Optional[str] = None,
+        timeout: Optional[float] = None,
+        max_parallel: int = 8,
+    ) -> Embeddings:
+        """Vectors of ``texts``, in their order, from the providers of one embedding space.
+
+        ``space`` names the space (see ``embedding_spaces()``); required when the Router
+        has more than one. Large inputs are split into batches by the providers' limits
+        and up to ``max_parallel`` batches run at once; a failed batch is retried on the
+        next provider of the same space only, never elsewhere, and the batches that
+        succeeded are kept. ``purpose``: "document" or "query" (see ``BaseProvider.embed``).
+        ``timeout`` bounds the whole call like ``complete``'s.
+
+        >>> router.embed(["first text", "second text"]).vectors        # doctest: +SKIP
+        """
+        job = EmbeddingJob.prepare(texts, self._states, space=space, purpose=purpose, max_parallel=max_parallel)
+        call = self._call(timeout, False, None, None)
+        return job.run(call, plan=lambda among: self._plan(call, among), pool=self._pool)
+
+    def embedding_spaces(self) -> Dict[str, List[str]]:
+        """Each embedding space and the names of its providers, in the order added."""
+        return embedding_spaces(self._states)
+
+    def count_tokens(self, prompt: Prompt, *, provider: Optional[str] = None, timeout: Optional[float] = None) -> TokenCount:
+        """The prompt's size in tokens as ``provider`` (a name; may be omitted when the
+        Router has one provider) counts it: see ``BaseProvider.count_tokens``."""
+        states = self._states
+        if provider is None and len(states) != 1:
+            names = ", ".join(state.name for state in states) or "none"
+            raise ConfigurationError(f"count_tokens needs provider=<name>: token counts differ by model; registered: {names}")
+        for state in states:
+            if provider is None or state.name == provider:
+                return state.provider.count_tokens(prompt, timeout=timeout)
+        raise ConfigurationError(f"No provider named {provider!r}; registered: {', '.join(s.name for s in states)}")
 
     # Batch, health, stats ----------------------------------------------------------
 

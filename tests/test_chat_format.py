@@ -45,8 +45,10 @@ def test_usage_of_keeps_a_reported_total_and_sums_a_missing_one():
     assert usage_of({"prompt_tokens": 3, "completion_tokens": 4}) == Usage(3, 4, 7)
 
 
-def test_usage_of_tolerates_strings_and_junk_counters():
-    assert usage_of({"prompt_tokens": "3", "completion_tokens": None, "total_tokens": "x"}) == Usage(3, 0, 0)
+def test_usage_of_reads_strings_and_treats_junk_counters_as_unknown_usage():
+    assert usage_of({"prompt_tokens": "3", "completion_tokens": None}) == Usage(3, 0, 3)
+    # Issue 11: one counter that is not a count makes the whole usage unknown (None).
+    assert usage_of({"prompt_tokens": "3", "completion_tokens": None, "total_tokens": "x"}) is None
 
 
 @pytest.mark.parametrize("raw", [None, [], "12", 7, True])

@@ -68,7 +68,8 @@ def test_ask_json_prints_the_whole_completion(tmp_path):
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     assert data["text"] == "Mock response to: Hi there" and data["provider"] == "p2"
-    assert data["usage"] == {"prompt_tokens": 2, "completion_tokens": 5, "total_tokens": 7}
+    assert data["usage"] == {"prompt_tokens": 2, "completion_tokens": 5, "total_tokens": 7,
+                             "cached_prompt_tokens": 0, "reasoning_tokens": 0}
     assert [(a["provider"], a["outcome"], a["error_type"]) for a in data["attempts"]] == [
         ("p1", "error", "ProviderUnavailableError"), ("p2", "ok", None)]
 

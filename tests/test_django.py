@@ -93,7 +93,8 @@ def test_ask_answers_json(client):
     data = response.json()
     assert data["text"] == "Mock response to: What is Python?"
     assert data["provider"] in PROVIDERS and data["attempts"] == 1
-    assert data["usage"] == {"prompt_tokens": 3, "completion_tokens": 6, "total_tokens": 9}
+    assert data["usage"] == {"prompt_tokens": 3, "completion_tokens": 6, "total_tokens": 9,
+                             "cached_prompt_tokens": 0, "reasoning_tokens": 0}
     messages = post(client, "/ask", {"messages": [{"role": "system", "content": "Be brief"},
                                                   {"role": "user", "content": "Hello"}]})
     assert messages.json()["text"] == "Mock response to: Hello"

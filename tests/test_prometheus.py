@@ -152,3 +152,40 @@ def test_importing_the_package_does_not_import_prometheus_client():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                             env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert result.stdout.strip() == "False", result.stderr
+
+
+def test_balance_gauge_asks_at_most_every_interval_and_skips_providers_without_one():
+    from multi_llm_orchestrator import NotSupportedError
+
+    class Prepaid(type(mock("x"))):
+        supports_balance = True
+        asked = 0
+        answer: object = {"GigaChat": 900000, "embeddings": 9999967}
+
+        def balance(self, *, timeout=None):
+            Prepaid.asked += 1
+            if isinstance(self.answer, Exception):
+                raise self.answer
+            return self.answer
+
+    router = Router()
+    prepaid = router.add_provider(Prepaid(mock("giga").config))
+    payg = router.add_provider(Prepaid(mock("payg").config))
+    payg.answer = NotSupportedError("pay-as-you-go", provider="payg", operation="balance")
+    router.add_provider(mock("plain"))
+    registry = CollectorRegistry()
+    collector = RouterCollector(router, balance_interval=60)
+    registry.register(collector)
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in text_string_to_metric_families(generate_latest(registry).decode())
+               for s in family.samples}
+    assert samples[("mlo_provider_balance_tokens", (("provider", "giga"), ("usage", "GigaChat")))] == 900000
+    assert samples[("mlo_provider_balance_tokens", (("provider", "giga"), ("usage", "embeddings")))] == 9999967
+    assert not any(key[0] == "mlo_provider_balance_tokens" and ("provider", "payg") in key[1] for key in samples)
+    generate_latest(registry)
+    assert Prepaid.asked == 2  # one ask each at the first scrape; none at the second (within the interval)
+    prepaid.answer = RuntimeError("network down")
+    collector.balance_interval = 0
+    assert collector.balances() == {"giga": {"GigaChat": 900000, "embeddings": 9999967}}  # the last values kept
+    assert Prepaid.asked == 3  # payg is never asked again
+    router.close()

@@ -4,13 +4,35 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar, Iterator, List, Optional, Union
+from dataclasses import dataclass
+from typing import Any, ClassVar, Dict, FrozenSet, Iterator, List, Optional, Sequence, Union
 
 from ..config import ProviderConfig
-from ..errors import ConfigurationError
-from ..types import Completion, GenerationParams, Message, Prompt, StreamEnd, TextStream, to_messages
+from ..errors import ConfigurationError, NotSupportedError, ResponseFormatError
+from ..types import (
+    Completion, Embeddings, GenerationParams, Message, Prompt, ReasoningDelta, StreamEnd, TextStream, TokenCount,
+    to_messages,
+)
+from ..validation import check_int
 
-__all__ = ["BaseProvider", "ProviderConfig"]
+__all__ = ["BaseProvider", "ProviderConfig", "EmbeddingLimits", "PURPOSES"]
+
+#: What the texts given to ``embed`` are: documents to index, or search queries
+#: (YandexGPT has a model for each; the others embed both alike).
+PURPOSES = ("document", "query")
+
+
+@dataclass(frozen=True)
+class EmbeddingLimits:
+    """How many texts, and how many characters in all, one ``embed`` request may carry.
+
+    The Router splits a large input into batches within these limits (the strictest of
+    the providers of one embedding space). ``ProviderConfig.extra`` keys
+    ``embedding_batch_size`` and ``embedding_batch_chars`` override a type's defaults.
+    """
+
+    max_texts: int
+    max_chars: int
 
 
 class BaseProvider(ABC):
@@ -30,6 +52,16 @@ class BaseProvider(ABC):
     default_model: ClassVar[str] = ""
     #: Name under which configuration files refer to this provider type.
     type_name: ClassVar[str] = ""
+    #: What this provider type supports beyond plain text (see ``capabilities.py``);
+    #: ``ProviderConfig.capabilities`` replaces it for one provider.
+    declared_capabilities: ClassVar[FrozenSet[str]] = frozenset()
+    #: Batch limits of the provider's embeddings API; None: it has none (``embed``
+    #: raises NotSupportedError and the Router never asks it for vectors).
+    embedding_limits: ClassVar[Optional[EmbeddingLimits]] = None
+    #: Model ``embed`` uses when ``config.embedding_model`` is empty ("" = ``model``).
+    default_embedding_model: ClassVar[str] = ""
+    #: True where ``balance()`` is implemented.
+    supports_balance: ClassVar[bool] = False
 
     def __init__(self, config: ProviderConfig) -> None:
         if not isinstance(config, ProviderConfig):
@@ -37,6 +69,11 @@ class BaseProvider(ABC):
                 f"{type(self).__name__} takes a ProviderConfig; got {type(config).__name__}"
             )
         self.config = config
+        #: What this provider supports beyond plain text: the config's override, else the
+        #: type's declaration. The Router plans tool, structured-output and reasoning calls by it.
+        self.capabilities: FrozenSet[str] = (
+            frozenset(config.capabilities) if config.capabilities is not None else self.declared_capabilities
+        )
 
     @property
     def name(self) -> str:
@@ -61,6 +98,72 @@ class BaseProvider(ABC):
     @abstractmethod
     def health_check(self, timeout: Optional[float] = None) -> bool:
         """True when the provider answers and accepts our credentials; never raises."""
+
+    def embed(
+        self, texts: Sequence[str], *, purpose: Optional[str] = None, timeout: Optional[float] = None
+    ) -> Embeddings:
+        """Vectors of ``texts`` (a list of non-empty strings), in the same order.
+
+        ``purpose`` is "document" (texts to index) or "query" (search queries); only
+        providers with a model per purpose (YandexGPT) use it. Raises NotSupportedError
+        where the provider has no embeddings API. One request (or, for YandexGPT, one
+        request per text): the Router does the batching of large inputs.
+        """
+        raise NotSupportedError(
+            f"{type(self).__name__} {self.name!r} has no embeddings API; use a GigaChat, YandexGPT, "
+            "Ollama, OpenAI-compatible or Mock provider", provider=self.name, operation="embed",
+        )
+
+    def count_tokens(self, prompt: Prompt, *, timeout: Optional[float] = None) -> TokenCount:
+        """The prompt's size in tokens: the provider's own count where its API has one
+        (GigaChat, YandexGPT), else the library's estimate (``TokenCount.estimated`` is
+        True; see ``multi_llm_orchestrator.tokens``)."""
+        from ..tokens import estimate_tokens
+
+        return estimate_tokens(to_messages(prompt), provider=self.name)
+
+    def balance(self, *, timeout: Optional[float] = None) -> Dict[str, float]:
+        """Tokens left on the account, per model family (GigaChat's prepaid packages).
+        Raises NotSupportedError where the provider has no such API."""
+        raise NotSupportedError(
+            f"{type(self).__name__} {self.name!r} has no balance API (only GigaChat has one)",
+            provider=self.name, operation="balance",
+        )
+
+    @property
+    def supports_embeddings(self) -> bool:
+        return self.embedding_limits is not None
+
+    @property
+    def embedding_model(self) -> str:
+        """The model ``embed`` uses."""
+        return self.config.embedding_model or self.default_embedding_model or self.model
+
+    @property
+    def embedding_space(self) -> Optional[str]:
+        """The vector space of this provider's embeddings (None without embeddings):
+        ``config.embedding_space``, else ``"<type>:<embedding model>"`` (plus
+        ``:<dimensions>`` when ``extra["dimensions"]`` truncates the vectors)."""
+        if not self.supports_embeddings:
+            return None
+        if self.config.embedding_space:
+            return self.config.embedding_space
+        kind = self.type_name or type(self).__name__
+        dimensions = self.config.extra.get("dimensions")
+        suffix = f":{dimensions}" if dimensions is not None else ""
+        return f"{kind}:{self.embedding_model}{suffix}"
+
+    def batch_limits(self) -> EmbeddingLimits:
+        """The type's ``embedding_limits`` with the ``extra`` overrides applied."""
+        limits = self.embedding_limits
+        if limits is None:
+            raise NotSupportedError(f"{self.name!r} has no embeddings API", provider=self.name, operation="embed")
+        extra = self.config.extra
+        texts = check_int(f"extra['embedding_batch_size'] of {self.name!r}",
+                          extra.get("embedding_batch_size", limits.max_texts), 1)
+        chars = check_int(f"extra['embedding_batch_chars'] of {self.name!r}",
+                          extra.get("embedding_batch_chars", limits.max_chars), 1)
+        return EmbeddingLimits(texts, chars)
 
     def generate(self, prompt: Prompt, params: Optional[GenerationParams] = None) -> str:
         """Shortcut: the text of ``complete(prompt, params)``."""
@@ -100,13 +203,43 @@ class BaseProvider(ABC):
             )
         return to_messages(messages), params
 
-    def _text_stream(self, events: Iterator[Union[str, StreamEnd]], **kwargs: Any) -> TextStream:
+    @staticmethod
+    def _embedding_input(texts: Any, purpose: Optional[str] = None) -> List[str]:
+        """``texts`` checked for ``embed``: a str is one text; each must be a non-empty str."""
+        if purpose is not None and purpose not in PURPOSES:
+            raise ConfigurationError(f"purpose must be one of {', '.join(PURPOSES)} or None; got {purpose!r}")
+        if isinstance(texts, str):
+            texts = [texts]
+        if isinstance(texts, (bytes, bytearray)) or not isinstance(texts, Sequence):
+            raise ConfigurationError(f"texts must be a list of str; got {type(texts).__name__}")
+        if not texts:
+            raise ConfigurationError("texts is empty: pass at least one text to embed")
+        for index, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise ConfigurationError(f"texts[{index}] must be a str; got {type(text).__name__}")
+            if not text:
+                raise ConfigurationError(
+                    f"texts[{index}] is an empty string: providers refuse it or return no vector; drop it first"
+                )
+        return list(texts)
+
+    def _embeddings(self, vectors: List[List[float]], started: float, **fields: Any) -> Embeddings:
+        """An Embeddings by this provider; ``model`` falls back to the embedding model."""
+        fields["model"] = fields.get("model") or self.embedding_model
+        return Embeddings(
+            vectors=vectors, provider=self.name, space=self.embedding_space,
+            latency_s=time.perf_counter() - started, **fields,
+        )
+
+    def _text_stream(self, events: Iterator[Union[str, ReasoningDelta, StreamEnd]], **kwargs: Any) -> TextStream:
         """A TextStream of ``events``; ``kwargs`` (``on_close``) go to TextStream."""
         return TextStream(events, provider=self.name, model=self.model, **kwargs)
 
     def _completion(self, text: str, started: float, **fields: Any) -> Completion:
         """A Completion by this provider; ``model`` falls back to the configured one."""
         fields["model"] = fields.get("model") or self.model
+        if not isinstance(text, str):  # a server's content: 123 passed on unchecked
+            raise ResponseFormatError(f"the answer's text is a {type(text).__name__}, not a str", provider=self.name)
         return Completion(
             text=text, provider=self.name, latency_s=time.perf_counter() - started, **fields
         )

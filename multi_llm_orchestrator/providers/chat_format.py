@@ -18,8 +18,9 @@ from ..types import StreamEnd, Usage
 __all__ = ["parse_completion", "usage_of", "chunk_deltas"]
 
 
-def usage_of(raw: Any) -> Optional[Usage]:
-    """The token counts of a ``usage`` object; None when there is no object.
+def usage_of(raw: Any, provider: Optional[str] = None) -> Optional[Usage]:
+    """The token counts of a ``usage`` object; None when there is no object or its
+    counts cannot be trusted (``Usage.parse``).
 
     >>> usage_of({"prompt_tokens": 3, "completion_tokens": 4})
     Usage(prompt_tokens=3, completion_tokens=4, total_tokens=7)
@@ -28,7 +29,7 @@ def usage_of(raw: Any) -> Optional[Usage]:
     """
     if not isinstance(raw, dict):
         return None
-    return Usage.of(raw.get("prompt_tokens"), raw.get("completion_tokens"), raw.get("total_tokens"))
+    return Usage.parse(raw.get("prompt_tokens"), raw.get("completion_tokens"), raw.get("total_tokens"), provider=provider)
 
 
 def parse_completion(
@@ -57,7 +58,7 @@ def parse_completion(
         raise ResponseFormatError(
             f"choices[0].message.content is {type(content).__name__}, not text", provider=provider
         )
-    return content or "", usage_of(data.get("usage")) or Usage(), choice.get("finish_reason"), data.get("model")
+    return content or "", usage_of(data.get("usage"), provider) or Usage(), choice.get("finish_reason"), data.get("model")
 
 
 def chunk_deltas(events: Iterable[Mapping[str, Any]], provider: str) -> Iterator[Union[str, StreamEnd]]:
@@ -75,7 +76,7 @@ def chunk_deltas(events: Iterable[Mapping[str, Any]], provider: str) -> Iterator
     model: Optional[str] = None
     for event in events:
         model = event.get("model") or model
-        usage = usage_of(event.get("usage")) or usage  # OpenAI: a last chunk with choices == []
+        usage = usage_of(event.get("usage"), provider) or usage  # OpenAI: a last chunk with choices == []
         choices = event.get("choices") or []
         if not isinstance(choices, list):
             raise ResponseFormatError(

@@ -6,8 +6,8 @@ Wire protocol (PROTOCOLS.md §1):
   ``RqUID`` (uuid4) and the form body ``scope=...``; the answer is
   ``{"access_token", "expires_at"}`` with ``expires_at`` in epoch milliseconds (seconds
   are tolerated). A token lives 30 minutes; it is cached and refreshed 60 s early.
-- API: ``Authorization: Bearer <token>`` on ``{base_url}/chat/completions`` and
-  ``{base_url}/models``; errors are ``{"status", "message"}``, OAuth errors
+- API: ``Authorization: Bearer <token>`` on ``{base_url}/chat/completions``,
+  ``/models``, ``/embeddings``, ``/tokens/count`` and ``/balance``; errors are ``{"status", "message"}``, OAuth errors
   ``{"code", "message"}``.
 - TLS: the hosts use the Russian Trusted Root CA, which is not in certifi: pass
   ``ca_bundle`` with it (``verify_ssl=False`` only for development).
@@ -19,6 +19,14 @@ Decisions where GigaChat differs from the common interface:
 - ``temperature=0`` is sent as 0.001 (GigaChat needs > 0; 0-0.001 is its deterministic mode).
 - ``params.stop`` is ignored with a DEBUG log: GigaChat has no stop sequences, and raising
   would make a Router that mixes GigaChat with other providers fail on every call.
+- ``embed`` uses ``config.embedding_model`` (default "Embeddings"; "EmbeddingsGigaR" is
+  the other) and sends at most 90 texts / 1,000,000 characters per request (GigaChat
+  documents no limit; langchain-gigachat split there). Usage is the sum of the items'
+  ``usage.prompt_tokens`` (there is no top-level usage).
+- ``count_tokens`` counts each message's text with ``POST /tokens/count`` for the chat
+  model and adds them up: GigaChat's own count, without the chat template's few tokens.
+- ``balance`` is ``GET /balance``; a 403 there means a pay-as-you-go account (balances
+  exist only for prepaid packages) and raises NotSupportedError, not an auth error.
 - ``params.extra`` is merged into the request body (``repetition_penalty``,
   ``update_interval``, ``profanity_check``, ``functions``, ...); it may not set
   ``messages`` or ``stream``.
@@ -29,10 +37,11 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+import math
 import os
 import time
 import uuid
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import requests
 
@@ -41,14 +50,17 @@ from ..config import ProviderConfig
 from ..errors import (
     AuthenticationError,
     ConfigurationError,
+    NotSupportedError,
     ProviderError,
     ResponseFormatError,
 )
 from ..http import HttpProvider, error_from_status, error_message_from_body, parse_retry_after, provider_config
 from ..reading import close_response
 from ..streaming import iter_sse_json, stream_error
-from ..types import Completion, GenerationParams, Message, Prompt, TextStream
+from ..types import Completion, Embeddings, GenerationParams, Message, Prompt, TextStream, TokenCount
+from .base import EmbeddingLimits
 from .chat_format import chunk_deltas, parse_completion
+from .embedding_format import parse_data_list
 
 __all__ = ["GigaChatProvider", "SCOPES", "DEFAULT_AUTH_URL"]
 
@@ -87,6 +99,9 @@ class GigaChatProvider(HttpProvider):
 
     type_name = "gigachat"
     default_model = "GigaChat"
+    default_embedding_model = "Embeddings"
+    embedding_limits = EmbeddingLimits(max_texts=90, max_chars=1_000_000)
+    supports_balance = True
     default_base_url = DEFAULT_BASE_URL
     tls_hint = (
         "pass ca_bundle='/path/to/russian_trusted_root_ca.pem' (or set GIGACHAT_CA_BUNDLE_FILE) "
@@ -231,6 +246,71 @@ class GigaChatProvider(HttpProvider):
             raise ResponseFormatError(f"GET /models has no data list: {str(data)[:120]!r}", provider=self.name)
         return [m["id"] for m in models if isinstance(m, dict) and isinstance(m.get("id"), str)]
 
+    def embed(
+        self, texts: Sequence[str], *, purpose: Optional[str] = None, timeout: Optional[float] = None
+    ) -> Embeddings:
+        """Vectors from ``POST /embeddings`` (1024 numbers each for "Embeddings")."""
+        started = time.perf_counter()
+        texts = self._embedding_input(texts, purpose)
+        limit = self._timeout(timeout)
+        response = self._send(
+            "POST", "/embeddings", time.monotonic() + limit, json_body={"model": self.embedding_model, "input": texts}
+        )
+        vectors, usage, model = parse_data_list(self.read_json(response, limit), len(texts), self.name, "GigaChat embeddings")
+        return self._embeddings(vectors, started, usage=usage, model=model)
+
+    def count_tokens(self, prompt: Prompt, *, timeout: Optional[float] = None) -> TokenCount:
+        """GigaChat's count of the prompt's text for the chat model (``POST /tokens/count``)."""
+        messages = self._prepare(prompt, None)[0]
+        limit = self._timeout(timeout)
+        response = self._send(
+            "POST", "/tokens/count", time.monotonic() + limit,
+            json_body={"model": self.model, "input": [m.content for m in messages]},
+        )
+        body = self.read_json(response, limit)
+        if not isinstance(body, list) or len(body) != len(messages):
+            raise ResponseFormatError(
+                f"GigaChat tokens/count answered {str(body)[:120]!r}: expected a list of {len(messages)} item(s)",
+                provider=self.name,
+            )
+        total = 0
+        for index, item in enumerate(body):
+            tokens = item.get("tokens") if isinstance(item, dict) else None
+            if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 0:
+                raise ResponseFormatError(
+                    f"GigaChat tokens/count item {index} has no token count: {str(item)[:80]!r}", provider=self.name
+                )
+            total += tokens
+        return TokenCount(total, estimated=False, provider=self.name)
+
+    def balance(self, *, timeout: Optional[float] = None) -> Dict[str, float]:
+        """Tokens left per model family from ``GET /balance``, e.g.
+        ``{"GigaChat": 900000, "GigaChat-Pro": 991490, "embeddings": 9999967}``."""
+        limit = self._timeout(timeout)
+        try:
+            response = self._send("GET", "/balance", time.monotonic() + limit)
+        except AuthenticationError as exc:
+            if exc.status_code != 403:
+                raise
+            raise NotSupportedError(
+                f"GigaChat {self.name!r} has no balance: GET /balance answered 403, which GigaChat does for "
+                "pay-as-you-go accounts (balances exist only for prepaid token packages)",
+                provider=self.name, operation="balance",
+            ) from None
+        body = self.read_json(response, limit)
+        items = body.get("balance") if isinstance(body, dict) else None
+        if not isinstance(items, list):
+            raise ResponseFormatError(f"GigaChat /balance has no balance list: {str(body)[:120]!r}", provider=self.name)
+        result: Dict[str, float] = {}
+        for item in items:
+            usage = item.get("usage") if isinstance(item, dict) else None
+            value = item.get("value") if isinstance(item, dict) else None
+            if not isinstance(usage, str) or isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ResponseFormatError(f"GigaChat /balance item {str(item)[:80]!r} lacks usage or value",
+                                          provider=self.name)
+            result[usage] = value
+        return result
+
     # Requests -------------------------------------------------------------------------
 
     def _payload(self, messages: List[Message], params: GenerationParams, *, stream: bool) -> Dict[str, Any]:
@@ -362,7 +442,9 @@ def _lifetime(expires_at: Any) -> float:
     """Seconds until ``expires_at`` (epoch ms, or seconds when below 1e12)."""
     try:
         epoch = float(expires_at)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
+        return DEFAULT_TOKEN_LIFETIME
+    if not math.isfinite(epoch):  # 1e400 or NaN: a token kept for ever, or never usable
         return DEFAULT_TOKEN_LIFETIME
     if epoch >= 1e12:
         epoch /= 1000.0

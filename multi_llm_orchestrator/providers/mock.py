@@ -6,10 +6,13 @@ errors, same metrics), so what works with mocks works with real backends.
 
 from __future__ import annotations
 
+import hashlib
+import math
 import random
+import struct
 import threading
 import time
-from typing import Iterator, Optional, Union
+from typing import Iterator, List, Optional, Sequence, Union
 
 from ..errors import (
     AuthenticationError,
@@ -19,9 +22,9 @@ from ..errors import (
     ProviderUnavailableError,
     RateLimitError,
 )
-from ..types import Completion, GenerationParams, Prompt, StreamEnd, TextStream, Usage
+from ..types import Completion, Embeddings, GenerationParams, Prompt, StreamEnd, TextStream, TokenCount, Usage
 from ..validation import check_int, check_number
-from .base import BaseProvider, ProviderConfig
+from .base import BaseProvider, EmbeddingLimits, ProviderConfig
 
 __all__ = ["MockProvider", "MOCK_MODES"]
 
@@ -55,12 +58,20 @@ class MockProvider(BaseProvider):
     words), ``fail_after_chunks`` (a stream breaks after that many chunks),
     ``health_delay`` (seconds a health check takes), ``retry_after``.
 
+    Embeddings: ``embed`` returns deterministic unit vectors (the same text always gives
+    the same vector, from a SHA-256 of the text) of ``extra["dimensions"]`` numbers
+    (default 16), with the delay and failure modes above; model "mock-embedding", so
+    every mock shares one embedding space unless ``embedding_space`` says otherwise.
+    ``count_tokens`` counts words (the mock's "tokens", as in its usage).
+
     >>> MockProvider(ProviderConfig(name="m", extra={"delay": 0})).generate("Hi")
     'Mock response to: Hi'
     """
 
     default_model = "mock-normal"
     type_name = "mock"
+    default_embedding_model = "mock-embedding"
+    embedding_limits = EmbeddingLimits(max_texts=64, max_chars=1_000_000)
 
     def __init__(self, config: ProviderConfig) -> None:
         super().__init__(config)
@@ -78,6 +89,7 @@ class MockProvider(BaseProvider):
         self.fail_after_chunks = check_int(
             f"extra['fail_after_chunks'] of {self.name!r}", extra.get("fail_after_chunks"), 0, allow_none=True
         )
+        self.dimensions = check_int(f"extra['dimensions'] of {self.name!r}", extra.get("dimensions", 16), 1)
         self._random = random.Random(extra.get("seed"))
         self._random_lock = threading.Lock()
         # Set by close(): wakes every sleeping call so shutdown never waits on a mock.
@@ -106,6 +118,19 @@ class MockProvider(BaseProvider):
         messages, params = self._prepare(messages, params)
         text = self._answer(messages[-1].content, self._timeout(timeout))
         return self._text_stream(self._words(text, self._usage(messages, text)))
+
+    def embed(
+        self, texts: Sequence[str], *, purpose: Optional[str] = None, timeout: Optional[float] = None
+    ) -> Embeddings:
+        started = time.perf_counter()
+        texts = self._embedding_input(texts, purpose)
+        self._answer(texts[0], self._timeout(timeout))  # the delay and failure modes
+        vectors = [mock_vector(text, self.dimensions) for text in texts]
+        return self._embeddings(vectors, started, usage=Usage.of(sum(len(t.split()) for t in texts), 0))
+
+    def count_tokens(self, prompt: Prompt, *, timeout: Optional[float] = None) -> TokenCount:
+        messages = self._prepare(prompt, None)[0]
+        return TokenCount(sum(len(m.content.split()) for m in messages), estimated=False, provider=self.name)
 
     def health_check(self, timeout: Optional[float] = None) -> bool:
         limit = self._timeout(timeout)
@@ -178,6 +203,23 @@ class MockProvider(BaseProvider):
     def _usage(messages: list, text: str) -> Usage:
         prompt_tokens = sum(len(m.content.split()) for m in messages)
         return Usage.of(prompt_tokens, len(text.split()))
+
+
+def mock_vector(text: str, dimensions: int) -> List[float]:
+    """A deterministic unit vector for ``text``: SHA-256 blocks read as numbers in [-1, 1).
+
+    >>> mock_vector("hello", 4) == mock_vector("hello", 4)
+    True
+    """
+    values: List[float] = []
+    block = 0
+    while len(values) < dimensions:
+        digest = hashlib.sha256(f"{block}:{text}".encode("utf-8")).digest()
+        values.extend(number / 2**31 for number in struct.unpack("<8i", digest))
+        block += 1
+    values = values[:dimensions]
+    norm = math.sqrt(sum(value * value for value in values)) or 1.0
+    return [value / norm for value in values]
 
 
 def _seconds(extra: dict, key: str, default: float) -> float:

@@ -2,6 +2,12 @@
 
 Wire details: ../shared PROTOCOLS.md section 3. Streaming is NDJSON (one JSON object per
 line, text deltas appended) ending at the object with ``"done": true``.
+
+Embeddings: ``POST /api/embed`` with a list ``input`` (vectors come back L2-normalised, in
+order; ``prompt_eval_count`` counts the tokens). ``embedding_model`` defaults to the
+configured ``model``; ``extra["dimensions"]`` and ``extra["truncate"]`` are sent when
+set. Ollama truncates an over-long input by default: ``extra={"truncate": False}`` makes
+it a 400 instead. Ollama has no tokenizer endpoint: ``count_tokens`` is an estimate.
 """
 
 from __future__ import annotations
@@ -9,7 +15,7 @@ from __future__ import annotations
 import os
 import re
 import time
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Union
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Union
 from urllib.parse import urlsplit
 
 import requests
@@ -23,8 +29,10 @@ from ..errors import (
 )
 from ..http import HttpProvider, provider_config
 from ..streaming import drain, iter_json_lines, stream_error
-from ..types import Completion, GenerationParams, Message, Prompt, StreamEnd, TextStream, Usage
-from .base import ProviderConfig
+from ..types import Completion, Embeddings, GenerationParams, Message, Prompt, StreamEnd, TextStream, Usage
+from ..validation import check_int
+from .base import EmbeddingLimits, ProviderConfig
+from .embedding_format import check_count, check_dimensions, parse_vector
 
 __all__ = ["OllamaProvider", "ollama_host_url"]
 
@@ -99,6 +107,9 @@ class OllamaProvider(HttpProvider):
 
     type_name = "ollama"
     default_model = "llama3.2"
+    # Ollama documents no batch limit; batches this size keep one request short enough
+    # for a deadline and let the Router spread a large input over hosts.
+    embedding_limits = EmbeddingLimits(max_texts=256, max_chars=1_000_000)
     default_base_url = "http://localhost:11434"
 
     def __init__(self, config: ProviderConfig) -> None:
@@ -114,6 +125,15 @@ class OllamaProvider(HttpProvider):
         self._options = dict(options)
         self._top_level = {"keep_alive": config.extra["keep_alive"]} if "keep_alive" in config.extra else {}
         self._fixed_headers = self.bearer_headers()
+        self._embed_fields: Dict[str, Any] = {}
+        dimensions = check_int(f"extra['dimensions'] of {self.name!r}", config.extra.get("dimensions"), 1, allow_none=True)
+        if dimensions is not None:
+            self._embed_fields["dimensions"] = dimensions
+        if "truncate" in config.extra:
+            if not isinstance(config.extra["truncate"], bool):
+                raise ConfigurationError(f"extra['truncate'] of {self.name!r} must be True or False")
+            self._embed_fields["truncate"] = config.extra["truncate"]
+        self._embed_fields.update(self._top_level)
 
     @classmethod
     def from_env(
@@ -157,9 +177,9 @@ class OllamaProvider(HttpProvider):
         if not isinstance(message, dict):
             raise ResponseFormatError("/api/chat answered without a 'message' object", provider=self.name)
         return self._completion(
-            message.get("content") or "",
+            self._content(message),
             started,
-            usage=_usage(data),
+            usage=_usage(data, self.name) or Usage(),
             finish_reason=data.get("done_reason"),
             model=data.get("model"),
         )
@@ -176,6 +196,29 @@ class OllamaProvider(HttpProvider):
             headers=self._headers("application/x-ndjson"),
         )
         return self._text_stream(self._deltas(lines))
+
+    def embed(
+        self, texts: Sequence[str], *, purpose: Optional[str] = None, timeout: Optional[float] = None
+    ) -> Embeddings:
+        """Vectors from ``POST /api/embed`` (L2-normalised, in input order)."""
+        started = time.perf_counter()
+        texts = self._embedding_input(texts, purpose)
+        data = self.request_json(
+            "POST", self.base_url + "/api/embed", timeout=self._timeout(timeout),
+            json_body={"model": self.embedding_model, "input": texts, **self._embed_fields}, headers=self._headers(),
+        )
+        if not isinstance(data, dict):
+            raise ResponseFormatError(f"/api/embed answered {type(data).__name__}, not an object", provider=self.name)
+        error = stream_error(data, self.name)
+        if error is not None:
+            raise self.scrub_error(error)
+        embeddings = data.get("embeddings")
+        if not isinstance(embeddings, list):
+            raise ResponseFormatError("/api/embed answered without an 'embeddings' list", provider=self.name)
+        check_count(len(embeddings), len(texts), self.name, "/api/embed")
+        vectors = [parse_vector(v, self.name, f"/api/embed: embeddings[{i}]") for i, v in enumerate(embeddings)]
+        check_dimensions(vectors, self.name, "/api/embed")
+        return self._embeddings(vectors, started, usage=Usage.of(data.get("prompt_eval_count"), 0), model=data.get("model"))
 
     def health_check(self, timeout: Optional[float] = None) -> bool:
         """True when ``GET /api/version`` answers 2xx; never raises."""
@@ -233,16 +276,24 @@ class OllamaProvider(HttpProvider):
             body["options"] = options
         return body
 
+    def _content(self, message: Dict[str, Any]) -> str:
+        content = message.get("content")
+        if content is not None and not isinstance(content, str):
+            raise ResponseFormatError(
+                f"/api/chat answered message.content of type {type(content).__name__}, not text", provider=self.name
+            )
+        return content or ""
+
     def _deltas(self, lines: Iterator[str]) -> Iterator[Union[str, StreamEnd]]:
         try:
             for event in iter_json_lines(lines, provider=self.name):
                 message = event.get("message")
-                content = message.get("content") if isinstance(message, dict) else None
+                content = self._content(message) if isinstance(message, dict) else None
                 if content:
                     yield content
                 if event.get("done"):
                     yield StreamEnd(
-                        usage=_usage(event), finish_reason=event.get("done_reason"), model=event.get("model")
+                        usage=_usage(event, self.name), finish_reason=event.get("done_reason"), model=event.get("model")
                     )
                     drain(lines)
                     return
@@ -255,7 +306,7 @@ class OllamaProvider(HttpProvider):
                 close()
 
 
-def _usage(data: Dict[str, Any]) -> Usage:
+def _usage(data: Dict[str, Any], provider: str) -> Optional[Usage]:
     # Ollama omits zero counters, and older servers omit prompt_eval_count for a cached
-    # prompt: absent means 0.
-    return Usage.of(data.get("prompt_eval_count"), data.get("eval_count"))
+    # prompt: absent means 0. None: counts that cannot be trusted.
+    return Usage.parse(data.get("prompt_eval_count"), data.get("eval_count"), provider=provider)

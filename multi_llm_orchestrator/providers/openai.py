@@ -17,6 +17,11 @@ Wire details: ../shared PROTOCOLS.md section 4. Two decisions worth knowing:
   once more without it, and this provider instance stops sending it; set
   ``extra={"stream_usage": False}`` to never send it. Without it ``TextStream.usage``
   stays None unless the server reports usage anyway.
+- **Embeddings** (``POST {base_url}/embeddings``): ``embedding_model`` defaults to
+  ``model``; ``encoding_format`` is always "float" (some servers speak nothing else);
+  ``extra["dimensions"]`` is sent as ``dimensions`` (``text-embedding-3*``). Batches hold
+  at most 2048 texts and 500,000 characters (OpenAI: 2048 inputs, 300,000 tokens). The
+  vectors are placed by their ``index``. ``count_tokens`` is an estimate (no endpoint).
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Union
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Union
 
 import requests
 
@@ -45,9 +50,11 @@ from ..http import (
     provider_config,
 )
 from ..streaming import iter_sse_json
-from ..types import Completion, GenerationParams, Message, Prompt, StreamEnd, TextStream
-from .base import ProviderConfig
+from ..types import Completion, Embeddings, GenerationParams, Message, Prompt, StreamEnd, TextStream
+from ..validation import check_int
+from .base import EmbeddingLimits, ProviderConfig
 from .chat_format import chunk_deltas, parse_completion
+from .embedding_format import parse_data_list
 
 __all__ = ["OpenAICompatibleProvider"]
 
@@ -83,6 +90,7 @@ class OpenAICompatibleProvider(HttpProvider):
     default_model = ""
     default_base_url = "http://localhost:8000/v1"
     retry_statuses = RETRY_STATUSES - {429}
+    embedding_limits = EmbeddingLimits(max_texts=2048, max_chars=500_000)
 
     def __init__(self, config: ProviderConfig) -> None:
         super().__init__(config)
@@ -104,6 +112,10 @@ class OpenAICompatibleProvider(HttpProvider):
             )
         # Switched off for good once the server rejects stream_options (see the module doc).
         self._stream_usage = stream_usage
+        dimensions = check_int(f"extra['dimensions'] of {self.name!r}", config.extra.get("dimensions"), 1, allow_none=True)
+        self._embed_fields: Dict[str, Any] = {"encoding_format": "float"}
+        if dimensions is not None:
+            self._embed_fields["dimensions"] = dimensions
 
     @classmethod
     def from_env(
@@ -163,6 +175,21 @@ class OpenAICompatibleProvider(HttpProvider):
             self._stream_usage = False
             lines = self._open_stream(messages, params, False, max(0.001, deadline - time.monotonic()))
         return self._text_stream(self._deltas(lines))
+
+    def embed(
+        self, texts: Sequence[str], *, purpose: Optional[str] = None, timeout: Optional[float] = None
+    ) -> Embeddings:
+        """Vectors from ``POST {base_url}/embeddings``, in input order."""
+        started = time.perf_counter()
+        texts = self._embedding_input(texts, purpose)
+        data = self.request_json(
+            "POST", self.base_url + "/embeddings", timeout=self._timeout(timeout),
+            json_body={"model": self.embedding_model, "input": texts, **self._embed_fields}, headers=self._headers(),
+        )
+        if _error_fields(data) is not None:  # an error reported under HTTP 200
+            raise self._error(None, data)
+        vectors, usage, model = parse_data_list(data, len(texts), self.name, "/embeddings")
+        return self._embeddings(vectors, started, usage=usage, model=model)
 
     def health_check(self, timeout: Optional[float] = None) -> bool:
         """True when ``GET {base_url}/models`` answers 2xx, which also proves the key works."""

@@ -36,6 +36,16 @@ Decisions where Yandex differs from the common parameters:
   The stream ends at the first frame whose status is final (anything but ``PARTIAL``;
   a missing or ``UNSPECIFIED`` status is read as "more may follow") or at the end of the
   body; usage and finish reason come from the last frame.
+- Embeddings: ``POST /foundationModels/v1/textEmbedding`` takes one text per request, so
+  ``embed`` sends each text as its own request on a bounded thread pool of this provider
+  (``extra["embedding_concurrency"]``, default 4: the quota is 10 requests/s) and returns
+  the vectors in input order; the first failure fails the batch and cancels the texts
+  not sent yet. ``embedding_model`` defaults to ``text-search-doc/latest`` (URI
+  ``emb://<folder_id>/<model>``); with ``purpose="query"`` the ``text-search-query``
+  sibling of a ``text-search-doc`` model is used (the pair shares one vector space).
+  ``extra["dimensions"]`` is sent as ``dim`` for models with several sizes.
+- ``count_tokens`` asks ``tokenizeCompletion`` with the whole completion request, so the
+  count includes the chat template (what the model will really see).
 - ``health_check`` calls the free ``tokenize`` endpoint. Where that endpoint is not
   available (404/405/501, e.g. behind a gateway that only forwards completions), it
   falls back to a completion of at most one token.
@@ -59,8 +69,10 @@ import logging
 import math
 import os
 import re
+import threading
 import time
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple, Union
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 from ..auth import TokenCache
 from ..config import ProviderConfig
@@ -72,7 +84,10 @@ from ..errors import (
 )
 from ..http import HttpProvider, error_from_status, error_message_from_body, parse_retry_after, provider_config
 from ..streaming import drain, iter_json_lines
-from ..types import Completion, GenerationParams, Message, Prompt, StreamEnd, TextStream, Usage
+from ..types import Completion, Embeddings, GenerationParams, Message, Prompt, StreamEnd, TextStream, TokenCount, Usage
+from ..validation import check_int
+from .base import EmbeddingLimits
+from .embedding_format import check_dimensions, parse_vector
 
 __all__ = ["YandexGPTProvider"]
 
@@ -80,6 +95,10 @@ logger = logging.getLogger("multi_llm_orchestrator.providers.yandexgpt")
 
 COMPLETION_PATH = "/foundationModels/v1/completion"
 TOKENIZE_PATH = "/foundationModels/v1/tokenize"
+TOKENIZE_COMPLETION_PATH = "/foundationModels/v1/tokenizeCompletion"
+EMBEDDING_PATH = "/foundationModels/v1/textEmbedding"
+DOCUMENT_MODEL, QUERY_MODEL = "text-search-doc", "text-search-query"
+DEFAULT_EMBEDDING_CONCURRENCY = 4
 AUTH_MODES = ("iam", "api-key")
 DEFAULT_TOKEN_MAX_AGE = 3600.0
 IAM_TOKEN_LIFETIME = 12 * 3600.0
@@ -126,6 +145,9 @@ class YandexGPTProvider(HttpProvider):
 
     type_name = "yandexgpt"
     default_model = "yandexgpt/latest"
+    default_embedding_model = f"{DOCUMENT_MODEL}/latest"
+    # One text per request on the wire; a Router batch is fanned out by ``embed``.
+    embedding_limits = EmbeddingLimits(max_texts=32, max_chars=32 * 8_000)
     default_base_url = "https://llm.api.cloud.yandex.net"
 
     def __init__(self, config: ProviderConfig, *, token_provider: Optional[TokenProvider] = None) -> None:
@@ -204,6 +226,15 @@ class YandexGPTProvider(HttpProvider):
         self.model_uri = model if "://" in model else f"gpt://{folder_id}/{model}"
         self.completion_url = self.base_url + COMPLETION_PATH
         self.tokenize_url = self.base_url + TOKENIZE_PATH
+        self.embedding_url = self.base_url + EMBEDDING_PATH
+        self._embedding_concurrency = check_int(
+            f"extra['embedding_concurrency'] of YandexGPT provider {name!r}",
+            config.extra.get("embedding_concurrency", DEFAULT_EMBEDDING_CONCURRENCY), 1,
+        )
+        dimensions = config.extra.get("dimensions")
+        self._dimensions = check_int(f"extra['dimensions'] of YandexGPT provider {name!r}", dimensions, 1, allow_none=True)
+        self._embedding_pool: Optional[ThreadPoolExecutor] = None
+        self._pool_lock = threading.Lock()
 
     @classmethod
     def from_env(
@@ -331,7 +362,89 @@ class YandexGPTProvider(HttpProvider):
                          self.scrub(str(exc)))
             return False
 
+    def embed(
+        self, texts: Sequence[str], *, purpose: Optional[str] = None, timeout: Optional[float] = None
+    ) -> Embeddings:
+        """Vectors from ``textEmbedding``, one request per text on this provider's bounded
+        pool, in input order (see the module docstring)."""
+        started = time.perf_counter()
+        texts = self._embedding_input(texts, purpose)
+        deadline = time.monotonic() + self._timeout(timeout)
+        uri = self._embedding_uri(purpose)
+        if len(texts) == 1:
+            results = [self._embed_one(texts[0], uri, deadline)]
+        else:
+            pool = self._pool()
+            futures = [pool.submit(self._embed_one, text, uri, deadline) for text in texts]
+            done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+            failed = next((future for future in futures if future in done and future.exception()), None)
+            if failed is not None:
+                for future in futures:
+                    future.cancel()  # texts not sent yet are never sent
+                raise failed.exception()  # type: ignore[misc]
+            results = [future.result() for future in futures]
+        vectors = [vector for vector, _ in results]
+        check_dimensions(vectors, self.name, "YandexGPT textEmbedding")
+        tokens = sum(count for _, count in results)
+        model = uri.split("://", 1)[-1].split("/", 1)[-1]
+        return self._embeddings(vectors, started, usage=Usage.of(tokens, 0), model=model)
+
+    def count_tokens(self, prompt: Prompt, *, timeout: Optional[float] = None) -> TokenCount:
+        """Yandex's count of the whole completion request (``tokenizeCompletion``), chat
+        template included."""
+        messages, params = self._prepare(prompt, None)
+        payload = self._payload(messages, params, stream=False)
+        body = self._tokens.call(
+            lambda token, left: self.request_json(
+                "POST", self.base_url + TOKENIZE_COMPLETION_PATH, timeout=left, json_body=payload,
+                headers=self._headers(token),
+            ),
+            time.monotonic() + self._timeout(timeout),
+        )
+        tokens = body.get("tokens") if isinstance(body, dict) else None
+        if not isinstance(tokens, list):
+            raise ResponseFormatError(
+                f"tokenizeCompletion answered without a 'tokens' list: {str(body)[:120]!r}", provider=self.name
+            )
+        return TokenCount(len(tokens), estimated=False, provider=self.name)
+
+    def close(self) -> None:
+        with self._pool_lock:
+            pool, self._embedding_pool = self._embedding_pool, None
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+        super().close()
+
     # Requests --------------------------------------------------------------------------
+
+    def _pool(self) -> ThreadPoolExecutor:
+        with self._pool_lock:
+            if self._embedding_pool is None:
+                self._embedding_pool = ThreadPoolExecutor(
+                    self._embedding_concurrency, thread_name_prefix=f"mlo-yandex-embed-{self.name}"
+                )
+            return self._embedding_pool
+
+    def _embedding_uri(self, purpose: Optional[str]) -> str:
+        model = self.embedding_model
+        if purpose == "query" and model.startswith(DOCUMENT_MODEL):
+            model = QUERY_MODEL + model[len(DOCUMENT_MODEL):]
+        return model if "://" in model else f"emb://{self.folder_id}/{model}"
+
+    def _embed_one(self, text: str, uri: str, deadline: float) -> Tuple[List[float], int]:
+        payload: Dict[str, Any] = {"modelUri": uri, "text": text}
+        if self._dimensions is not None:
+            payload["dim"] = str(self._dimensions)  # int64 travels as a JSON string
+        body = self._tokens.call(
+            lambda token, left: self.request_json(
+                "POST", self.embedding_url, timeout=left, json_body=payload, headers=self._headers(token)
+            ),
+            deadline,
+        )
+        if not isinstance(body, dict):
+            raise ResponseFormatError(f"textEmbedding answered {str(body)[:120]!r}, not an object", provider=self.name)
+        vector = parse_vector(body.get("embedding"), self.name, "YandexGPT textEmbedding: embedding")
+        return vector, Usage.of(body.get("numTokens"), 0).prompt_tokens
 
     def _headers(self, token: str) -> Dict[str, str]:
         if self.auth_mode == "api-key":
@@ -406,7 +519,9 @@ class YandexGPTProvider(HttpProvider):
         usage = result.get("usage")
         if isinstance(usage, dict):
             # Yandex sends the counts as strings (protobuf int64).
-            parsed = Usage.of(usage.get("inputTextTokens"), usage.get("completionTokens"), usage.get("totalTokens"))
+            parsed = Usage.parse(
+                usage.get("inputTextTokens"), usage.get("completionTokens"), usage.get("totalTokens"), provider=self.name
+            )
         else:
             parsed = None
         return text, status.removeprefix(STATUS_PREFIX), parsed

@@ -1,0 +1,113 @@
+"""Planning checks: leave providers out of a call before the strategy orders them.
+
+A ``PlanCheck`` looks at one call (``CallRequest``: messages, params, streaming) and
+says, for each provider, why it cannot take that call, or nothing. The Router runs every
+check before the strategy, records each left-out provider in ``Completion.attempts`` as
+``Attempt(outcome="skipped", error=<reason>)``, and plans the call over the rest. When
+no provider is left, the check that left them all out names the problem
+(``PlanCheck.exhausted``); when several checks did, the error lists every reason.
+
+Capabilities (``capabilities.CapabilityCheck``) are one such check; admission control,
+context windows or provider pinning are others of the same shape::
+
+    class PinnedProvider(PlanCheck):
+        def prepare(self, request):
+            wanted = request.params.extra.get("provider")
+            if wanted is None:
+                return None                      # nothing to say: costs nothing
+            return lambda state: None if state.name == wanted else f"pinned to {wanted}"
+
+A check must be cheap when it has nothing to say about a call: ``prepare`` returns None
+and no provider is looked at (the plain-text path pays one method call per check).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable, List, Optional, Sequence
+
+from .errors import AllProvidersFailedError, OrchestratorError
+from .types import Attempt, GenerationParams, Message
+
+if TYPE_CHECKING:
+    from .calls import Call
+    from .strategies import ProviderState
+
+__all__ = ["CallRequest", "PlanCheck", "Skip", "apply_checks"]
+
+#: Given a provider's state: why it cannot take the call, or None.
+SkipReason = Callable[["ProviderState"], Optional[str]]
+
+
+@dataclass(frozen=True)
+class CallRequest:
+    """What planning checks see of one call (the Router passes its ``calls.Call``, which
+    has these same attributes)."""
+
+    messages: List[Message]
+    params: GenerationParams
+    streaming: bool
+
+
+@dataclass(frozen=True)
+class Skip:
+    """One provider left out of a call, by which check, and why."""
+
+    state: "ProviderState"
+    reason: str
+    check: "PlanCheck"
+
+
+class PlanCheck:
+    """A reason to leave providers out of a call. Implementations must be thread-safe."""
+
+    #: The ``error_type`` recorded on the skipped attempts.
+    error_type = "Skipped"
+
+    def prepare(self, request: CallRequest) -> Optional[SkipReason]:
+        """A function giving each provider's skip reason for this call; None when this
+        check has nothing to say about the call (no provider is looked at)."""
+        raise NotImplementedError
+
+    def exhausted(self, request: CallRequest, skips: Sequence[Skip]) -> Optional[OrchestratorError]:
+        """The error to raise when this check alone left every provider out (None: the
+        generic "no provider can take this call" error)."""
+        return None
+
+
+def apply_checks(states: Sequence["ProviderState"], call: "Call", checks: Sequence[PlanCheck]) -> Sequence["ProviderState"]:
+    """``states`` without the providers some check leaves out for ``call``; each of
+    those is recorded in ``call`` as a skipped attempt. Raises when none is left."""
+    request = call
+    if call.params is None or not checks:
+        return states
+    reasons = [(check, reason) for check in checks for reason in (check.prepare(request),) if reason is not None]
+    if not reasons:
+        return states
+    kept: List["ProviderState"] = []
+    skips: List[Skip] = []
+    for state in states:
+        for check, reason_of in reasons:
+            reason = reason_of(state)
+            if reason is not None:
+                skips.append(Skip(state, reason, check))
+                break
+        else:
+            kept.append(state)
+    for skip in skips:
+        call.record(Attempt(skip.state.name, "skipped", error=skip.reason, error_type=skip.check.error_type),
+                    call.next_order())
+    if kept or not skips:
+        return kept
+    raise _exhausted(request, skips)
+
+
+def _exhausted(request: CallRequest, skips: Sequence[Skip]) -> OrchestratorError:
+    checks = {id(skip.check): skip.check for skip in skips}
+    if len(checks) == 1:
+        error = next(iter(checks.values())).exhausted(request, skips)
+        if error is not None:
+            return error
+    reasons = "; ".join(f"{skip.state.name}: {skip.reason}" for skip in skips)
+    return AllProvidersFailedError([], f"No provider can take this call ({reasons})")
+

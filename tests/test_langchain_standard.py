@@ -1,0 +1,113 @@
+"""LangChain's own standard test suite (langchain-tests) run against ChatRouter.
+
+Two integration runs: a Router over MockProviders, and a Router whose provider talks to
+the loopback OpenAI-compatible server over real sockets (streaming, usage chunk and all).
+
+Skips that remain, each with its reason (the suite skips them itself, from the flags
+below):
+- test_init_from_env runs (MULTI_LLM_ORCHESTRATOR_CONFIG); test_serdes is skipped: a
+  ChatRouter holds a live Router (sessions, threads, breaker state), which LangChain's
+  serializer cannot rebuild, so ``is_lc_serializable()`` is False.
+- *_with_model_override: a per-call model override is the Router's ``model=`` (issue 16
+  part B, not on main yet); ChatRouter rejects ``model=`` per call instead of ignoring it.
+- image, PDF, audio, video and Anthropic-format inputs: the Router's providers take text.
+- test_stream_time: needs VCR cassettes of a real API; the loopback run covers streaming.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Dict
+
+import pytest
+from langchain_tests.integration_tests import ChatModelIntegrationTests
+from langchain_tests.unit_tests import ChatModelUnitTests
+
+from multi_llm_orchestrator import Router
+from multi_llm_orchestrator.langchain import ChatRouter
+from multi_llm_orchestrator.providers import OpenAICompatibleProvider, ProviderConfig
+
+from fakes import FakeOpenAIServer
+from fakes.mocks import mock, router_with
+
+MOCK_ROUTER = router_with(mock("mock-a"), mock("mock-b"))
+
+
+class TestChatRouterUnit(ChatModelUnitTests):
+    @property
+    def chat_model_class(self) -> type:
+        return ChatRouter
+
+    @property
+    def chat_model_params(self) -> Dict[str, Any]:
+        return {"router": MOCK_ROUTER}
+
+    @property
+    def standard_chat_model_params(self) -> Dict[str, Any]:
+        # The suite adds api_key="test" for integrations that take a key. ChatRouter has no
+        # key of its own (each provider's ProviderConfig holds one) and refuses unknown
+        # arguments rather than dropping them, so the key is left out; the other standard
+        # parameters (temperature, max_tokens, timeout, stop, max_retries) are all taken.
+        params = dict(super().standard_chat_model_params)
+        params.pop("api_key")
+        return params
+
+    @pytest.fixture(autouse=True)
+    def config_file(self, tmp_path):
+        path = tmp_path / "router.json"
+        path.write_text(json.dumps({"providers": [{"type": "mock", "name": "from-env", "extra": {"delay": 0}}]}))
+        self.config_path = str(path)
+
+    @property
+    def init_from_env_params(self):
+        # ChatRouter() with no router reads the file $MULTI_LLM_ORCHESTRATOR_CONFIG names.
+        return {"MULTI_LLM_ORCHESTRATOR_CONFIG": self.config_path}, {}, {"config": self.config_path}
+
+    @property
+    def returns_usage_metadata(self) -> bool:
+        return True
+
+    @property
+    def supports_model_override(self) -> bool:
+        return False  # see the module docstring
+
+
+class TestChatRouterOverMocks(ChatModelIntegrationTests):
+    @property
+    def chat_model_class(self) -> type:
+        return ChatRouter
+
+    @property
+    def chat_model_params(self) -> Dict[str, Any]:
+        return {"router": MOCK_ROUTER}
+
+    @property
+    def supports_model_override(self) -> bool:
+        return False  # see the module docstring
+
+
+@pytest.fixture(scope="class")
+def loopback_router(request):
+    with FakeOpenAIServer() as server:
+        router = Router(timeout=30)
+        router.add_provider(OpenAICompatibleProvider(
+            ProviderConfig(name="loopback", model=server.model, base_url=server.url, api_key="sk-test")
+        ))
+        request.cls.router = router
+        yield
+        router.close()
+
+
+@pytest.mark.usefixtures("loopback_router")
+class TestChatRouterOverLoopbackServer(ChatModelIntegrationTests):
+    @property
+    def chat_model_class(self) -> type:
+        return ChatRouter
+
+    @property
+    def chat_model_params(self) -> Dict[str, Any]:
+        return {"router": self.router}
+
+    @property
+    def supports_model_override(self) -> bool:
+        return False  # see the module docstring
