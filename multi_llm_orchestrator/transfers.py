@@ -43,7 +43,7 @@ logger = logging.getLogger("multi_llm_orchestrator.transfers")
 
 #: How long the deadline thread waits for new work before it exits: sequential callers
 #: would otherwise start a thread per request.
-REAPER_LINGER_S = 1.0
+REAPER_LINGER_S = 0.25
 THREAD_NAME = "mlo-deadline"
 
 _local = threading.local()  # .transfer: the Transfer sending on this thread; .scope: the CancelScope

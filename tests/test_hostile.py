@@ -24,7 +24,9 @@ from multi_llm_orchestrator import (
     ResponseFormatError,
     Router,
 )
+from multi_llm_orchestrator.hedging import HedgePolicy
 from multi_llm_orchestrator.providers.gigachat import GigaChatProvider
+from multi_llm_orchestrator.strategies import Strategy
 from multi_llm_orchestrator.providers.ollama import OllamaProvider
 from multi_llm_orchestrator.providers.openai import OpenAICompatibleProvider
 
@@ -224,3 +226,130 @@ def test_a_long_line_in_small_blocks_is_read_in_linear_time():
     wall = time.monotonic() - started
     assert [len(line) for line in lines] == [8 * 1024 * 1024, 4]
     assert wall < 1.0, wall
+
+
+# 2. Abandoned attempts free their workers ---------------------------------------------------
+
+
+class InOrder(Strategy):
+    """The providers in the order they were added, every call."""
+
+    name = "in-order"
+
+    def order(self, states, health):
+        return list(states)
+
+
+def eager_hedging(after=0.05):
+    return HedgePolicy(after, budget=1.0, budget_reserve=1000)
+
+
+def test_lost_hedges_free_their_workers_and_close_does_not_wait_for_them(server, leaks):
+    # Every call starts on the slow provider and is won by a hedge to the healthy one.
+    # With 4 workers, losers that kept their workers until their own timeout starved
+    # the 5th call onwards; close() then waited for them.
+    router = Router(InOrder(), hedge_after=eager_hedging(), max_workers=4)
+    router.add_provider(openai(server, "slow", name="slow", timeout=5))
+    router.add_provider(openai(server, "ok", name="healthy", timeout=5))
+    try:
+        for index in range(8):
+            completion, wall = timed(lambda: router.complete(f"call {index}"))
+            assert not isinstance(completion, Exception), (index, completion)
+            assert completion.provider == "healthy" and wall < 1.0, (index, wall)
+            assert [a.outcome for a in completion.attempts] == ["lost", "ok"]
+    finally:
+        _, closing = timed(router.close)
+    assert closing < 0.5, closing
+    slow = router.stats()["providers"]["slow"]
+    assert slow["in_flight"] == 0 and slow["abandoned"] == 8 and slow["failures"] == 0, slow
+    assert slow["breaker"]["state"] == "closed"
+
+
+def test_an_attempt_past_the_router_deadline_is_stopped_at_once(server, leaks):
+    router = Router(timeout=0.3, max_workers=2)
+    router.add_provider(openai(server, "slow", name="slow", timeout=5))
+    try:
+        for _ in range(4):  # 2 workers: attempts left running would starve the 3rd call
+            error, wall = timed(lambda: router.route("hi"))
+            assert isinstance(error, AllProvidersFailedError) and wall < 0.3 + MARGIN, (error, wall)
+    finally:
+        _, closing = timed(router.close)
+    assert closing < 0.5, closing
+    slow = router.stats()["providers"]["slow"]
+    assert slow["in_flight"] == 0 and slow["failures_by_type"] == {"ProviderTimeoutError": 4}, slow
+
+
+# 3. A stream cut by the Router deadline says so --------------------------------------------
+
+
+def test_a_stream_cut_by_the_router_deadline_while_text_arrives_says_so(server, leaks):
+    with Router(timeout=0.6) as router:
+        router.add_provider(openai(server, "stream-trickle", timeout=20))
+        started = time.monotonic()
+        stream = router.route_stream("hi")
+        with pytest.raises(ProviderTimeoutError) as caught:
+            for _ in stream:
+                pass
+        wall = time.monotonic() - started
+    message = str(caught.value)
+    assert "Router timeout of 0.6 s while text was arriving" in message, message
+    assert "no answer" not in message
+    assert stream.text.startswith("word0 word1")
+    assert wall < 0.6 + MARGIN, wall
+
+
+# 6. close() never hangs ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("timeout", [None, 30.0], ids=["no-timeout", "timeout"])
+def test_close_wakes_every_caller_within_grace(server, leaks, timeout):
+    # 64 callers, 4 workers: most attempts are still queued when close() cancels them.
+    router = Router(InOrder(), timeout=timeout, hedge_after=eager_hedging(0.02), max_workers=4)
+    router.add_provider(openai(server, "slow", name="slow-a", timeout=20))
+    router.add_provider(openai(server, "slow", name="slow-b", timeout=20))
+    outcomes = []
+    lock = threading.Lock()
+
+    def caller(index):
+        try:
+            if index % 2:
+                result = "".join(router.route_stream(f"call {index}"))
+            else:
+                result = router.route(f"call {index}")
+        except Exception as exc:  # collected: typed or not
+            result = exc
+        with lock:
+            outcomes.append((result, time.monotonic()))
+
+    threads = [threading.Thread(target=caller, args=(n,), daemon=True, name=f"test-caller-{n}") for n in range(64)]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.3)  # every caller inside route/route_stream, hedges started
+    grace = 0.3
+    closed_at = time.monotonic()
+    router.close(grace=grace)
+    closing = time.monotonic() - closed_at
+    for thread in threads:
+        thread.join(grace + 2.0)
+    assert not [t for t in threads if t.is_alive()], "callers still blocked after close()"
+    assert len(outcomes) == 64
+    untyped = [result for result, _ in outcomes if not isinstance(result, OrchestratorError)]
+    assert untyped == []
+    latest = max(at for _, at in outcomes) - closed_at
+    assert latest < grace + MARGIN + 0.2, latest
+    assert closing < grace + 1.0, closing
+    for name, provider in router.stats()["providers"].items():
+        assert provider["in_flight"] == 0, (name, provider)
+
+
+@pytest.mark.parametrize("hedged", [False, True])
+def test_a_stream_never_read_does_not_stay_in_flight_after_close(server, leaks, hedged):
+    router = Router(hedge_after=eager_hedging() if hedged else None)
+    router.add_provider(openai(server, "ok", timeout=5))
+    stream = router.route_stream("hi")
+    assert router.stats()["providers"]["ok"]["in_flight"] == 1
+    router.close(grace=0.1)
+    assert router.stats()["providers"]["ok"]["in_flight"] == 0
+    assert router.stats()["succeeded"] + router.stats()["failed"] == 1
+    with pytest.raises(OrchestratorError):
+        "".join(stream)  # cut by close(): a typed error, not a hang or a half answer
