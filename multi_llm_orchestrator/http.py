@@ -40,7 +40,11 @@ from urllib.parse import urljoin, urlsplit
 
 import requests
 import urllib3
+from requests.adapters import HTTPAdapter
 from requests.structures import CaseInsensitiveDict
+from urllib3 import poolmanager
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import MaxRetryError, ResponseError
 from urllib3.util.retry import Retry
 from urllib3.util.timeout import Timeout
@@ -62,7 +66,7 @@ from .limits import report_response
 from .providers.base import BaseProvider
 from .reading import TRANSFER_ATTR, BodyChunks, close_response, read_body, read_prefix
 from .streaming import LineReader
-from .transfers import TrackingAdapter, Transfer, stop_reaper_if_idle
+from .transfers import Transfer, TransferCut, current_transfer, stop_reaper_if_idle
 from .validation import capped_growth
 from .types import TextStream
 
@@ -176,6 +180,73 @@ class DeadlineTimeout(Timeout):
 
     def clone(self) -> "DeadlineTimeout":
         return DeadlineTimeout(self._connect, self._read, self.deadline)
+
+
+# Connections that join the Transfer of the request taking them (see transfers.py) ------
+
+
+class _TrackedConnectionMixin:
+    def connect(self) -> None:
+        super().connect()  # type: ignore[misc]
+        transfer = getattr(self, "_mlo_transfer", None)
+        if transfer is not None:
+            transfer.connected(self)
+
+
+class _TrackedHTTPConnection(_TrackedConnectionMixin, HTTPConnection):
+    pass
+
+
+class _TrackedHTTPSConnection(_TrackedConnectionMixin, HTTPSConnection):
+    pass
+
+
+class _TrackedPoolMixin:
+    def _get_conn(self, timeout: Optional[float] = None) -> Any:
+        transfer: Optional[Transfer] = current_transfer()
+        if transfer is not None and transfer.error is not None:
+            raise TransferCut(str(transfer.error))
+        connection = super()._get_conn(timeout)  # type: ignore[misc]
+        if transfer is not None:
+            try:
+                transfer.attach(connection)
+            except TransferCut:  # cut meanwhile: the connection goes back unused, not dropped open
+                self._put_conn(connection)
+                raise
+        return connection
+
+    def _put_conn(self, connection: Any) -> None:
+        transfer = getattr(connection, "_mlo_transfer", None)
+        if transfer is not None:
+            transfer.detach(connection)
+        super()._put_conn(connection)  # type: ignore[misc]
+
+
+class _TrackedHTTPPool(_TrackedPoolMixin, HTTPConnectionPool):
+    ConnectionCls = _TrackedHTTPConnection
+
+
+class _TrackedHTTPSPool(_TrackedPoolMixin, HTTPSConnectionPool):
+    ConnectionCls = _TrackedHTTPSConnection
+
+
+_POOL_CLASSES = {"http": _TrackedHTTPPool, "https": _TrackedHTTPSPool}
+
+
+class TrackingAdapter(HTTPAdapter):
+    """An ``HTTPAdapter`` whose connections join the active ``Transfer`` (see module doc)."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = _POOL_CLASSES
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        # A SOCKS manager brings its own pool classes: those stay (untracked, but each
+        # read is still bounded by the socket timeout).
+        if manager.pool_classes_by_scheme is poolmanager.pool_classes_by_scheme:
+            manager.pool_classes_by_scheme = _POOL_CLASSES
+        return manager
 
 
 def make_retry(max_retries: int, statuses: Collection[int] = RETRY_STATUSES) -> Retry:

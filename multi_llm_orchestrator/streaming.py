@@ -52,6 +52,14 @@ class LineReader(Iterator[str]):
         self._lines.close()
         self._release()  # a reader closed before its first line never ran its finally
 
+    def __del__(self) -> None:
+        # A reader dropped before its first line never ran its generator's finally: the
+        # socket would stay open until the connection object is collected.
+        try:
+            self._release()
+        except Exception:
+            pass
+
     def _release(self) -> None:
         if not self._released:
             self._released = True

@@ -6,9 +6,10 @@ going for as long as it likes. And a thread blocked in a read cannot be told to 
 closing its socket does not wake it, only ``socket.shutdown`` does.
 
 So every HTTP request is a ``Transfer``: it knows the urllib3 connections it has taken
-(``TrackingAdapter`` makes its pools hand them to the transfer active on the taking
-thread) and can be cut, which shuts those sockets down so the blocked read returns at
-once and the reader raises the transfer's typed error instead:
+(``http.TrackingAdapter`` makes its pools hand them to the transfer active on the
+taking thread; this module itself imports neither requests nor urllib3) and can be
+cut, which shuts those sockets down so the blocked read returns at once and the
+reader raises the transfer's typed error instead:
 
 - at its deadline, by the ``mlo-deadline`` thread (``Reaper``), whatever the reads did;
 - when the Router abandons the attempt it belongs to (hedge lost, Router deadline
@@ -30,14 +31,9 @@ import time
 from contextlib import contextmanager
 from typing import Any, Dict, Iterator, List, Optional, Set, Tuple
 
-from requests.adapters import HTTPAdapter
-from urllib3 import poolmanager
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-
 from .errors import ProviderError
 
-__all__ = ["Transfer", "CancelScope", "TransferCut", "TrackingAdapter", "stop_reaper_if_idle"]
+__all__ = ["Transfer", "CancelScope", "TransferCut", "current_transfer", "stop_reaper_if_idle"]
 
 logger = logging.getLogger("multi_llm_orchestrator.transfers")
 
@@ -47,6 +43,11 @@ REAPER_LINGER_S = 0.25
 THREAD_NAME = "mlo-deadline"
 
 _local = threading.local()  # .transfer: the Transfer sending on this thread; .scope: the CancelScope
+
+
+def current_transfer() -> Optional["Transfer"]:
+    """The Transfer sending on this thread (between ``start()`` and ``sent()``), if any."""
+    return getattr(_local, "transfer", None)
 
 
 class TransferCut(Exception):
@@ -176,6 +177,7 @@ class Transfer:
         connection._mlo_transfer = None
 
     def connected(self, connection: Any) -> None:
+        """Called once ``connection`` has connected."""
         # A cut that came while the socket was being opened found no socket to shut.
         with self._lock:
             cut = self.error is not None and connection in self._connections
@@ -190,69 +192,6 @@ def _shutdown(sock: Optional[socket.socket]) -> None:
         sock.shutdown(socket.SHUT_RDWR)
     except OSError:  # already closed or never connected: nothing is blocked on it
         pass
-
-
-# urllib3 hooks ----------------------------------------------------------------------------
-
-
-class _TrackedConnectionMixin:
-    def connect(self) -> None:
-        super().connect()  # type: ignore[misc]
-        transfer = getattr(self, "_mlo_transfer", None)
-        if transfer is not None:
-            transfer.connected(self)
-
-
-class _TrackedHTTPConnection(_TrackedConnectionMixin, HTTPConnection):
-    pass
-
-
-class _TrackedHTTPSConnection(_TrackedConnectionMixin, HTTPSConnection):
-    pass
-
-
-class _TrackedPoolMixin:
-    def _get_conn(self, timeout: Optional[float] = None) -> Any:
-        transfer: Optional[Transfer] = getattr(_local, "transfer", None)
-        if transfer is not None and transfer.error is not None:
-            raise TransferCut(str(transfer.error))
-        connection = super()._get_conn(timeout)  # type: ignore[misc]
-        if transfer is not None:
-            transfer.attach(connection)
-        return connection
-
-    def _put_conn(self, connection: Any) -> None:
-        transfer = getattr(connection, "_mlo_transfer", None)
-        if transfer is not None:
-            transfer.detach(connection)
-        super()._put_conn(connection)  # type: ignore[misc]
-
-
-class _TrackedHTTPPool(_TrackedPoolMixin, HTTPConnectionPool):
-    ConnectionCls = _TrackedHTTPConnection
-
-
-class _TrackedHTTPSPool(_TrackedPoolMixin, HTTPSConnectionPool):
-    ConnectionCls = _TrackedHTTPSConnection
-
-
-_POOL_CLASSES = {"http": _TrackedHTTPPool, "https": _TrackedHTTPSPool}
-
-
-class TrackingAdapter(HTTPAdapter):
-    """An ``HTTPAdapter`` whose connections join the active ``Transfer`` (see module doc)."""
-
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = _POOL_CLASSES
-
-    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
-        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
-        # A SOCKS manager brings its own pool classes: those stay (untracked, but each
-        # read is still bounded by the socket timeout).
-        if manager.pool_classes_by_scheme is poolmanager.pool_classes_by_scheme:
-            manager.pool_classes_by_scheme = _POOL_CLASSES
-        return manager
 
 
 # The deadline thread -------------------------------------------------------------------

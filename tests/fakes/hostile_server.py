@@ -20,6 +20,8 @@ gets Server-Sent Events.
 ``stream-trickle``  SSE text events every ``TRICKLE_S``, without end
 ``reset-mid-body``  a Content-Length body cut after 100 bytes by a reset (RST)
 ``error-huge``      HTTP 500 with an endless body
+``mix``             one of the above per request, seeded: half ``ok``, the rest slow,
+                    trickling, huge (bodies, gzip bombs, lines) or reset mid-body
 ==================  ================================================================
 
 The child exits when the parent closes its stdin.
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import random
 import socket
 import struct
 import subprocess
@@ -68,6 +71,8 @@ class _Server(ThreadingHTTPServer):
     block_on_close = False
     request_queue_size = 256
     bomb: Optional[bytes] = None
+    rng = random.Random(11)
+    rng_lock = threading.Lock()
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -206,6 +211,16 @@ class _Handler(BaseHTTPRequestHandler):
         self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         self.connection.close()
         self.close_connection = True
+
+    MIX = ("ok",) * 8 + ("slow", "trickle", "trickle-headers", "huge", "gzip-bomb", "reset-mid-body", "error-huge")
+    STREAM_MIX = ("ok",) * 8 + ("slow", "stream-trickle", "huge-line", "endless-event", "reset-mid-body", "trickle-headers")
+
+    def b_mix(self, rest: str, stream: bool, text: str) -> None:
+        if rest.endswith("/models") or rest.endswith("/oauth"):
+            return self.normal(rest, stream, text)
+        with self.server.rng_lock:
+            behaviour = self.server.rng.choice(self.STREAM_MIX if stream else self.MIX)
+        getattr(self, "b_" + behaviour.replace("-", "_"))(rest, stream, text)
 
     def b_error_huge(self, rest: str, stream: bool, text: str) -> None:
         self.start_chunked(status=500)
