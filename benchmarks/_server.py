@@ -1,6 +1,7 @@
 """A minimal OpenAI-compatible loopback server for the HTTP benchmarks (not a benchmark).
 
-It answers ``POST .../chat/completions`` with one fixed chat completion and
+It answers ``POST .../chat/completions`` with one fixed chat completion,
+``POST .../embeddings`` with one small vector per input (OpenAI's shape), and
 ``GET .../models`` with one model, after a latency drawn independently per request:
 ``fast`` seconds, or ``slow`` seconds with probability ``slow_share``. Everything else
 is kept cheap on purpose (the response is prebuilt bytes, written with one send), so the
@@ -88,14 +89,22 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
-        if length:
-            self.rfile.read(length)
+        body = self.rfile.read(length) if length else b""
         path = self.path
         if path.endswith("/chat/completions"):
             delay = self.server.latency()
             if delay:
                 time.sleep(delay)
             self.wfile.write(self.CHAT)
+        elif path.endswith("/embeddings"):
+            delay = self.server.latency()
+            if delay:
+                time.sleep(delay)
+            texts = json.loads(body).get("input") or []
+            data = [{"object": "embedding", "index": index, "embedding": [0.5, -0.5, 0.25, float(len(text))]}
+                    for index, text in enumerate(texts)]
+            self.wfile.write(_response("200 OK", {"object": "list", "model": MODEL, "data": data,
+                                                  "usage": {"prompt_tokens": len(texts), "total_tokens": len(texts)}}))
         elif path == "/_reset":
             server = self.server
             with server.lock:
@@ -147,7 +156,7 @@ class ServerProcess:
             connection.close()
 
     def stats(self) -> dict:
-        """{"requests": chat completions, "slow": how many got the slow latency, "connections": TCP}."""
+        """{"requests": chat completions and embeddings requests, "slow": how many got the slow latency, "connections": TCP}."""
         return self._call("GET", "/_stats")
 
     def requests(self) -> int:

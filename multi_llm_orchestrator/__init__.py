@@ -31,7 +31,9 @@ from .errors import (
 )
 from .limits import Limits
 from .providers import BaseProvider, MockProvider
+from .cache import ResponseCache
 from .router import Router
+from .state import LocalState, State
 from .types import (
     Attempt,
     Completion,
@@ -48,6 +50,16 @@ from .types import (
 )
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> object:
+    # RedisState needs the optional redis-py: imported only when asked for.
+    if name == "RedisState":
+        from .redis_state import RedisState
+
+        return RedisState
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 # A library configures no handler; NullHandler keeps Python's last-resort handler from
 # printing our warnings when the application has not set up logging.
@@ -74,6 +86,10 @@ __all__ = [
     "TokenCount",
     "TextStream",
     "RouterEvent",
+    "ResponseCache",
+    "State",
+    "LocalState",
+    "RedisState",
     "OrchestratorError",
     "ConfigurationError",
     "NoProvidersError",

@@ -22,11 +22,12 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Tuple, TypeVar
+from typing import Callable, Optional, Protocol, Tuple, TypeVar
 
+from .config import scrub_secrets
 from .errors import AuthenticationError, ProviderError, ProviderTimeoutError
 
-__all__ = ["Token", "TokenCache", "time_left"]
+__all__ = ["Token", "TokenCache", "SharedTokens", "time_left"]
 
 logger = logging.getLogger("multi_llm_orchestrator.auth")
 
@@ -46,6 +47,15 @@ class Token:
     value: str = field(repr=False)
     generation: int
     refresh_at: Optional[float]
+
+
+class SharedTokens(Protocol):
+    """A token store shared by processes: ``fetch(fetch, deadline, rejected)`` returns
+    the fleet's valid token and its lifetime left, calling ``fetch(deadline)`` itself
+    (under a fleet-wide lock) when there is none or it is ``rejected``."""
+
+    def fetch(self, fetch: Fetch, deadline: float, rejected: Optional[str]) -> Tuple[str, Optional[float]]:
+        ...
 
 
 class TokenCache:
@@ -88,6 +98,12 @@ class TokenCache:
         # Fetches finished so far and the error of the last one, for threads that waited.
         self._attempts = 0
         self._failure: Optional[BaseException] = None
+        self._shared: Optional[SharedTokens] = None
+
+    def share(self, store: "SharedTokens") -> None:
+        """Get tokens through ``store`` (one fetch for a whole fleet; see ``RedisState``)."""
+        if self._fetch is not None:  # a fixed token has nothing to share
+            self._shared = store
 
     def __repr__(self) -> str:
         return f"TokenCache(owner={self.owner!r}, generation={self._generation})"
@@ -130,9 +146,7 @@ class TokenCache:
 
     def scrub(self, text: str) -> str:
         """``text`` with every token this cache has held replaced by <redacted>."""
-        for value in self._known:
-            text = text.replace(value, "<redacted>")
-        return text
+        return scrub_secrets(text, self._known)
 
     def _usable(self, token: Optional[Token]) -> bool:
         return token is not None and (token.refresh_at is None or self.clock() < token.refresh_at)
@@ -164,7 +178,10 @@ class TokenCache:
             self._failure = None
             started = self.clock()
             try:
-                value, lifetime = self._fetch(deadline)
+                if self._shared is None:
+                    value, lifetime = self._fetch(deadline)
+                else:  # the fleet's token, or one fetched for the whole fleet
+                    value, lifetime = self._shared.fetch(self._fetch, deadline, rejected.value if rejected else None)
             except Exception as exc:
                 self._failure = exc
                 raise

@@ -65,7 +65,7 @@ class Price:
         """The cost of a finished call from its ``Usage`` (cached prompt tokens at ``cached``)."""
         prompt = max(0, int(getattr(usage, "prompt_tokens", 0) or 0))
         completion = max(0, int(getattr(usage, "completion_tokens", 0) or 0))
-        cached = min(prompt, max(0, int(getattr(usage, "cached_tokens", 0) or 0)))
+        cached = min(prompt, max(0, int(getattr(usage, "cached_prompt_tokens", 0) or 0)))
         cached_price = self.prompt if self.cached is None else self.cached
         return ((prompt - cached) * self.prompt + cached * cached_price + completion * self.completion) / 1000.0
 
@@ -182,6 +182,8 @@ class Budget:
             try:
                 budgets.append(cls(**item))
             except ConfigurationError as exc:
+                if not isinstance(value, (list, tuple)):
+                    raise  # the message already says "budget ..."
                 raise ConfigurationError(f"{place}: {exc}") from None
         return budgets
 

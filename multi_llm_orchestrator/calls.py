@@ -15,8 +15,8 @@ success nor a failure, and its breaker reservation is given back.
 
 A tracer (see ``multi_llm_orchestrator.otel``) is any object with ``start_call(call)``
 returning a call trace or None; a call trace has ``attempt(attempt_run)`` returning an
-attempt trace (``run(invoke, provider, remaining)`` and ``end(error, result)``) and
-``end(attempt_run, error, result)``. Without a tracer the only cost is an ``is None`` test
+attempt trace (``run(invoke, provider, remaining)`` and ``end(error, usage, result)``) and
+``end(attempt_run, error, usage, result)``. Without a tracer the only cost is an ``is None`` test
 per call and per attempt.
 """
 
@@ -28,6 +28,7 @@ import time
 from concurrent.futures import Future
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+from .admission import Admission, Demand, Grant, NoCapacityYet, RouterBudgetRefusal, capacity_error
 from .errors import (
     AllProvidersFailedError,
     ConfigurationError,
@@ -35,8 +36,10 @@ from .errors import (
     InvalidRequestError,
     ProviderError,
     ProviderTimeoutError,
+    RateLimitError,
     ResponseFormatError,
 )
+from .limits import Refusal, attempt_feedback
 from .providers.base import BaseProvider
 from .strategies import ProviderState
 from .transfers import CancelScope
@@ -104,7 +107,8 @@ class Telemetry:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._totals = {"calls": 0, "succeeded": 0, "failed": 0}
+        # Cache hits are calls answered without a provider (counted in calls and succeeded).
+        self._totals = {"calls": 0, "succeeded": 0, "failed": 0, "cache_hits": 0, "cache_misses": 0}
         self.listeners: Tuple[Listener, ...] = ()
         self.tracer: Optional[Any] = None
         self.live = LiveAttempts()
@@ -145,8 +149,19 @@ class Call:
         telemetry: "Telemetry",
         messages: Optional[List[Any]] = None,
         params: Any = None,
+        operation: str = "chat",
+        *,
+        admission: Optional[Admission] = None,
+        max_cost: Optional[float] = None,
     ) -> None:
         self.telemetry = telemetry
+        self.admission = admission
+        self.max_cost = max_cost  # planning skips providers expected to cost more
+        self.demand = Demand(messages, params, max_cost) if messages is not None and params is not None else None
+        # Providers refused by admission control on this pass: (name, Refusal).
+        self.refusals: List[Tuple[str, Refusal]] = []
+        self.waiting = False  # admission="wait": a pass with no capacity waits, not fails
+        self.on_admitted: Optional[Callable[[], None]] = None
         telemetry.count("calls")
         self.streaming = streaming
         self.budget = budget
@@ -159,6 +174,7 @@ class Call:
         self._reported = False
         self.messages = messages  # the validated prompt: for planning checks, and a tracer that records content
         self.params = params
+        self.operation = operation  # "chat" or "embeddings": what a tracer names the call
         tracer = telemetry.tracer
         self.trace = tracer.start_call(self) if tracer is not None else None
 
@@ -169,6 +185,25 @@ class Call:
 
     def elapsed(self) -> float:
         return time.monotonic() - self.started
+
+    def expected_cost(self, state: ProviderState) -> Optional[float]:
+        """This call's expected cost on ``state``'s provider (None: no prices), for strategies."""
+        return self.admission.expected_cost(state, self.demand) if self.admission is not None else None
+
+    def refuse(self, state: ProviderState, refusal: Refusal, hedge: bool) -> None:
+        """Admission control skipped this provider: note why and for how long."""
+        with self._lock:
+            self.refusals.append((state.name, refusal))
+        self.record(Attempt(state.name, "skipped", 0.0, refusal.describe(), type(refusal).__name__, hedge), self.next_order())
+
+    def out_of_capacity(self, waited: bool = False) -> AllProvidersFailedError:
+        """End the call: no provider had capacity (or budget) to start it."""
+        with self._lock:
+            refusals = list(self.refusals)
+        failure = capacity_error(refusals, waited, self.remaining())
+        if self._end():
+            self._report(None, "error", failure, None, 0)
+        return failure  # type: ignore[return-value]
 
     def record(self, attempt: Attempt, order: int) -> None:
         """Note an attempt's outcome; ``order`` is when it started, so the list reads in
@@ -194,7 +229,11 @@ class Call:
             first, self._reported = not self._reported, True
             return first
 
-    def failed(self, errors: List[ProviderError], deadline_hit: bool) -> AllProvidersFailedError:
+    def failed(self, errors: List[ProviderError], deadline_hit: bool) -> Exception:
+        if not errors and self.refusals and not deadline_hit:
+            if self.waiting and not any(isinstance(r, RouterBudgetRefusal) for _, r in self.refusals):
+                return NoCapacityYet()  # Admission.run waits for capacity and tries again
+            return self.out_of_capacity()
         first = self._end()
         # An attempt given the last of the budget times out on its own a hair before the
         # Router's deadline: that is the deadline running out too.
@@ -265,7 +304,7 @@ class Call:
                 attempts=count, streaming=self.streaming,
             ))
         if self.trace is not None:
-            self.trace.end(attempt, error, result)
+            self.trace.end(attempt, error, usage, result)
 
 
 class AttemptRun:
@@ -283,6 +322,8 @@ class AttemptRun:
         self.finished = False
         self.released = False
         self.trace: Optional[Any] = None
+        self.grant: Optional[Grant] = None  # admission control's capacity and budget, if any
+        self.result: Any = None
         self.scope = CancelScope()  # the requests in flight, cut when the attempt is stopped
         #: Called by ``cut`` once the provider has answered (a stream being relayed).
         self.on_cut: Optional[Callable[[ProviderError], None]] = None
@@ -294,9 +335,19 @@ class AttemptRun:
         if reservation is None:
             call.record(Attempt(state.name, "skipped", hedge=hedge), call.next_order())
             return None
+        admission = call.admission
+        grant = admission.admit(call, state) if admission is not None else None
+        if isinstance(grant, Refusal):
+            state.breaker.release(reservation)
+            call.refuse(state, grant, hedge)
+            return None
+        if call.on_admitted is not None:
+            call.on_admitted()  # a waiting call leaves the queue: the next in line may go
         if hedge:
             state.metrics.hedge("started")
-        return cls(call, state, hedge, reservation)
+        attempt = cls(call, state, hedge, reservation)
+        attempt.grant = grant
+        return attempt
 
     def run(self, invoke: Callable[[BaseProvider, Optional[float]], Any]) -> Any:
         remaining = self.call.remaining()
@@ -315,8 +366,10 @@ class AttemptRun:
         self.state.metrics.started()
         self.started = time.monotonic()
         call_trace = self.call.trace
+        grant = self.grant
+        limiter = grant.state.admission.limiter if grant is not None and grant.reservation is not None else None
         try:
-            with self.scope.active():
+            with attempt_feedback(limiter), self.scope.active():
                 if call_trace is None:
                     result = invoke(provider, remaining)
                 else:  # the attempt's span is current while the provider runs, on this thread
@@ -332,6 +385,7 @@ class AttemptRun:
             self.finish(ProviderError("interrupted", provider=provider.name), None)
             raise
         self.answered = time.monotonic() - self.started
+        self.result = result
         return result
 
     def release(self) -> None:
@@ -339,6 +393,8 @@ class AttemptRun:
         if not self.released:
             self.released = True
             self.state.breaker.release(self.reservation)
+            if self.grant is not None:
+                self.call.admission.settle(self.grant, None, sent=False)  # type: ignore[union-attr]
 
     def release_if_cancelled(self, future: Future) -> None:
         if future.cancelled():
@@ -358,6 +414,14 @@ class AttemptRun:
         self.finished = True
         state, latency = self.state, time.monotonic() - self.started
         self.call.telemetry.live.discard(self)
+        admission = self.call.admission
+        if admission is not None:
+            if isinstance(error, RateLimitError):
+                admission.penalize(state, error.retry_after)
+            if self.grant is not None:
+                answered = result if result is not None else self.result
+                model = getattr(getattr(answered, "stream", answered), "model", None)
+                admission.settle(self.grant, usage, model=model)
         if error is None:
             state.metrics.succeeded(latency, usage)
             state.breaker.record_success(self.reservation)
@@ -384,7 +448,7 @@ class AttemptRun:
                 hedge=self.hedge, streaming=self.call.streaming,
             ))
         if self.trace is not None:
-            self.trace.end(error, result)
+            self.trace.end(error, usage, result)
 
     def cut(self, error: ProviderError) -> None:
         """Stop the attempt now: cut its requests in flight (their reads fail with

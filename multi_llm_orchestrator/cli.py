@@ -5,6 +5,9 @@
     multi-llm-orchestrator --config router.json health
     multi-llm-orchestrator --config router.json models
     multi-llm-orchestrator --config router.json batch prompts.txt --workers 8 > answers.jsonl
+    multi-llm-orchestrator embed "first text" "second text" > vectors.jsonl
+    multi-llm-orchestrator --config router.json embed --file docs.txt --space gigachat:Embeddings
+    multi-llm-orchestrator --config router.json balance
     multi-llm-orchestrator demo
 
 The configuration file comes from ``--config`` or the ``MULTI_LLM_ORCHESTRATOR_CONFIG``
@@ -26,7 +29,7 @@ import os
 import sys
 import threading
 import time
-from typing import Any, Dict, List, Optional, Sequence, TextIO
+from typing import Any, Dict, List, Optional, Sequence, TextIO, Tuple
 
 __all__ = ["main", "build_parser", "DEFAULT_CONFIG", "CONFIG_ENV"]
 
@@ -83,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"router configuration (JSON); default ${CONFIG_ENV}, else three mock providers")
     common.add_argument("--strategy", "-s", metavar="NAME", default=argparse.SUPPRESS,
                         help="override the strategy: round-robin, random, first-available, best-available, "
-                             "weighted, least-busy")
+                             "weighted, least-busy, cheapest")
     common.add_argument("--timeout", "-t", type=float, metavar="SECONDS", default=argparse.SUPPRESS,
                         help="total seconds per call (and per health/model check)")
     common.add_argument("--verbose", "-v", action="count", default=argparse.SUPPRESS,
@@ -132,6 +135,24 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--max-tokens", type=int, metavar="N")
     batch.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     batch.set_defaults(handler=_batch)
+
+    embed = commands.add_parser(
+        "embed", parents=[common], help="embed texts; JSONL out (one vector per text, in input order)",
+        description="Texts from the arguments, else one per line from --file or stdin (blank lines are "
+                    "skipped). Each output line is {\"index\", \"line\" (files and stdin), \"text\", "
+                    "\"embedding\"}; a summary goes to stderr. The three default mock providers need no keys.",
+    )
+    embed.add_argument("texts", nargs="*", help='texts to embed ("-" alone, or none, reads stdin)')
+    embed.add_argument("--file", "-f", metavar="FILE", help="read the texts from FILE, one per line")
+    embed.add_argument("--space", metavar="NAME", help="the embedding space (required when there are several)")
+    embed.add_argument("--purpose", choices=("document", "query"), help="what the texts are (YandexGPT has a model each)")
+    embed.add_argument("--parallel", type=int, default=8, metavar="N", help="batches at once (default 8)")
+    embed.set_defaults(handler=_embed)
+
+    balance = commands.add_parser("balance", parents=[common],
+                                  help="tokens left on each account that has a balance API (GigaChat)")
+    balance.add_argument("--json", action="store_true", help="print JSON")
+    balance.set_defaults(handler=_balance)
 
     demo = commands.add_parser("demo", parents=[common], help="a tour of strategies and fallback over mocks")
     demo.set_defaults(handler=_demo)
@@ -251,6 +272,63 @@ def _batch(args: argparse.Namespace) -> int:
     return EXIT_FAILED if failed else EXIT_OK
 
 
+def _embed(args: argparse.Namespace) -> int:
+    if args.parallel < 1:
+        raise _UsageError("--parallel must be at least 1")
+    if args.file and args.texts:
+        raise _UsageError("give texts as arguments or --file, not both")
+    numbered: List[Any] = []
+    if args.texts and args.texts != ["-"]:
+        numbered = [(None, text) for text in args.texts]
+    else:
+        numbered = _numbered_lines(args.file or "-")
+    if not numbered:
+        raise _UsageError("no text to embed: pass texts as arguments, --file FILE, or lines on stdin")
+    started = time.monotonic()
+    with _router(args) as router:
+        result = router.embed([text for _, text in numbered], space=args.space, purpose=args.purpose,
+                              max_parallel=args.parallel)
+    for index, ((line, text), vector) in enumerate(zip(numbered, result.vectors)):
+        record: Dict[str, Any] = {"index": index}
+        if line is not None:
+            record["line"] = line
+        record.update(text=text, embedding=vector)
+        sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+    print(
+        f"embed: {len(result)} text(s), {result.dimensions} dimensions, space {result.space!r}, "
+        f"by {result.provider} ({result.model}), {result.usage.prompt_tokens} tokens, "
+        f"in {time.monotonic() - started:.2f} s",
+        file=sys.stderr,
+    )
+    return EXIT_OK
+
+
+def _balance(args: argparse.Namespace) -> int:
+    timeout = getattr(args, "timeout", None)
+    results: Dict[str, Dict[str, Any]] = {}
+    with _router(args) as router:
+        for provider in router.providers:
+            if not getattr(provider, "supports_balance", False):
+                results[provider.name] = {"error": "no balance API"}
+                continue
+            try:
+                results[provider.name] = {"balance": dict(provider.balance(timeout=timeout))}
+            except Exception as exc:  # one provider's failure must not hide the others
+                results[provider.name] = {"error": f"{type(exc).__name__}: {_one_line(exc)}"}
+    if args.json:
+        print(json.dumps(results, ensure_ascii=False, indent=2))
+    else:
+        rows = []
+        for name, result in results.items():
+            if "error" in result:
+                rows.append((name, "-", "-", result["error"]))
+            for usage, value in result.get("balance", {}).items():
+                rows.append((name, usage, f"{value:,.0f}", ""))
+        _print_table(("PROVIDER", "USAGE", "TOKENS LEFT", "NOTE"), rows)
+    return EXIT_OK if any("balance" in result for result in results.values()) else EXIT_FAILED
+
+
 def _demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -263,7 +341,11 @@ def _demo(args: argparse.Namespace) -> int:
 def _router(args: argparse.Namespace) -> Any:
     from .configuration import load_config
 
-    source = getattr(args, "config", None) or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG
+    given = getattr(args, "config", None)
+    if given is not None and not given.strip():
+        # An unset shell variable (--config "$CONFIG") must not quietly mean the mocks.
+        raise _UsageError("--config is empty: pass the path of a JSON configuration file, or leave --config out")
+    source = given or os.environ.get(CONFIG_ENV, "").strip() or DEFAULT_CONFIG
     config = load_config(source)
     if getattr(args, "strategy", None):
         config.strategy = args.strategy
@@ -280,10 +362,8 @@ def _params(args: argparse.Namespace) -> Any:
     return GenerationParams(temperature=args.temperature, max_tokens=args.max_tokens)
 
 
-def _read_batch(path: str, fmt: str) -> List[Dict[str, Any]]:
-    """One dict per prompt: {"line", "prompt"} or {"line", "error"} (+ "id" when given)."""
-    from .errors import ConfigurationError
-
+def _numbered_lines(path: str) -> List[Tuple[int, str]]:
+    """The non-blank lines of ``path`` ("-": stdin) with their 1-based line numbers."""
     try:
         if path == "-":
             lines = sys.stdin.read().splitlines()
@@ -292,7 +372,14 @@ def _read_batch(path: str, fmt: str) -> List[Dict[str, Any]]:
                 lines = handle.read().splitlines()
     except (OSError, UnicodeDecodeError) as exc:
         raise _UsageError(f"cannot read {path}: {exc}") from None
-    numbered = [(number, line) for number, line in enumerate(lines, 1) if line.strip()]
+    return [(number, line) for number, line in enumerate(lines, 1) if line.strip()]
+
+
+def _read_batch(path: str, fmt: str) -> List[Dict[str, Any]]:
+    """One dict per prompt: {"line", "prompt"} or {"line", "error"} (+ "id" when given)."""
+    from .errors import ConfigurationError
+
+    numbered = _numbered_lines(path)
     if fmt == "auto":
         fmt = "jsonl" if numbered and numbered[0][1].lstrip().startswith("{") else "text"
     items: List[Dict[str, Any]] = []

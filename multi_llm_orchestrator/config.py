@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterable, List, Optional, Union
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from dataclasses_json import DataClassJsonMixin, config as json_field
 
 from .errors import ConfigurationError
 from .reading import DEFAULT_MAX_RESPONSE_BYTES
-from .validation import check_int, check_number
+from .validation import check_int, check_nesting, check_number
 
-__all__ = ["ProviderConfig", "redact", "is_secret_key"]
+__all__ = ["ProviderConfig", "redact", "is_secret_key", "scrub_secrets"]
 
 SECRET_FIELDS = ("api_key",)
 # Matched against whole words of a key split on "_" and "-" (so "max_tokens" and
@@ -20,6 +21,25 @@ SECRET_FIELDS = ("api_key",)
 SECRET_WORDS = frozenset({"token", "password", "passwd", "secret", "credentials", "authorization", "apikey"})
 SECRET_WORD_PAIRS = frozenset({"api_key", "auth_key", "access_key", "private_key"})
 URL_FIELDS = ("base_url", "auth_url")
+
+
+#: Transport retries of one request; more only multiplies the wait on a dead server.
+MAX_RETRIES = 100
+#: Connections kept per host (one per thread that calls at once).
+MAX_POOL_SIZE = 10_000
+
+
+def _is_http_url(url: Any) -> bool:
+    """An http(s) URL with a host, a valid port and no whitespace or control characters
+    (requests would only fail at the first call: "http://[::1" raised a bare ValueError)."""
+    if not isinstance(url, str) or any(ord(char) <= 32 or ord(char) == 127 for char in url):
+        return False
+    try:
+        parts = urlsplit(url)
+        parts.port  # raises ValueError on a port that is not a number in 0-65535
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
 
 
 def is_secret_key(key: Any) -> bool:
@@ -55,6 +75,35 @@ def _clean_url(url: Optional[str], drop: bool) -> Optional[str]:
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
+REDACTED = "<redacted>"
+#: The shortest start of a secret that ``scrub_secrets`` removes when a quote cut it off.
+MIN_SECRET_FRAGMENT = 8
+
+
+def scrub_secrets(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with every secret replaced by <redacted>, and also any start of one
+    (``MIN_SECRET_FRAGMENT`` characters or more): a body quoted as ``body[:80]`` may
+    end in the middle of an echoed key, where a plain replace would find nothing.
+
+    >>> scrub_secrets("echo: Bearer sk-live-1234567890 ...", ["sk-live-1234567890"])
+    'echo: Bearer <redacted> ...'
+    >>> scrub_secrets("'Authorization: Bearer sk-live-12'", ["sk-live-1234567890"])
+    "'Authorization: Bearer <redacted>'"
+    """
+    for secret in secrets:  # longest first: a key inside a longer header value
+        if secret in text:
+            text = text.replace(secret, REDACTED)
+        head = secret[:MIN_SECRET_FRAGMENT]
+        start = text.find(head)
+        while start != -1:
+            end = start + len(head)
+            while end < len(text) and end - start < len(secret) and text[end] == secret[end - start]:
+                end += 1
+            text = text[:start] + REDACTED + text[end:]
+            start = text.find(head, start + len(REDACTED))
+    return text
+
+
 def redact(value: Optional[str]) -> str:
     """How a secret is shown anywhere it might be printed: never the value itself."""
     return "<not set>" if not value else "<redacted>"
@@ -62,6 +111,10 @@ def redact(value: Optional[str]) -> str:
 
 def _never(_: Any) -> bool:
     return True
+
+
+def _as_is(value: Any) -> Any:  # checked in __post_init__; dataclasses-json cannot decode the Union
+    return value
 
 
 @dataclass(repr=False)
@@ -92,6 +145,11 @@ class ProviderConfig(DataClassJsonMixin):
       see its docstring); ``embedding_space``: the name of the vector space its vectors
       live in, default ``"<type>:<embedding model>"``. The Router falls back only
       between providers of one space.
+    - ``prices``: per 1k tokens, ``{"prompt": .., "completion": .., "cached": ..}`` or one
+      such dict per model (``"*"`` for the others); used by budgets, ``max_cost`` and the
+      "cheapest" strategy (default: the ``price_per_1k_*`` fields above).
+    - ``limits``: ``{"rpm": .., "tpm": .., "max_concurrency": ..}`` (see ``Limits``).
+    - ``budget``: ``{"limit": .., "period": "day" | "month" | seconds}`` or a list of them.
     - ``extra``: provider-specific settings (e.g. ``{"delay": 0}`` for MockProvider).
 
     >>> ProviderConfig(name="giga", model="GigaChat", api_key="secret")
@@ -119,6 +177,9 @@ class ProviderConfig(DataClassJsonMixin):
     extra: Dict[str, Any] = field(default_factory=dict)
     price_per_1k_cached_prompt_tokens: Optional[float] = None
     capabilities: Optional[List[str]] = None
+    prices: Optional[Dict[str, Any]] = None
+    limits: Optional[Dict[str, Any]] = None
+    budget: Union[Dict[str, Any], List[Dict[str, Any]], None] = field(default=None, metadata=json_field(decoder=_as_is))
     max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
 
     def __post_init__(self) -> None:
@@ -134,19 +195,20 @@ class ProviderConfig(DataClassJsonMixin):
             url = getattr(self, url_field)
             if url is None:
                 continue
-            parts = urlsplit(url) if isinstance(url, str) else None
-            if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
+            if not _is_http_url(url):
+                shown = "a URL with credentials (not shown)" if isinstance(url, str) and "@" in url else repr(url)
                 raise ConfigurationError(
                     f"ProviderConfig.{url_field} of {self.name!r} must be an http(s) URL such as "
-                    f"'https://host/api/v1'; got {url!r}"
+                    f"'https://host/api/v1'; got {shown}"
                 )
         def field_name(name: str) -> str:
             return f"ProviderConfig.{name} of {self.name!r}"
 
         check_number(field_name("timeout"), self.timeout, 0, low_open=True, kind="a number of seconds")
-        check_int(field_name("max_retries"), self.max_retries, 0)
+        check_int(field_name("max_retries"), self.max_retries, 0, MAX_RETRIES)
         check_number(field_name("weight"), self.weight, 0)
-        check_int(field_name("pool_size"), self.pool_size, 1)
+        # urllib3 fills a pool's queue up front: a pool of 10**9 would hang the first call.
+        check_int(field_name("pool_size"), self.pool_size, 1, MAX_POOL_SIZE)
         check_int(field_name("max_response_bytes"), self.max_response_bytes, 1024)
         for price in ("price_per_1k_prompt_tokens", "price_per_1k_completion_tokens",
                       "price_per_1k_cached_prompt_tokens"):
@@ -156,6 +218,7 @@ class ProviderConfig(DataClassJsonMixin):
             value = getattr(self, text_field)
             if value is not None and (not isinstance(value, str) or not value.strip()):
                 raise ConfigurationError(f"{field_name(text_field)} must be a non-empty str or None; got {value!r}")
+        self._check_admission()
         if not isinstance(self.verify_ssl, bool):
             raise ConfigurationError(
                 f"ProviderConfig.verify_ssl of {self.name!r} must be True or False; got {self.verify_ssl!r}"
@@ -164,10 +227,30 @@ class ProviderConfig(DataClassJsonMixin):
             raise ConfigurationError(
                 f"ProviderConfig.extra of {self.name!r} must be a dict; got {type(self.extra).__name__}"
             )
+        check_nesting(field_name("extra"), self.extra)
         if self.capabilities is not None:
             from .capabilities import check_capabilities
 
             self.capabilities = sorted(check_capabilities(self.capabilities, field_name("capabilities")))
+
+    def _check_admission(self) -> None:
+        """Limits, budgets and prices: each bad value a ConfigurationError naming the
+        provider; instances (``Limits``, ``Budget``, ``Price``) are kept as dicts."""
+        from .budgets import Budget, Price, PriceTable
+        from .limits import Limits
+
+        try:
+            limits = Limits.from_value(self.limits)
+            self.limits = None if limits is None else {k: v for k, v in limits.to_dict().items() if v is not None}
+            budgets = Budget.from_value(self.budget)
+            if self.budget is not None:
+                listed = [budget.to_dict() for budget in budgets]
+                self.budget = listed if isinstance(self.budget, (list, tuple)) else listed[0]
+            if isinstance(self.prices, Price):
+                self.prices = {k: v for k, v in dataclasses.asdict(self.prices).items() if v is not None}
+            PriceTable.from_value(self.prices)
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"ProviderConfig of {self.name!r}: {exc}") from None
 
     def __repr__(self) -> str:
         shown = []

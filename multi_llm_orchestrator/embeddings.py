@@ -207,7 +207,7 @@ class EmbeddingJob:
         result, attempt = try_in_turn(call, order, forced, invoke)
         with self._lock:
             self._running_on.pop(index, None)
-        attempt.finish(None, result.usage)
+        attempt.finish(None, result.usage, result)
         return result, attempt
 
     # Joining ------------------------------------------------------------------------------

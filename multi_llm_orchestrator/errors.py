@@ -16,7 +16,9 @@
     │   ├── InvalidRequestError                400/404/413/422, model not found
     │   └── ResponseFormatError                a body or stream that cannot be parsed
     └── AllProvidersFailedError                .errors: every failed attempt, in order
-        └── DeadlineExceededError (also TimeoutError)   the Router's total budget ran out
+        ├── DeadlineExceededError (also TimeoutError)   the Router's total budget ran out
+        ├── CapacityExhaustedError             no provider had capacity (limits); .retry_after
+        └── BudgetExceededError                the Router's spending budget is used up
 
 Catch ``OrchestratorError`` to catch everything; ``ProviderError`` for one provider's
 failure (the Router falls back on every ``ProviderError``); ``AllProvidersFailedError``
@@ -52,6 +54,8 @@ __all__ = [
     "ResponseFormatError",
     "AllProvidersFailedError",
     "DeadlineExceededError",
+    "CapacityExhaustedError",
+    "BudgetExceededError",
 ]
 
 
@@ -221,3 +225,35 @@ class DeadlineExceededError(AllProvidersFailedError, TimeoutError):
 
     def __reduce__(self):
         return (type(self), (self.errors, self.timeout, str(self)))
+
+
+class CapacityExhaustedError(AllProvidersFailedError):
+    """No provider could start the call: each was at its rpm/tpm/concurrency limit, paused
+    by a 429, over its budget or above ``max_cost``. The message lists each with when its
+    capacity returns; ``retry_after`` is the soonest (None when unknown)."""
+
+    def __init__(self, message: str, retry_after: Optional[float] = None) -> None:
+        self.retry_after = retry_after
+        super().__init__([], message)
+
+    def __reduce__(self):
+        return (type(self), (str(self), self.retry_after))
+
+
+class BudgetExceededError(AllProvidersFailedError):
+    """The Router's own spending budget is used up (or this call would go over it);
+    raised before anything is sent. ``retry_after``: seconds until the budget frees, if known."""
+
+    def __init__(self, message: str, *, budget: object = None, spent: Optional[float] = None,
+                 retry_after: Optional[float] = None) -> None:
+        self.budget = budget
+        self.spent = spent
+        self.retry_after = retry_after
+        super().__init__([], message)
+
+    def __reduce__(self):
+        return (_rebuild_budget, (str(self), self.budget, self.spent, self.retry_after))
+
+
+def _rebuild_budget(message, budget, spent, retry_after):
+    return BudgetExceededError(message, budget=budget, spent=spent, retry_after=retry_after)

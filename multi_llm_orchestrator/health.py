@@ -12,10 +12,13 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from concurrent.futures import wait as wait_all  # where a parameter is called "wait"
-from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, Sequence
 
 from .providers.base import BaseProvider
+
+if TYPE_CHECKING:
+    from .state import HealthStore
 
 __all__ = ["HealthChecker", "HealthResult", "BoundedHealth"]
 
@@ -51,10 +54,12 @@ class HealthChecker:
         ttl: float = 10.0,
         max_workers: int = 16,
         clock: Callable[[], float] = time.monotonic,
+        store: Optional["HealthStore"] = None,
     ) -> None:
         self.timeout = timeout
         self.ttl = ttl
         self._clock = clock
+        self._store = store  # results shared with other processes (RedisState), if any
         self._executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="mlo-health")
         self._cache: Dict[str, HealthResult] = {}
         self._lock = threading.Lock()
@@ -81,6 +86,7 @@ class HealthChecker:
                 )
         with self._lock:
             self._cache.update(results)
+        self._share(results.values())
         return {provider.name: results[provider.name] for provider in providers}
 
     def _check_one(self, provider: BaseProvider, timeout: float) -> HealthResult:
@@ -99,8 +105,24 @@ class HealthChecker:
         with self._lock:
             result = self._cache.get(name)
         if result is None or self._clock() - result.checked_at > self.ttl:
-            return None
+            return self._shared(name)
         return result
+
+    def _shared(self, name: str) -> Optional[HealthResult]:
+        """Another process's fresh result, adopted into this cache (None without a store)."""
+        found = self._store.get(name) if self._store is not None else None
+        if found is None:
+            return None
+        result, age = found
+        result = replace(result, checked_at=self._clock() - age)
+        with self._lock:
+            self._cache[name] = result
+        return result
+
+    def _share(self, results: Iterable[HealthResult]) -> None:
+        if self._store is not None:
+            for result in results:
+                self._store.put(result, self.ttl)
 
     def status(self, providers: Sequence[BaseProvider], wait: Optional[float] = None) -> Dict[str, bool]:
         """Health of each provider from the cache, checking (in parallel, once for all
@@ -145,8 +167,10 @@ class HealthChecker:
         with self._lock:
             if self._refreshing.get(name) is future:
                 del self._refreshing[name]
-            if not future.cancelled():
-                self._cache[name] = future.result()  # _check_one never raises
+            if future.cancelled():
+                return
+            self._cache[name] = future.result()  # _check_one never raises
+        self._share([future.result()])
 
     def forget(self, name: str) -> None:
         with self._lock:
@@ -183,9 +207,15 @@ class BoundedHealth:
     ``remaining()`` seconds (None: no bound), so a slow health check cannot use up the
     call's deadline. Everything else is the checker's."""
 
-    def __init__(self, checker: HealthChecker, remaining: Callable[[], Optional[float]]) -> None:
+    def __init__(
+        self, checker: HealthChecker, remaining: Callable[[], Optional[float]],
+        expected_cost: Optional[Callable[[Any], Optional[float]]] = None,
+    ) -> None:
         self._checker = checker
         self._remaining = remaining
+        #: This call's expected cost on a provider (its ProviderState), None without prices:
+        #: what the "cheapest" strategy ranks by.
+        self.expected_cost = expected_cost or (lambda state: None)
 
     def status(self, providers: Sequence[BaseProvider], wait: Optional[float] = None) -> Dict[str, bool]:
         left = self._remaining()

@@ -26,6 +26,7 @@ from .validation import check_int, check_number, is_real
 __all__ = ["HedgePolicy", "HedgeBudget", "race", "RaceFailed"]
 
 S = TypeVar("S")
+MAX_HEDGE_WINDOW = 3600.0
 
 
 @dataclass(frozen=True)
@@ -63,10 +64,14 @@ class HedgePolicy:
                 )
         elif not is_real(self.after) or self.after <= 0:
             raise ConfigurationError(f"hedge_after must be seconds > 0 or a percentile like 'p95'; got {self.after!r}")
+        else:
+            check_number("hedge_after", self.after, 0, low_open=True, kind="a number of seconds")
         check_int("max_hedges", self.max_hedges, 1)
         check_number("hedge_budget", self.budget, 0, 1, kind="a share")
-        for name in ("min_delay", "default_delay", "window"):
+        for name in ("min_delay", "default_delay"):
             check_number(name, getattr(self, name), 0, low_open=True, kind="a number of seconds")
+        # One counter bucket per second of the window: an hour is plenty, a week is 600k buckets.
+        check_number("window", self.window, 0, MAX_HEDGE_WINDOW, low_open=True, kind="a number of seconds")
         check_int("min_samples", self.min_samples, 1)
         check_int("budget_reserve", self.budget_reserve, 0)
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -36,7 +37,7 @@ import warnings
 from email.utils import parsedate_to_datetime
 from itertools import takewhile
 from typing import Any, Callable, ClassVar, Collection, Dict, FrozenSet, Iterator, Mapping, Optional, Tuple
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import quote, urljoin, urlsplit
 
 import requests
 import urllib3
@@ -50,7 +51,7 @@ from urllib3.util.retry import Retry
 from urllib3.util.timeout import Timeout
 
 from .auth import TokenCache
-from .config import ProviderConfig, is_secret_key
+from .config import ProviderConfig, is_secret_key, scrub_secrets
 from .errors import (
     AuthenticationError,
     ConfigurationError,
@@ -511,6 +512,21 @@ class HttpProvider(BaseProvider):
         "pass ca_bundle='/path/to/ca.pem' with the CA that signed the server's certificate"
     )
 
+    #: The public methods whose errors are scrubbed on the way out (see __init_subclass__).
+    SCRUBBED_METHODS: ClassVar[Tuple[str, ...]] = (
+        "complete", "stream", "list_models", "embed", "count_tokens", "balance",
+    )
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # One guarantee for every HTTP provider, present and future: no error leaves a
+        # public method unscrubbed, however deep the body quote that built its message
+        # (a 200 answer without "choices" echoing our Authorization header, say).
+        super().__init_subclass__(**kwargs)
+        for name in cls.SCRUBBED_METHODS:
+            method = cls.__dict__.get(name)
+            if callable(method) and not getattr(method, "_scrubs_errors", False):
+                setattr(cls, name, _scrubbing(method))
+
     def __init__(self, config: ProviderConfig) -> None:
         super().__init__(config)
         self.base_url = (config.base_url or self.default_base_url).rstrip("/")
@@ -534,7 +550,7 @@ class HttpProvider(BaseProvider):
             call()
             return True
         except Exception as exc:  # a health check reports, it does not fail
-            logger.debug("health check of %r failed: %s", self.name, exc, extra={"provider": self.name})
+            logger.debug("health check of %r failed: %s", self.name, self.scrub(str(exc)), extra={"provider": self.name})
             return False
 
     # Secrets ------------------------------------------------------------------------
@@ -548,8 +564,7 @@ class HttpProvider(BaseProvider):
         >>> provider.scrub("key sk-secret-123 rejected")                 # doctest: +SKIP
         'key <redacted> rejected'
         """
-        for secret in self._secrets:
-            text = text.replace(secret, "<redacted>")
+        text = scrub_secrets(text, self._secrets)
         tokens = getattr(self, "_tokens", None)
         return tokens.scrub(text) if isinstance(tokens, TokenCache) else text
 
@@ -721,8 +736,8 @@ class HttpProvider(BaseProvider):
         """
         try:
             return self.parse_json(response.content, preview=preview)
-        except ProviderError:
-            raise
+        except ProviderError as exc:
+            raise self.scrub_error(exc)
         except Exception as exc:  # body read failed mid-way
             raise error_from_exception(exc, provider=self.name, timeout=timeout, tls_hint=self.tls_hint) from exc
         finally:
@@ -809,6 +824,20 @@ def _fresh(error: ProviderError) -> ProviderError:
     return copy.copy(error)
 
 
+def _scrubbing(method: Callable[..., Any]) -> Callable[..., Any]:
+    """``method`` whose ProviderErrors leave scrubbed (``HttpProvider.scrub_error``)."""
+
+    @functools.wraps(method)
+    def call(self: "HttpProvider", *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except ProviderError as exc:
+            raise self.scrub_error(exc)
+
+    call._scrubs_errors = True  # type: ignore[attr-defined]
+    return call
+
+
 class _Redirected(Exception):
     """Carries a 3xx response out of ``Session.send`` (see ``_stop_at_redirect``)."""
 
@@ -848,6 +877,8 @@ def _secrets_of(config: ProviderConfig) -> Tuple[str, ...]:
 
     add(config.api_key)
     walk(config.extra)
+    # As a server may echo them: JSON with "/" escaped (base64 keys have "/"), URL-encoded.
+    found |= {variant for secret in found for variant in (secret.replace("/", "\\/"), quote(secret, safe=""))}
     return tuple(sorted(found, key=len, reverse=True))
 
 

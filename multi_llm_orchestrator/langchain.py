@@ -17,15 +17,23 @@ Router, with its fallback, breakers, hedging and deadline::
 ``response_metadata`` holds ``model_name`` (the model that answered), ``provider`` (its
 name in the Router), ``finish_reason``, ``latency_s`` and ``attempts`` (every provider
 tried, as dicts of ``Attempt``).
+
+``RouterEmbeddings`` is LangChain's ``Embeddings`` over ``router.embed`` (one embedding
+space, batches, failover within the space) or over one provider's ``embed``::
+
+    vectors = RouterEmbeddings(router=router).embed_documents(["first text", "second"])
 """
 
 from __future__ import annotations
 
+import json
 import os
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from operator import itemgetter
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 try:
     from langchain_core.callbacks import CallbackManagerForLLMRun
+    from langchain_core.embeddings import Embeddings as LangChainEmbeddings
     from langchain_core.language_models import BaseChatModel
     from langchain_core.messages import (
         AIMessage,
@@ -34,10 +42,15 @@ try:
         ChatMessage,
         HumanMessage,
         SystemMessage,
+        ToolMessage,
     )
     from langchain_core.messages.ai import UsageMetadata
+    from langchain_core.output_parsers import JsonOutputParser, PydanticOutputParser
     from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
-    from pydantic import ConfigDict, Field, model_validator
+    from langchain_core.runnables import Runnable, RunnableMap, RunnablePassthrough
+    from langchain_core.utils.function_calling import convert_to_json_schema, convert_to_openai_tool
+    from langchain_core.utils.pydantic import is_basemodel_subclass
+    from pydantic import BaseModel, ConfigDict, Field, model_validator
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError(
         "multi_llm_orchestrator.langchain needs langchain-core: pip install 'multi-llm-orchestrator[langchain]'"
@@ -47,13 +60,18 @@ from .cli import CONFIG_ENV
 from .errors import AllProvidersFailedError, ConfigurationError, DeadlineExceededError, ProviderError
 from .providers.base import BaseProvider
 from .router import Router
-from .types import Completion, GenerationParams, Message, TextStream, Usage
+from .types import Completion, GenerationParams, Message, TextStream, Tool, ToolCall, Usage
 from .validation import check_int, check_number
 
-__all__ = ["ChatRouter", "to_router_messages"]
+__all__ = ["ChatRouter", "RouterEmbeddings", "to_router_messages"]
 
-#: Keyword arguments one call may take (``invoke(..., temperature=0)``, ``bind(...)``).
-CALL_KEYWORDS = ("temperature", "max_tokens", "top_p", "timeout")
+#: Keyword arguments one call may take (``invoke(..., temperature=0)``, ``bind(...)``);
+#: ``tools``/``tool_choice`` come from ``bind_tools``, ``response_format`` from
+#: ``with_structured_output``.
+CALL_KEYWORDS = ("temperature", "max_tokens", "top_p", "timeout", "tools", "tool_choice", "response_format")
+#: What LangChain itself may pass along with a call (tracing metadata): not for the provider.
+LANGCHAIN_KEYWORDS = ("ls_structured_output_format",)
+STRUCTURED_METHODS = ("json_schema", "function_calling", "json_mode")
 LS_PROVIDER = "multi_llm_orchestrator"
 
 
@@ -90,25 +108,7 @@ class ChatRouter(BaseChatModel):
 
     @model_validator(mode="after")
     def _check(self) -> "ChatRouter":
-        given = [name for name in ("router", "provider", "config") if getattr(self, name) is not None]
-        if len(given) > 1:
-            raise ConfigurationError(f"Give ChatRouter one of router, provider or config; got {', '.join(given)}")
-        if self.router is not None and not isinstance(self.router, Router):
-            raise ConfigurationError(f"router must be a multi_llm_orchestrator Router; got {type(self.router).__name__}")
-        if self.provider is not None and not isinstance(self.provider, BaseProvider):
-            raise ConfigurationError(
-                f"provider must be a BaseProvider (e.g. GigaChatProvider(...)); got {type(self.provider).__name__}"
-            )
-        if not given:
-            source = os.environ.get(CONFIG_ENV)
-            if not source:
-                raise ConfigurationError(
-                    f"ChatRouter needs router=Router(...), provider=..., config='router.json', "
-                    f"or ${CONFIG_ENV} naming a configuration file"
-                )
-            self.config = source
-        if self.config is not None:
-            self.router = Router.from_config(self.config)
+        _resolve_backend(self, "ChatRouter")
         self._params(self.temperature, self.max_tokens, self.top_p, self.stop)
         check_number("timeout", self.timeout, 0, low_open=True, allow_none=True, kind="a number of seconds")
         check_int("max_retries", self.max_retries, 0, allow_none=True)
@@ -161,6 +161,10 @@ class ChatRouter(BaseChatModel):
         completion: Completion = self._retrying(lambda: backend.complete(prompt, params, timeout=timeout))
         message = AIMessage(
             content=completion.text,
+            tool_calls=[
+                {"name": call.name, "args": call.arguments, "id": call.id, "type": "tool_call"}
+                for call in completion.tool_calls
+            ],
             usage_metadata=_usage_metadata(completion.usage),
             response_metadata=_response_metadata(completion.model, completion.provider, completion.finish_reason,
                                                  completion.latency_s, completion.attempts),
@@ -183,10 +187,16 @@ class ChatRouter(BaseChatModel):
             for text in stream:
                 # LangChain reports each yielded chunk to the callbacks (on_llm_new_token) itself.
                 yield ChatGenerationChunk(message=AIMessageChunk(content=text))
-        # The last chunk carries what is known only at the end: usage, finish reason, model.
+        # The last chunk carries what is known only at the end: usage, finish reason, model,
+        # and the tool calls the stream assembled.
         yield ChatGenerationChunk(
             message=AIMessageChunk(
                 content="",
+                tool_call_chunks=[
+                    {"name": call.name, "args": json.dumps(call.arguments, ensure_ascii=False), "id": call.id,
+                     "index": index, "type": "tool_call_chunk"}
+                    for index, call in enumerate(stream.tool_calls)
+                ],
                 usage_metadata=_usage_metadata(stream.usage),
                 response_metadata=_response_metadata(stream.model, stream.provider, stream.finish_reason, None,
                                                      stream.attempts),
@@ -200,7 +210,7 @@ class ChatRouter(BaseChatModel):
     def _request(
         self, messages: Sequence[BaseMessage], stop: Optional[List[str]], kwargs: Dict[str, Any]
     ) -> Tuple[List[Message], GenerationParams, Optional[float]]:
-        unknown = sorted(set(kwargs) - set(CALL_KEYWORDS))
+        unknown = sorted(set(kwargs) - set(CALL_KEYWORDS) - set(LANGCHAIN_KEYWORDS))
         if unknown:
             raise ConfigurationError(
                 f"ChatRouter does not take {', '.join(unknown)} per call; valid: stop, {', '.join(CALL_KEYWORDS)}"
@@ -210,15 +220,77 @@ class ChatRouter(BaseChatModel):
             kwargs.get("max_tokens", self.max_tokens),
             kwargs.get("top_p", self.top_p),
             stop if stop is not None else self.stop,
+            tools=kwargs.get("tools"),
+            tool_choice=kwargs.get("tool_choice"),
+            response_format=kwargs.get("response_format"),
         )
         timeout = kwargs.get("timeout", self.timeout)
         check_number("timeout", timeout, 0, low_open=True, allow_none=True, kind="a number of seconds")
         return to_router_messages(messages), params, timeout
 
     @staticmethod
-    def _params(temperature: Any, max_tokens: Any, top_p: Any, stop: Any) -> GenerationParams:
+    def _params(temperature: Any, max_tokens: Any, top_p: Any, stop: Any, **beyond_text: Any) -> GenerationParams:
         # An empty stop list means "no stop sequence"; some servers reject "stop": [].
-        return GenerationParams(temperature=temperature, max_tokens=max_tokens, top_p=top_p, stop=stop or None)
+        return GenerationParams(temperature=temperature, max_tokens=max_tokens, top_p=top_p, stop=stop or None,
+                                **beyond_text)
+
+    # Tools and structured output ------------------------------------------------------
+
+    def bind_tools(
+        self,
+        tools: Sequence[Any],
+        *,
+        tool_choice: Union[str, bool, Dict[str, Any], None] = None,
+        **kwargs: Any,
+    ) -> Runnable:
+        """The model with ``tools`` (LangChain tools, Pydantic models, functions or
+        OpenAI-shaped dicts) offered on every call. ``tool_choice``: "auto", "none",
+        "any"/"required"/True (some tool must be called), or a tool's name. Calls go only
+        to providers that support tools; the others show as skipped attempts."""
+        converted = [Tool.of(convert_to_openai_tool(tool)).to_openai() for tool in tools]
+        choice = _tool_choice(tool_choice, converted)
+        if choice is not None:
+            kwargs["tool_choice"] = choice
+        # Each tool is checked here (Tool.of); the set as a whole (unique names, a tool_choice
+        # naming one of them) when a call is made, as LangChain's own suite expects.
+        return self.bind(tools=converted, **kwargs)
+
+    def with_structured_output(
+        self,
+        schema: Union[Dict[str, Any], type],
+        *,
+        method: str = "json_schema",
+        include_raw: bool = False,
+        strict: Optional[bool] = None,
+        **kwargs: Any,
+    ) -> Runnable:
+        """The model answering with an instance of ``schema`` (a Pydantic model, a
+        TypedDict or a JSON Schema dict; dicts are returned for the last two).
+
+        ``method``: "json_schema" (default: the provider's JSON Schema mode; an answer
+        that does not parse or lacks required keys is a ResponseFormatError and the Router
+        falls back), "json_mode" (any JSON object; say the keys in the prompt), or
+        "function_calling" (a forced tool call). ``include_raw=True`` returns
+        ``{"raw", "parsed", "parsing_error"}``.
+        """
+        if kwargs:
+            raise ConfigurationError(f"with_structured_output does not take {', '.join(sorted(kwargs))}")
+        if method not in STRUCTURED_METHODS:
+            raise ConfigurationError(f"method must be one of {', '.join(STRUCTURED_METHODS)}; got {method!r}")
+        if method == "function_calling":
+            return super().with_structured_output(schema, include_raw=include_raw)
+        json_schema = convert_to_json_schema(schema)
+        model = self.bind(
+            response_format=json_schema if method == "json_schema" else "json",
+            ls_structured_output_format={"kwargs": {"method": method, "strict": strict}, "schema": json_schema},
+        )
+        pydantic = isinstance(schema, type) and is_basemodel_subclass(schema)
+        parser = PydanticOutputParser(pydantic_object=schema) if pydantic else JsonOutputParser()
+        if not include_raw:
+            return model | parser
+        parsed = RunnablePassthrough.assign(parsed=itemgetter("raw") | parser, parsing_error=lambda _: None)
+        unparsed = RunnablePassthrough.assign(parsed=lambda _: None)
+        return RunnableMap(raw=model) | parsed.with_fallbacks([unparsed], exception_key="parsing_error")
 
     def _retrying(self, call: Any) -> Any:
         retries = self.max_retries or 0
@@ -234,11 +306,90 @@ class ChatRouter(BaseChatModel):
         return [self.provider] if self.provider is not None else list(self.router.providers)
 
 
+class RouterEmbeddings(BaseModel, LangChainEmbeddings):
+    """LangChain ``Embeddings`` over ``router.embed`` (or one provider's ``embed``).
+
+    Give one of ``router``, ``provider`` or ``config`` as for ``ChatRouter`` (with none,
+    ``$MULTI_LLM_ORCHESTRATOR_CONFIG``). ``space`` names the embedding space when the
+    Router has several; ``timeout`` bounds each call. Documents are embedded with
+    ``purpose="document"``, queries with ``purpose="query"`` (providers with a model per
+    purpose, such as YandexGPT, use the right one). With ``provider=`` the texts go in
+    one request: the Router is what splits large inputs into batches.
+
+    >>> RouterEmbeddings(router=router).embed_query("What is Python?")[:3]   # doctest: +SKIP
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
+
+    router: Optional[Any] = Field(default=None, exclude=True)
+    provider: Optional[Any] = Field(default=None, exclude=True)
+    config: Optional[Any] = Field(default=None, exclude=True)
+    space: Optional[str] = None
+    timeout: Optional[float] = None
+
+    @model_validator(mode="after")
+    def _check(self) -> "RouterEmbeddings":
+        _resolve_backend(self, "RouterEmbeddings")
+        check_number("timeout", self.timeout, 0, low_open=True, allow_none=True, kind="a number of seconds")
+        if self.provider is not None and self.space is not None:
+            raise ConfigurationError("space= picks among a Router's embedding spaces; a single provider has one")
+        return self
+
+    def embed_documents(self, texts: List[str]) -> List[List[float]]:
+        """One vector per text, in order (an empty list gives an empty list)."""
+        return self._embed(list(texts), "document")
+
+    def embed_query(self, text: str) -> List[float]:
+        return self._embed([text], "query")[0]
+
+    def _embed(self, texts: List[str], purpose: str) -> List[List[float]]:
+        if not texts:
+            return []
+        if self.provider is not None:
+            result = self.provider.embed(texts, purpose=purpose, timeout=self.timeout)
+        else:
+            result = self.router.embed(texts, space=self.space, purpose=purpose, timeout=self.timeout)
+        return [[float(value) for value in vector] for vector in result.vectors]
+
+
+def _resolve_backend(model: Any, kind: str) -> None:
+    """Check that ``model`` has exactly one of router, provider or config, and build the
+    Router of a config (or of ``$MULTI_LLM_ORCHESTRATOR_CONFIG`` when none is given)."""
+    given = [name for name in ("router", "provider", "config") if getattr(model, name) is not None]
+    if len(given) > 1:
+        raise ConfigurationError(f"Give {kind} one of router, provider or config; got {', '.join(given)}")
+    if model.router is not None and not isinstance(model.router, Router):
+        raise ConfigurationError(f"router must be a multi_llm_orchestrator Router; got {type(model.router).__name__}")
+    if model.provider is not None and not isinstance(model.provider, BaseProvider):
+        raise ConfigurationError(
+            f"provider must be a BaseProvider (e.g. GigaChatProvider(...)); got {type(model.provider).__name__}"
+        )
+    if not given:
+        source = os.environ.get(CONFIG_ENV)
+        if not source:
+            raise ConfigurationError(
+                f"{kind} needs router=Router(...), provider=..., config='router.json', "
+                f"or ${CONFIG_ENV} naming a configuration file"
+            )
+        model.config = source
+    if model.config is not None:
+        model.router = Router.from_config(model.config)
+
+
 def to_router_messages(messages: Sequence[BaseMessage]) -> List[Message]:
-    """LangChain messages as the Router's ``Message`` list; text content only."""
+    """LangChain messages as the Router's ``Message`` list: text, tool calls of AI
+    messages, and tool results."""
     converted: List[Message] = []
     for index, message in enumerate(messages):
-        converted.append(Message(_role(message, index), _text(message, index)))
+        if isinstance(message, ToolMessage):
+            converted.append(Message("tool", _text(message, index), tool_call_id=message.tool_call_id or None,
+                                     name=message.name or None))
+        elif isinstance(message, AIMessage) and message.tool_calls:
+            calls = [ToolCall(call.get("id") or "", call["name"], dict(call.get("args") or {}))
+                     for call in message.tool_calls]
+            converted.append(Message("assistant", _text(message, index), tool_calls=calls))
+        else:
+            converted.append(Message(_role(message, index), _text(message, index)))
     return converted
 
 
@@ -252,7 +403,7 @@ def _role(message: BaseMessage, index: int) -> str:
     if isinstance(message, ChatMessage) and message.role in ("system", "user", "assistant"):
         return message.role
     raise ConfigurationError(
-        f"Message #{index} is a {type(message).__name__}; ChatRouter takes system, human and AI messages"
+        f"Message #{index} is a {type(message).__name__}; ChatRouter takes system, human, AI and tool messages"
     )
 
 
@@ -266,12 +417,33 @@ def _text(message: BaseMessage, index: int) -> str:
             parts.append(block)
         elif isinstance(block, dict) and block.get("type") == "text":
             parts.append(str(block.get("text", "")))
+        elif isinstance(message, AIMessage) and isinstance(block, dict) and block.get("type") in AI_ONLY_BLOCKS:
+            continue  # a tool call (also in .tool_calls) or the model's own reasoning: not resent as text
         else:
             kind = block.get("type") if isinstance(block, dict) else type(block).__name__
             raise ConfigurationError(
                 f"Message #{index} has a {kind!r} content block; the Router's providers take text only"
             )
     return "".join(parts)
+
+
+#: Content blocks of an AI message that are not its text.
+AI_ONLY_BLOCKS = ("tool_use", "tool_call", "thinking", "reasoning", "redacted_thinking")
+
+
+def _tool_choice(choice: Any, tools: List[Dict[str, Any]]) -> Optional[str]:
+    """LangChain's tool_choice values as the Router's: "any"/True -> "required", a
+    ``{"type": "function", "function": {"name"}}`` dict -> the name."""
+    if choice is None or choice is False:
+        return None
+    if choice is True or choice == "any":
+        return "required"
+    if isinstance(choice, dict):
+        function = choice.get("function")
+        if isinstance(function, dict) and isinstance(function.get("name"), str):
+            return function["name"]
+        raise ConfigurationError(f"tool_choice dict must be {{'type': 'function', 'function': {{'name': ...}}}}; got {choice!r}")
+    return choice
 
 
 def _retryable(error: Exception) -> bool:

@@ -15,11 +15,14 @@ Attempts that run on the Router's executor (hedging, a total ``timeout``) still 
 span as parent, and each attempt span is the current span while its provider runs, so an
 instrumented HTTP client nests its spans under it.
 
-Attributes: ``gen_ai.operation.name`` ("chat"), ``gen_ai.provider.name`` and
+``router.embed`` calls are traced the same way, named "embeddings" (one attempt span per
+batch and provider tried).
+
+Attributes: ``gen_ai.operation.name`` ("chat" or "embeddings"), ``gen_ai.provider.name`` and
 ``gen_ai.system`` (the provider's type, e.g. "gigachat"), ``gen_ai.request.model``,
 ``gen_ai.request.temperature``/``max_tokens``/``top_p``/``stop_sequences`` when set,
 ``gen_ai.response.model``, ``gen_ai.usage.input_tokens``/``output_tokens``,
-``gen_ai.response.finish_reasons``, ``error.type`` (the exception class) on failures, and
+``gen_ai.response.finish_reasons``, ``gen_ai.embeddings.dimension.count``, ``error.type`` (the exception class) on failures, and
 ``mlo.provider`` (the provider's name in the Router), ``mlo.attempt.outcome`` ("ok",
 "error", "lost"), ``mlo.attempt.hedge``, ``mlo.attempts``, ``mlo.streaming``. Providers
 skipped by their circuit breaker are events (``mlo.attempt.skipped``) on the call span.
@@ -58,7 +61,6 @@ logger = logging.getLogger("multi_llm_orchestrator.otel")
 
 #: The variable OpenTelemetry's GenAI instrumentations read to record message content.
 CAPTURE_CONTENT_ENV = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
-OPERATION = "chat"
 
 
 def instrument(
@@ -110,16 +112,17 @@ class RouterTracer:
 class _CallTrace:
     """The span of one Router call; parent of its attempts' spans, whatever their thread."""
 
-    __slots__ = ("owner", "span", "context", "recording", "call")
+    __slots__ = ("owner", "span", "context", "recording", "call", "operation")
 
     def __init__(self, owner: RouterTracer, call: Call) -> None:
         self.owner = owner
+        self.operation = call.operation
         # No explicit context: the caller's current span (on the caller's thread) is the parent.
-        self.span = owner.tracer.start_span(OPERATION, kind=SpanKind.INTERNAL)
+        self.span = owner.tracer.start_span(call.operation, kind=SpanKind.INTERNAL)
         self.recording = self.span.is_recording()
         self.context = trace.set_span_in_context(self.span)
         if self.recording:
-            attributes = {"gen_ai.operation.name": OPERATION, "mlo.streaming": call.streaming}
+            attributes = {"gen_ai.operation.name": call.operation, "mlo.streaming": call.streaming}
             attributes.update(_request_attributes(call.params))
             if owner.capture_content and call.messages:
                 attributes["gen_ai.input.messages"] = _messages_json(call.messages)
@@ -133,9 +136,9 @@ class _CallTrace:
             logger.exception("Could not start the span of an attempt; it goes on untraced")
             return _UNTRACED
 
-    def end(self, attempt: Optional[AttemptRun], error: Optional[BaseException], result: Any) -> None:
+    def end(self, attempt: Optional[AttemptRun], error: Optional[BaseException], usage: Any, result: Any) -> None:
+        span = self.span
         try:
-            span = self.span
             if self.recording:
                 call = self.call
                 attributes: Dict[str, Any] = {}
@@ -148,16 +151,17 @@ class _CallTrace:
                             event["mlo.reason"] = skipped.error
                         span.add_event("mlo.attempt.skipped", event)
                 if attempt is not None:
-                    attributes.update(_provider_attributes(attempt.state.provider))
-                attributes.update(_result_attributes(result))
-                if self.owner.capture_content and result is not None and error is None:
+                    attributes.update(_provider_attributes(attempt.state.provider, self.operation))
+                attributes.update(_result_attributes(usage, result))
+                if self.owner.capture_content and isinstance(getattr(result, "text", None), str) and error is None:
                     attributes["gen_ai.output.messages"] = _output_json(result)
                 span.set_attributes(attributes)
                 self.call = None  # drop the reference: the span may be exported later
             _set_error(span, error)
-            span.end()
         except Exception:
-            logger.exception("Could not end the span of a Router call")
+            logger.exception("Could not record the outcome of a Router call on its span")
+        finally:
+            span.end()
 
 
 class _AttemptTrace:
@@ -166,14 +170,14 @@ class _AttemptTrace:
     __slots__ = ("span", "run_", "recording")
 
     def __init__(self, parent: _CallTrace, run: AttemptRun) -> None:
-        provider = run.state.provider
+        provider, operation = run.state.provider, parent.operation
         self.span = parent.owner.tracer.start_span(
-            f"{OPERATION} {provider.model}", context=parent.context, kind=SpanKind.CLIENT
+            f"{operation} {_model_of(provider, operation)}", context=parent.context, kind=SpanKind.CLIENT
         )
         self.recording = self.span.is_recording()
         if self.recording:
-            attributes = {"gen_ai.operation.name": OPERATION, "mlo.attempt.hedge": run.hedge}
-            attributes.update(_provider_attributes(provider))
+            attributes = {"gen_ai.operation.name": operation, "mlo.attempt.hedge": run.hedge}
+            attributes.update(_provider_attributes(provider, operation))
             attributes.update(_request_attributes(run.call.params))
             self.span.set_attributes(attributes)
         self.run_ = run
@@ -185,17 +189,18 @@ class _AttemptTrace:
         finally:
             otel_context.detach(token)
 
-    def end(self, error: Optional[BaseException], result: Any) -> None:
+    def end(self, error: Optional[BaseException], usage: Any, result: Any) -> None:
+        span = self.span
         try:
-            span = self.span
             if self.recording:
-                attributes = _result_attributes(result)
+                attributes = _result_attributes(usage, result)
                 attributes["mlo.attempt.outcome"] = "lost" if self.run_.lost else ("error" if error else "ok")
                 span.set_attributes(attributes)
             _set_error(span, error)
-            span.end()
         except Exception:
-            logger.exception("Could not end the span of an attempt")
+            logger.exception("Could not record the outcome of an attempt on its span")
+        finally:
+            span.end()
 
 
 class _Untraced:
@@ -206,19 +211,23 @@ class _Untraced:
         return invoke(provider, remaining)
 
     @staticmethod
-    def end(error: Optional[BaseException], result: Any) -> None:
+    def end(error: Optional[BaseException], usage: Any, result: Any) -> None:
         return None
 
 
 _UNTRACED = _Untraced()
 
 
-def _provider_attributes(provider: Any) -> Dict[str, Any]:
+def _model_of(provider: Any, operation: str) -> str:
+    return provider.embedding_model if operation == "embeddings" else provider.model
+
+
+def _provider_attributes(provider: Any, operation: str) -> Dict[str, Any]:
     system = type(provider).type_name or type(provider).__name__.lower()
     return {
         "gen_ai.provider.name": system,
         "gen_ai.system": system,
-        "gen_ai.request.model": provider.model,
+        "gen_ai.request.model": _model_of(provider, operation),
         "mlo.provider": provider.name,
     }
 
@@ -237,21 +246,24 @@ def _request_attributes(params: Any) -> Dict[str, Any]:
     return attributes
 
 
-def _result_attributes(result: Any) -> Dict[str, Any]:
-    """Response model, usage and finish reason of a Completion or a TextStream."""
+def _result_attributes(usage: Any, result: Any) -> Dict[str, Any]:
+    """Usage, and the response model, finish reason and vector size of a Completion, a
+    TextStream or an Embeddings result."""
     attributes: Dict[str, Any] = {}
+    if usage is not None:
+        attributes["gen_ai.usage.input_tokens"] = usage.prompt_tokens
+        attributes["gen_ai.usage.output_tokens"] = usage.completion_tokens
     if result is None:
         return attributes
     model = getattr(result, "model", None)
     if model:
         attributes["gen_ai.response.model"] = model
-    usage = getattr(result, "usage", None)
-    if usage is not None:
-        attributes["gen_ai.usage.input_tokens"] = usage.prompt_tokens
-        attributes["gen_ai.usage.output_tokens"] = usage.completion_tokens
     finish_reason = getattr(result, "finish_reason", None)
     if finish_reason:
         attributes["gen_ai.response.finish_reasons"] = [finish_reason]
+    dimensions = getattr(result, "dimensions", None)
+    if dimensions:
+        attributes["gen_ai.embeddings.dimension.count"] = dimensions
     return attributes
 
 

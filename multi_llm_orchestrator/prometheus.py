@@ -111,6 +111,10 @@ class RouterCollector:
         calls.add_metric(["ok"], stats["succeeded"])
         calls.add_metric(["error"], stats["failed"])
         yield calls
+        cache = CounterMetricFamily(f"{ns}_router_cache", "Response cache lookups, by result.", labels=["result"])
+        cache.add_metric(["hit"], stats.get("cache_hits", 0))
+        cache.add_metric(["miss"], stats.get("cache_misses", 0))
+        yield cache
         yield GaugeMetricFamily(
             f"{ns}_router_calls_in_progress", "Router calls started and not finished.",
             value=max(0, stats["calls"] - stats["succeeded"] - stats["failed"]),

@@ -22,10 +22,11 @@ import logging
 import os
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple, Union
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple, Union
 
-from .breaker import BreakerPolicy, CircuitBreaker
+from .breaker import BreakerPolicy
+from .cache import ResponseCache, Responses
 from .errors import (
     AllProvidersFailedError,
     ConfigurationError,
@@ -35,9 +36,10 @@ from .errors import (
     ProviderTimeoutError,
 )
 from .health import BoundedHealth, HealthChecker, HealthResult
-from .hedging import HedgeBudget, HedgePolicy, RaceFailed, race
+from .hedging import HedgePolicy, RaceFailed, race
 from .metrics import ProviderMetrics
 from .providers.base import BaseProvider
+from .admission import Admission, CostCap
 from .answers import answer_check
 from .calls import (
     DEADLINE_SLACK_S, AttemptRun, AttemptStopped, Call, Listener, OpenedStream, Telemetry, as_provider_error,
@@ -46,11 +48,12 @@ from .calls import (
 from .capabilities import CapabilityCheck
 from .embeddings import EmbeddingJob, embedding_spaces
 from .planning import PlanCheck, apply_checks
+from .state import State, make_state
 from .strategies import ProviderState, Strategy, make_strategy
 from .validation import check_int, check_number
 from .tokens import ContextWindows
 from .transfers import stop_reaper_if_idle
-from .types import Completion, Embeddings, GenerationParams, Prompt, StreamEnd, TextStream, TokenCount
+from .types import Completion, Embeddings, GenerationParams, Message, Prompt, StreamEnd, TextStream, TokenCount
 
 __all__ = ["Router"]
 
@@ -68,7 +71,7 @@ class Router:
     Parameters (all optional):
 
     - ``strategy``: "round-robin" (default), "random", "first-available",
-      "best-available", "weighted", "least-busy", or a ``Strategy`` instance.
+      "best-available", "weighted", "least-busy", "cheapest", or a ``Strategy`` instance.
     - ``timeout``: seconds for a whole call, fallbacks, retries and Retry-After waits
       included. Each attempt gets the time left. ``None``: each provider's own timeout.
     - ``hedge_after``: seconds, or a percentile such as "p95", after which a slow call
@@ -81,6 +84,16 @@ class Router:
     - ``health_ttl``, ``health_timeout``, ``health_interval``: cache lifetime, per-check
       timeout, and period of an optional background re-check thread.
     - ``max_workers``: threads for hedged and deadline-bound calls.
+    - ``state``: where breakers, round-robin position, hedge budget, health results and
+      token caches live: in this process (default) or shared by a fleet through
+      ``RedisState("redis://...")`` (or ``{"redis": "redis://..."}``).
+    - ``cache``: True or a ``ResponseCache`` to answer identical requests from a response
+      cache, with single-flight (see ``cache.py``); off by default, ``cache=True`` per call.
+    - ``admission``: when no provider has capacity (``ProviderConfig.limits``) or budget,
+      "skip" (default: fail at once, saying when capacity returns) or "wait" (queue, first
+      come first served, within the call's timeout).
+    - ``budget``: the Router's spending budget, e.g. ``{"limit": 100, "period": "day"}``
+      (or a list of them); once spent, calls raise ``BudgetExceededError`` unsent.
 
     Without hedging and without ``timeout`` a call runs on the caller's thread.
 
@@ -104,15 +117,25 @@ class Router:
         health_timeout: float = 5.0,
         health_interval: Optional[float] = None,
         max_workers: int = 64,
+        state: Union[State, Dict[str, Any], None] = None,
+        cache: Union[ResponseCache, Dict[str, Any], bool, None] = None,
+        admission: str = "skip",
+        budget: Any = None,
     ) -> None:
+        self._state = make_state(state)
+        self._telemetry = Telemetry()
+        self._responses = Responses(ResponseCache.from_value(cache), self._state.response_store, self._telemetry.count)
         self._strategy = make_strategy(strategy)
+        self._strategy.use_state(self._state)
+        self._admission = Admission(admission, budget)
         self.timeout = _optional_seconds("timeout", timeout)
         if isinstance(hedge_after, HedgePolicy) or hedge_after is None:
             self._hedge = hedge_after
         else:
             self._hedge = HedgePolicy(hedge_after, max_hedges, hedge_budget)
         self._hedge_budget = (
-            HedgeBudget(self._hedge.budget, self._hedge.window, self._hedge.budget_reserve) if self._hedge else None
+            self._state.hedge_budget(self._hedge.budget, self._hedge.window, self._hedge.budget_reserve)
+            if self._hedge else None
         )
         self._breaker_policy = BreakerPolicy.from_value(breaker)
         if when_all_open not in ALL_OPEN_CHOICES:
@@ -122,17 +145,17 @@ class Router:
             _optional_seconds(name, value)
         _optional_seconds("health_interval", health_interval)
         check_int("max_workers", max_workers, 1)
-        self._health = HealthChecker(timeout=health_timeout, ttl=health_ttl)
+        self._health = HealthChecker(timeout=health_timeout, ttl=health_ttl, store=self._state.health_store())
         self._max_workers = max_workers
         self._executor: Optional[ThreadPoolExecutor] = None
         self._running: Set[Future] = set()  # attempts submitted and not finished
         self._closing: Future = Future()  # done once close() has begun
         self._lock = threading.Lock()
         self._states: Tuple[ProviderState, ...] = ()
-        self._telemetry = Telemetry()
+        self._names: Set[str] = set()  # of _states, so adding thousands of providers stays linear
         self._windows = ContextWindows()
         #: Planning checks (planning.py): providers left out of a call before the strategy.
-        self._plan_checks: Tuple[PlanCheck, ...] = (CapabilityCheck(), self._windows)
+        self._plan_checks: Tuple[PlanCheck, ...] = (CapabilityCheck(), self._windows, CostCap(self._admission))
         self._closed = False
         if health_interval:
             self._health.start_background(health_interval, lambda: [s.provider for s in self._states])
@@ -148,25 +171,47 @@ class Router:
 
     def add_provider(self, provider: BaseProvider) -> BaseProvider:
         """Add a provider; its name must be unique. Returns it."""
-        if not isinstance(provider, BaseProvider):
-            raise ConfigurationError(
-                f"add_provider takes a BaseProvider (e.g. MockProvider(ProviderConfig(...))); got {type(provider).__name__}"
-            )
-        config = provider.config
-        state = ProviderState(
-            provider,
-            CircuitBreaker(self._breaker_policy),
-            ProviderMetrics(config.price_per_1k_prompt_tokens, config.price_per_1k_completion_tokens,
-                            price_per_1k_cached_prompt=config.price_per_1k_cached_prompt_tokens),
-        )
+        self.add_providers([provider])
+        return provider
+
+    def add_providers(self, providers: Iterable[BaseProvider]) -> List[BaseProvider]:
+        """Add several providers at once (all or none); names must be unique. Returns them.
+
+        In time linear in their number, so a configuration of thousands builds quickly.
+        """
+        providers = list(providers)
+        states = []
+        names: Set[str] = set()
+        for provider in providers:
+            if not isinstance(provider, BaseProvider):
+                raise ConfigurationError(
+                    f"add_provider takes a BaseProvider (e.g. MockProvider(ProviderConfig(...))); got {type(provider).__name__}"
+                )
+            if provider.name in names:
+                raise ConfigurationError(
+                    f"A provider named {provider.name!r} is given twice; give each a unique ProviderConfig.name"
+                )
+            names.add(provider.name)
+            config = provider.config
+            states.append(ProviderState(
+                provider,
+                self._state.breaker(config.name, self._breaker_policy),
+                ProviderMetrics(config.price_per_1k_prompt_tokens, config.price_per_1k_completion_tokens,
+                                price_per_1k_cached_prompt=config.price_per_1k_cached_prompt_tokens),
+                self._admission.for_provider(provider),
+            ))
         with self._lock:
             self._check_open()
-            if any(s.name == provider.name for s in self._states):
+            taken = names & self._names
+            if taken:
                 raise ConfigurationError(
-                    f"A provider named {provider.name!r} is already registered; give each a unique ProviderConfig.name"
+                    f"A provider named {min(taken)!r} is already registered; give each a unique ProviderConfig.name"
                 )
-            self._states = self._states + (state,)
-        return provider
+            self._states = self._states + tuple(states)
+            self._names |= names
+        for provider in providers:
+            self._state.attach(provider)
+        return providers
 
     def remove_provider(self, name: str) -> BaseProvider:
         """Remove the provider called ``name`` and return it (not closed)."""
@@ -174,6 +219,7 @@ class Router:
             for state in self._states:
                 if state.name == name:
                     self._states = tuple(s for s in self._states if s is not state)
+                    self._names.discard(name)
                     self._health.forget(name)
                     self._windows.forget(name)
                     return state.provider
@@ -191,19 +237,35 @@ class Router:
 
     # Calls -------------------------------------------------------------------------
 
-    def route(self, prompt: Prompt, params: Optional[GenerationParams] = None, *, timeout: Optional[float] = None) -> str:
+    def route(
+        self, prompt: Prompt, params: Optional[GenerationParams] = None, *, timeout: Optional[float] = None,
+        max_cost: Optional[float] = None,
+    ) -> str:
         """The answer's text. Same as ``complete(...).text``."""
-        return self.complete(prompt, params, timeout=timeout).text
+        return self.complete(prompt, params, timeout=timeout, max_cost=max_cost).text
 
     def complete(
-        self, prompt: Prompt, params: Optional[GenerationParams] = None, *, timeout: Optional[float] = None
+        self, prompt: Prompt, params: Optional[GenerationParams] = None, *, timeout: Optional[float] = None,
+        max_cost: Optional[float] = None,
+        cache: Optional[bool] = None,
     ) -> Completion:
         """The answer with who produced it, usage, latency and every attempt made.
 
         Raises ``AllProvidersFailedError`` (``DeadlineExceededError`` when the timeout
-        ran out) listing what each provider failed with.
+        ran out) listing what each provider failed with. ``max_cost`` skips providers
+        whose expected cost for this call is higher (see README, "Limits and budgets");
+        ``cache``: True/False to use or bypass the response cache for this call (None: the
+        Router's ``cache`` setting).
         """
         messages, params = BaseProvider._prepare(prompt, params)
+        budget = self._budget(timeout)
+        return self._responses.complete(
+            messages, params, cache, budget, self._states, lambda: self._complete(messages, params, timeout, max_cost)
+        )
+
+    def _complete(
+        self, messages: List[Message], params: GenerationParams, timeout: Optional[float], max_cost: Optional[float]
+    ) -> Completion:
         check = answer_check(params)
 
         def invoke(provider: BaseProvider, remaining: Optional[float]) -> Completion:
@@ -212,7 +274,7 @@ class Router:
                 check(completion.text, completion.tool_calls, provider.name)
             return completion
 
-        call = self._call(timeout, False, messages, params)
+        call = self._call(timeout, False, messages, params, max_cost=max_cost)
         completion, attempt = self._run(call, self._windows.learning(call, invoke))
         attempt.finish(None, completion.usage, completion)
         call.finish(attempt, None, completion.usage, completion)
@@ -222,19 +284,29 @@ class Router:
         )
 
     def route_stream(
-        self, prompt: Prompt, params: Optional[GenerationParams] = None, *, timeout: Optional[float] = None
+        self, prompt: Prompt, params: Optional[GenerationParams] = None, *, timeout: Optional[float] = None,
+        max_cost: Optional[float] = None,
+        cache: Optional[bool] = None,
     ) -> TextStream:
         """The answer as text chunks while they arrive.
 
         Falls back to the next provider only before the first chunk: once text has been
         yielded, a failure raises (naming the provider) rather than mixing two answers.
+        A cached answer is replayed as a stream (``cache`` as in ``complete``).
         """
         messages, params = BaseProvider._prepare(prompt, params)
+        budget = self._budget(timeout)
+        return self._responses.stream(
+            messages, params, cache, budget, self._states, lambda: self._stream(messages, params, timeout, max_cost)
+        )
 
+    def _stream(
+        self, messages: List[Message], params: GenerationParams, timeout: Optional[float], max_cost: Optional[float]
+    ) -> TextStream:
         def invoke(provider: BaseProvider, remaining: Optional[float]) -> OpenedStream:
             return OpenedStream.open(provider.stream(messages, params, timeout=remaining))
 
-        call = self._call(timeout, True, messages, params)
+        call = self._call(timeout, True, messages, params, max_cost=max_cost)
         opened, attempt = self._run(call, self._windows.learning(call, invoke))
         stream, once = opened.stream, threading.Lock()
 
@@ -299,15 +371,24 @@ class Router:
         finally:
             settle(error)
 
-    def _call(self, timeout: Optional[float], streaming: bool, messages: Any, params: Optional[GenerationParams]) -> Call:
+    def _budget(self, timeout: Optional[float]) -> Optional[float]:
+        return self.timeout if timeout is None else _optional_seconds("timeout", timeout)
+
+    def _call(
+        self, timeout: Optional[float], streaming: bool, messages: Any, params: Optional[GenerationParams],
+        operation: str = "chat",
+        *,
+        max_cost: Optional[float] = None,
+    ) -> Call:
         budget = self.timeout if timeout is None else _optional_seconds("timeout", timeout)
-        return Call(budget, streaming, self._telemetry, messages, params)
+        return Call(budget, streaming, self._telemetry, messages, params, operation,
+                    admission=self._admission, max_cost=_max_cost(max_cost))
 
     def _run(self, call: Call, invoke: Callable[[BaseProvider, Optional[float]], Any]) -> Tuple[Any, AttemptRun]:
         """Try providers in the planned order until one succeeds; the shared core of
         ``complete`` and ``route_stream``. Whatever escapes is reported as the call's end."""
         try:
-            return self._try_in_order(call, invoke)
+            return self._admission.run(call, lambda: self._try_in_order(call, invoke))
         except BaseException as exc:  # a planning error, a strategy's bug, KeyboardInterrupt
             call.abort(exc)  # no-op when call.failed already reported it
             raise
@@ -369,7 +450,7 @@ class Router:
         states = apply_checks(self._states if among is None else among, call, self._plan_checks)
         available = [state for state in states if state.breaker.is_available()]
         if available:
-            return self._strategy.order(available, BoundedHealth(self._health, lambda: _health_wait(call))), None
+            return self._strategy.order(available, BoundedHealth(self._health, lambda: _health_wait(call), call.expected_cost)), None
         closest = min(states, key=lambda state: state.breaker.remaining())
         if self.when_all_open == "fail":
             raise AllProvidersFailedError(
@@ -415,7 +496,7 @@ class Router:
         >>> router.embed(["first text", "second text"]).vectors        # doctest: +SKIP
         """
         job = EmbeddingJob.prepare(texts, self._states, space=space, purpose=purpose, max_parallel=max_parallel)
-        call = self._call(timeout, False, None, None)
+        call = self._call(timeout, False, None, None, "embeddings")
         return job.run(call, plan=lambda among: self._plan(call, among), pool=self._pool)
 
     def embedding_spaces(self) -> Dict[str, List[str]]:
@@ -480,6 +561,7 @@ class Router:
         others (what a frequently polled status endpoint wants).
         """
         self._check_open()
+        timeout = _optional_seconds("timeout", timeout)
         providers = self.providers
         reused = {p.name: self._health.cached(p.name) for p in providers} if cached else {}
         stale = [p for p in providers if reused.get(p.name) is None]
@@ -494,8 +576,10 @@ class Router:
             snapshot = state.metrics.snapshot()
             snapshot["model"] = state.provider.model
             snapshot["breaker"] = state.breaker.snapshot()
+            if state.admission is not None:
+                snapshot.update(state.admission.snapshot())
             providers[state.name] = snapshot
-        return {**totals, "providers": providers}
+        return {**totals, **self._admission.snapshot(), "providers": providers}
 
     def add_listener(self, listener: Listener) -> None:
         """Call ``listener(event)`` after every attempt and every finished call.
@@ -538,6 +622,7 @@ class Router:
         self._health.close()  # joins checks still running: closed providers end them
         if executor is not None:
             executor.shutdown(wait=True)
+        self._state.close()
         stop_reaper_if_idle()
 
     def _check_open(self) -> None:
@@ -553,6 +638,10 @@ class Router:
     def __repr__(self) -> str:
         names = ", ".join(state.name for state in self._states)
         return f"Router(strategy={self._strategy.name or self._strategy!r}, providers=[{names}])"
+
+
+def _max_cost(value: Optional[float]) -> Optional[float]:
+    return check_number("max_cost", value, 0, allow_none=True, kind="a cost >= 0 in the prices' currency")
 
 
 def _optional_seconds(name: str, value: Optional[float]) -> Optional[float]:

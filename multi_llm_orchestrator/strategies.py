@@ -11,6 +11,7 @@ round the list from it ("circular order"); "best-available" ranks them all.
 ``best-available``     healthy before degraded before unhealthy, then lowest latency (EWMA)
 ``weighted``           a random start weighted by ``ProviderConfig.weight``
 ``least-busy``         the provider with the fewest calls in flight
+``cheapest``           lowest expected price for this call, ties by latency; fallback by price
 =====================  ====================================================================
 
 A custom strategy subclasses ``Strategy`` and is passed as ``Router(strategy=MyStrategy())``.
@@ -25,12 +26,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Dict, List, Optional, Sequence, Type, Union
 
 from .errors import ConfigurationError
+from .state import LocalSequence
 
 if TYPE_CHECKING:
+    from .admission import ProviderAdmission
     from .breaker import CircuitBreaker
     from .health import HealthChecker
     from .metrics import ProviderMetrics
     from .providers.base import BaseProvider
+    from .state import State
 
 __all__ = [
     "ProviderState",
@@ -41,6 +45,7 @@ __all__ = [
     "BestAvailableStrategy",
     "WeightedStrategy",
     "LeastBusyStrategy",
+    "CheapestStrategy",
     "STRATEGIES",
     "make_strategy",
 ]
@@ -53,6 +58,7 @@ class ProviderState:
     provider: "BaseProvider"
     breaker: "CircuitBreaker"
     metrics: "ProviderMetrics"
+    admission: Optional["ProviderAdmission"] = None  # limits, budgets, prices (if configured)
 
     @property
     def name(self) -> str:
@@ -73,24 +79,27 @@ class Strategy(ABC):
     def order(self, states: Sequence[ProviderState], health: "HealthChecker") -> List[ProviderState]:
         """The providers in the order to try them (first = selected). ``states`` is non-empty."""
 
+    def use_state(self, state: "State") -> None:
+        """Take shared pieces (e.g. the round-robin position) from the Router's ``State``."""
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
 
 class RoundRobinStrategy(Strategy):
-    """Call k starts at provider k mod n: exact equal shares, even under many threads."""
+    """Call k starts at provider k mod n: exact equal shares, even under many threads
+    (and across processes sharing a ``RedisState``)."""
 
     name = "round-robin"
 
     def __init__(self) -> None:
-        self._next = 0
-        self._lock = threading.Lock()
+        self._position = LocalSequence()
+
+    def use_state(self, state: "State") -> None:
+        self._position = state.sequence(self.name)
 
     def order(self, states: Sequence[ProviderState], health: "HealthChecker") -> List[ProviderState]:
-        with self._lock:
-            start = self._next % len(states)
-            self._next += 1
-        return rotate(states, start)
+        return rotate(states, self._position.next() % len(states))
 
 
 class RandomStrategy(Strategy):
@@ -187,9 +196,34 @@ class LeastBusyStrategy(Strategy):
     def __init__(self) -> None:
         self._tiebreak = RoundRobinStrategy()
 
+    def use_state(self, state: "State") -> None:
+        self._tiebreak.use_state(state)
+
     def order(self, states: Sequence[ProviderState], health: "HealthChecker") -> List[ProviderState]:
         rotated = self._tiebreak.order(states, health)
         return sorted(rotated, key=lambda state: state.metrics.in_flight)
+
+
+class CheapestStrategy(Strategy):
+    """The lowest expected price for this call first, then the next cheapest, and so on.
+
+    The expected price is the call's estimated tokens (prompt estimate plus ``max_tokens``,
+    or the provider's average answer) times the provider's ``ProviderConfig.prices``. Equal
+    prices go to the lower EWMA latency; providers without prices come last.
+    """
+
+    name = "cheapest"
+
+    def order(self, states: Sequence[ProviderState], health: "HealthChecker") -> List[ProviderState]:
+        expected_cost = getattr(health, "expected_cost", None) or (lambda state: None)
+
+        def rank(indexed: "tuple[int, ProviderState]") -> "tuple[bool, float, float, int]":
+            index, state = indexed
+            cost = expected_cost(state)
+            # Rounded so float noise does not break a tie that latency should decide.
+            return cost is None, round(cost or 0.0, 9), state.metrics.ewma_latency_s or 0.0, index
+
+        return [state for _, state in sorted(enumerate(states), key=rank)]
 
 
 STRATEGIES: Dict[str, Type[Strategy]] = {
@@ -201,6 +235,7 @@ STRATEGIES: Dict[str, Type[Strategy]] = {
         BestAvailableStrategy,
         WeightedStrategy,
         LeastBusyStrategy,
+        CheapestStrategy,
     )
 }
 

@@ -561,6 +561,8 @@ class Completion:
     attempts: List[Attempt] = field(default_factory=list)
     tool_calls: List[ToolCall] = field(default_factory=list)
     reasoning: Optional[str] = None
+    #: True when the answer came from the response cache (no provider was called).
+    cached: bool = False
 
     def __str__(self) -> str:
         return self.text
@@ -729,6 +731,8 @@ class TextStream(Iterator[str]):
         self.tool_calls: List[ToolCall] = []
         #: Set by ``Router.route_stream``: the providers tried before this one answered.
         self.attempts: List[Attempt] = []
+        #: True when the stream replays a cached answer.
+        self.cached = False
         self.done = False
 
     def __iter__(self) -> "TextStream":

@@ -19,7 +19,23 @@ from typing import Any, Optional
 
 from .errors import ConfigurationError
 
-__all__ = ["check_number", "check_int", "is_real", "capped_growth"]
+__all__ = [
+    "check_number", "check_int", "check_nesting", "is_real", "capped_growth",
+    "MAX_SECONDS", "MAX_NUMBER", "MAX_NESTING",
+]
+
+#: The upper limit of every setting whose caller gives none: seconds (a timeout, hedge
+#: delay, cooldown, interval) beyond a week are a typo, and past ``threading.TIMEOUT_MAX``
+#: (~292 years) a wait raises OverflowError at call time instead of now.
+MAX_SECONDS = 7 * 24 * 3600.0
+#: ... and any other number or integer (weights, prices, counts): far above any real
+#: value, far below where sums turn into infinity.
+MAX_NUMBER = 1e15
+#: How deeply a configuration value (``extra``, a config file) may nest: walking deeper
+#: data recursively would hit Python's recursion limit.
+MAX_NESTING = 64
+_LIMITS = {"a number of seconds": MAX_SECONDS}
+_LIMIT_NOTES = {"a number of seconds": " seconds (one week)"}
 
 
 def is_real(value: Any) -> bool:
@@ -73,6 +89,12 @@ def _check(
         or (high is not None and (value >= high if high_open else value > high))
     )
     if in_range:
+        if high is None and value > _LIMITS.get(kind, MAX_NUMBER):
+            limit = _LIMITS.get(kind, MAX_NUMBER)
+            raise ConfigurationError(
+                f"{name} must be at most {limit:g}{_LIMIT_NOTES.get(kind, '')}; got {value!r}: a larger value "
+                "cannot be used (timers and counters would overflow)"
+            )
         return
     or_none = " (or None)" if allow_none else ""
     if low is not None and high is not None:
@@ -103,4 +125,31 @@ def capped_growth(start: float, multiplier: float, times: int, cap: float) -> fl
     exponent = min(times, 1 << 30) * math.log(multiplier)
     if exponent >= math.log(cap) - math.log(start):
         return cap
-    return min(cap, start * math.exp(exponent))
+    # Exact power when it fits a float (e**700 ~ 1e304); else through exp.
+    grown = start * multiplier ** times if exponent < 700 else math.exp(math.log(start) + exponent)
+    return min(cap, grown)
+
+
+def check_nesting(name: str, value: Any, limit: int = MAX_NESTING) -> None:
+    """ConfigurationError when the dicts and lists in ``value`` nest deeper than ``limit``
+    (checked without recursion, so any depth is reported, not a RecursionError).
+
+    >>> check_nesting("extra", {"a": [{"b": 1}]})
+    >>> deep = {}
+    >>> for _ in range(100): deep = {"x": deep}
+    >>> check_nesting("extra", deep)
+    Traceback (most recent call last):
+    ...
+    multi_llm_orchestrator.errors.ConfigurationError: extra nests dicts and lists more than 64 levels deep; flatten it
+    """
+    level = [value]
+    for _ in range(limit):
+        level = [
+            child
+            for item in level
+            for child in (item.values() if isinstance(item, dict) else item if isinstance(item, (list, tuple)) else ())
+            if isinstance(child, (dict, list, tuple))
+        ]
+        if not level:
+            return
+    raise ConfigurationError(f"{name} nests dicts and lists more than {limit} levels deep; flatten it")

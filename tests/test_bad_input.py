@@ -159,7 +159,7 @@ CASES = [
     ("ftp base_url", lambda c: ProviderConfig(name="p", base_url="ftp://x"), ConfigurationError,
      "must be an http(s) URL such as 'https://host/api/v1'; got 'ftp://x'"),
     ("max_retries negative", lambda c: ProviderConfig(name="p", max_retries=-1), ConfigurationError,
-     "max_retries of 'p' must be an integer >= 0"),
+     "max_retries of 'p' must be in [0, 100]"),
     ("YandexGPT without folder_id", lambda c: yandex(folder_id=None), ConfigurationError, "needs folder_id"),
     ("YandexGPT without api_key", lambda c: yandex(api_key=None), ConfigurationError, "needs api_key"),
     ("YandexGPT unknown auth", lambda c: yandex(extra={"auth": "oauth"}), ConfigurationError,

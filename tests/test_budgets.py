@@ -34,7 +34,7 @@ def test_price_of_a_usage_with_cached_prompt_tokens():
     price = Price(prompt=2.0, completion=6.0, cached=0.5)
     usage = Usage(prompt_tokens=1000, completion_tokens=500, total_tokens=1500)
     assert price.cost(usage) == pytest.approx(2.0 + 3.0)
-    cached = type("U", (), {"prompt_tokens": 1000, "completion_tokens": 0, "cached_tokens": 400})()
+    cached = type("U", (), {"prompt_tokens": 1000, "completion_tokens": 0, "cached_prompt_tokens": 400})()
     assert price.cost(cached) == pytest.approx(600 * 2.0 / 1000 + 400 * 0.5 / 1000)
     assert Price(prompt=2.0).cost(cached) == pytest.approx(2.0)  # cached defaults to the prompt price
 

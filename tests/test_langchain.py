@@ -9,7 +9,7 @@ import threading
 
 import pytest
 from langchain_core.callbacks import BaseCallbackHandler
-from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage, SystemMessage, ToolMessage
+from langchain_core.messages import AIMessage, AIMessageChunk, ChatMessage, HumanMessage, SystemMessage, ToolMessage
 from pydantic import ValidationError
 
 from multi_llm_orchestrator import (
@@ -23,6 +23,7 @@ from multi_llm_orchestrator import (
 from multi_llm_orchestrator.langchain import ChatRouter
 
 from fakes.mocks import mock, router_with
+from fakes.scripted import ScriptedProvider
 
 
 class SpyProvider(MockProvider):
@@ -200,7 +201,7 @@ def test_bad_construction_is_refused_with_what_to_do(arguments, message, monkeyp
     "prompt, keywords, message",
     [
         ([HumanMessage(content=[{"type": "image_url", "image_url": {"url": "data:..."}}])], {}, "'image_url' content block"),
-        ([ToolMessage("42", tool_call_id="1")], {}, "ToolMessage"),
+        ([ChatMessage(role="critic", content="x")], {}, "ChatMessage"),
         ("hi", {"model": "other"}, "does not take model per call"),
         ("hi", {"temperature": 5}, "temperature"),
         ("hi", {"timeout": 0}, "timeout"),
@@ -228,3 +229,163 @@ def test_the_langchain_example_runs_on_mocks_without_keys():
     assert "answered by steady after [('flaky', 'error'), ('steady', 'ok')]" in result.stdout
     assert "stream: Mock response to: Explain hedged requests" in result.stdout
     assert "ainvoke: Mock response to: Explain thread pools" in result.stdout
+
+
+# Embeddings -------------------------------------------------------------------------------
+
+
+class EmbedSpy(MockProvider):
+    def __init__(self, config):
+        super().__init__(config)
+        self.batches = []
+
+    def embed(self, texts, *, purpose=None, timeout=None):
+        self.batches.append((list(texts), purpose))
+        return super().embed(texts, purpose=purpose, timeout=timeout)
+
+
+def test_embeddings_go_through_router_embed_with_the_purpose():
+    from multi_llm_orchestrator.langchain import RouterEmbeddings
+    from multi_llm_orchestrator.providers.mock import mock_vector
+
+    provider = EmbedSpy(ProviderConfig(name="vectors", extra={"delay": 0}))
+    embeddings = RouterEmbeddings(router=router_with(provider))
+    assert embeddings.embed_documents(["first text", "second"]) == [mock_vector("first text", 16), mock_vector("second", 16)]
+    assert embeddings.embed_query("a question") == mock_vector("a question", 16)
+    assert embeddings.embed_documents([]) == []
+    assert provider.batches == [(["first text", "second"], "document"), (["a question"], "query")]
+    assert asyncio.run(embeddings.aembed_query("async")) == mock_vector("async", 16)
+
+
+def test_embeddings_keep_to_the_space_asked_for_and_fail_with_typed_errors():
+    from multi_llm_orchestrator.langchain import RouterEmbeddings
+
+    router = router_with(mock("a", embedding_space="space-a"), mock("b", "mock-unavailable", embedding_space="space-b"))
+    assert len(RouterEmbeddings(router=router, space="space-a").embed_query("hi")) == 16
+    with pytest.raises(AllProvidersFailedError):
+        RouterEmbeddings(router=router, space="space-b").embed_query("hi")
+    with pytest.raises(ConfigurationError, match="space"):
+        RouterEmbeddings(router=router).embed_query("hi")  # two spaces: which one?
+
+
+def test_embeddings_over_one_provider_and_bad_construction():
+    from multi_llm_orchestrator.langchain import RouterEmbeddings
+
+    provider = EmbedSpy(ProviderConfig(name="solo", extra={"delay": 0}))
+    assert len(RouterEmbeddings(provider=provider).embed_documents(["x", "y"])) == 2
+    with pytest.raises((ValidationError, ConfigurationError), match="single provider"):
+        RouterEmbeddings(provider=provider, space="other")
+    with pytest.raises((ValidationError, ConfigurationError), match="one of router, provider or config"):
+        RouterEmbeddings(provider=provider, router=router_with(mock("m")))
+
+
+
+# Tools and structured output --------------------------------------------------------------
+
+
+class ScriptedSpy(ScriptedProvider):
+    def complete(self, messages, params=None, *, timeout=None):
+        self.seen = (list(messages), params)
+        return super().complete(messages, params, timeout=timeout)
+
+
+def add(a: int, b: int) -> int:
+    """Add two integers."""
+    return a + b
+
+
+def test_bind_tools_gives_tool_calls_from_the_provider_that_can_call_tools():
+    scripted = ScriptedSpy(ProviderConfig(name="tools"))
+    chat = ChatRouter(router=router_with(mock("text-only"), scripted))
+    reply = chat.bind_tools([add], tool_choice="any").invoke("What is 1 + 2?")
+    assert reply.tool_calls == [{"name": "add", "args": {"a": 1, "b": 2}, "id": reply.tool_calls[0]["id"], "type": "tool_call"}]
+    _, params = scripted.seen
+    assert [t.name for t in params.tools] == ["add"] and params.tool_choice == "required"
+    attempts = reply.response_metadata["attempts"]
+    assert [(a["provider"], a["outcome"]) for a in attempts] == [("text-only", "skipped"), ("tools", "ok")]
+    assert "tools" in attempts[0]["error"]  # the skip says which capability was missing
+
+
+def test_a_tool_call_streams_as_a_tool_call_chunk_on_the_last_chunk():
+    chat = ChatRouter(router=router_with(ScriptedProvider(ProviderConfig(name="tools"))))
+    chunks = list(chat.bind_tools([add], tool_choice="add").stream("add(3, 4)"))
+    full = chunks[0]
+    for chunk in chunks[1:]:
+        full = full + chunk
+    assert [(c["name"], c["args"]) for c in full.tool_calls] == [("add", {"a": 3, "b": 4})]
+
+
+@pytest.mark.parametrize("choice, expected", [
+    ("any", "required"), (True, "required"), ("auto", "auto"), ("none", "none"), ("add", "add"),
+    ({"type": "function", "function": {"name": "add"}}, "add"), (None, None),
+])
+def test_tool_choice_values_map_to_the_routers(choice, expected):
+    scripted = ScriptedSpy(ProviderConfig(name="tools"))
+    ChatRouter(router=router_with(scripted)).bind_tools([add], tool_choice=choice).invoke("What is 1 + 2?")
+    assert scripted.seen[1].tool_choice == expected
+
+
+def test_a_tool_round_trip_sends_the_call_and_its_result_back():
+    scripted = ScriptedSpy(ProviderConfig(name="tools"))
+    chat = ChatRouter(router=router_with(scripted)).bind_tools([add])
+    question = HumanMessage("What is 1 + 2?")
+    call = chat.invoke([question])
+    result = ToolMessage("3", tool_call_id=call.tool_calls[0]["id"], name="add")
+    answer = chat.invoke([question, call, result])
+    assert answer.content == "The tool add returned 3" and answer.tool_calls == []
+    sent, _ = scripted.seen
+    assert sent[1].role == "assistant" and sent[1].tool_calls[0].arguments == {"a": 1, "b": 2}
+    assert (sent[2].role, sent[2].content, sent[2].tool_call_id, sent[2].name) == ("tool", "3", call.tool_calls[0]["id"], "add")
+
+
+def test_bad_tools_and_choices_are_refused():
+    chat = ChatRouter(router=router_with(ScriptedProvider(ProviderConfig(name="tools"))))
+    with pytest.raises(ConfigurationError, match="tool_choice"):
+        chat.bind_tools([add], tool_choice="subtract").invoke("hi")
+    with pytest.raises(ConfigurationError, match="share the name add"):
+        chat.bind_tools([add, add]).invoke("hi")
+    with pytest.raises(ConfigurationError, match="tool_choice dict"):
+        chat.bind_tools([add], tool_choice={"type": "function"})
+    with pytest.raises(ConfigurationError, match="method"):
+        chat.with_structured_output({"type": "object"}, method="xml")
+
+
+def test_tool_calls_need_a_capable_provider():
+    from multi_llm_orchestrator.errors import CapabilityError
+
+    with pytest.raises(CapabilityError, match="tools"):
+        ChatRouter(router=router_with(mock("text-only"))).bind_tools([add]).invoke("hi")
+
+
+class Joke(__import__("pydantic").BaseModel):
+    setup: str
+    punchline: str
+
+
+@pytest.mark.parametrize("method, response_format", [
+    ("json_schema", "schema"), ("json_mode", "json"), ("function_calling", None),
+])
+def test_with_structured_output_by_each_method(method, response_format):
+    scripted = ScriptedSpy(ProviderConfig(name="tools"))
+    chat = ChatRouter(router=router_with(scripted))
+    joke = chat.with_structured_output(Joke, method=method).invoke("Tell a joke with 'setup' and 'punchline'")
+    assert isinstance(joke, Joke)
+    params = scripted.seen[1]
+    if response_format == "schema":
+        assert params.response_format["required"] == ["setup", "punchline"]
+    else:
+        assert params.response_format == response_format
+    if method == "function_calling":
+        assert params.tool_choice == "required" and [t.name for t in params.tools] == ["Joke"]
+
+
+def test_structured_output_with_raw_keeps_the_message_and_the_parsing_error():
+    chat = ChatRouter(router=router_with(ScriptedProvider(ProviderConfig(name="tools"))))
+    result = chat.with_structured_output(Joke, include_raw=True).invoke("Tell a joke")
+    assert isinstance(result["parsed"], Joke) and result["parsing_error"] is None
+    assert isinstance(result["raw"], AIMessage) and result["raw"].response_metadata["provider"] == "tools"
+    bad = ChatRouter(router=router_with(ScriptedProvider(ProviderConfig(name="tools"))))
+    schema = {"title": "Count", "type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
+    parsed = bad.with_structured_output(Joke, method="json_mode", include_raw=True).invoke("Give 'n'")
+    assert parsed["parsed"] is None and parsed["parsing_error"] is not None  # {"n": ...} is not a Joke
+    assert bad.with_structured_output(schema).invoke("count")["n"] == 1

@@ -1,7 +1,11 @@
-"""LangChain's own standard test suite (langchain-tests) run against ChatRouter.
+"""LangChain's own standard test suite (langchain-tests) run against ChatRouter and
+RouterEmbeddings.
 
-Two integration runs: a Router over MockProviders, and a Router whose provider talks to
-the loopback OpenAI-compatible server over real sockets (streaming, usage chunk and all).
+Two integration runs: a Router over a MockProvider and a ScriptedProvider (a small
+deterministic tool-using model, tests/fakes/scripted.py: the mock answers text only, so
+calls with tools or a response format are planned onto the scripted one, as they would be
+onto a capable provider), and a Router whose provider talks to the loopback
+OpenAI-compatible server over real sockets (streaming, usage chunk and all).
 
 Skips that remain, each with its reason (the suite skips them itself, from the flags
 below):
@@ -12,6 +16,9 @@ below):
   part B, not on main yet); ChatRouter rejects ``model=`` per call instead of ignoring it.
 - image, PDF, audio, video and Anthropic-format inputs: the Router's providers take text.
 - test_stream_time: needs VCR cassettes of a real API; the loopback run covers streaming.
+- Over the loopback server, the tool, structured-output and JSON-mode tests: the fake
+  server answers text only (it has no model to decide on a tool call); they run over the
+  scripted model in TestChatRouterOverMocks.
 """
 
 from __future__ import annotations
@@ -20,17 +27,18 @@ import json
 from typing import Any, Dict
 
 import pytest
-from langchain_tests.integration_tests import ChatModelIntegrationTests
-from langchain_tests.unit_tests import ChatModelUnitTests
+from langchain_tests.integration_tests import ChatModelIntegrationTests, EmbeddingsIntegrationTests
+from langchain_tests.unit_tests import ChatModelUnitTests, EmbeddingsUnitTests
 
 from multi_llm_orchestrator import Router
-from multi_llm_orchestrator.langchain import ChatRouter
+from multi_llm_orchestrator.langchain import ChatRouter, RouterEmbeddings
 from multi_llm_orchestrator.providers import OpenAICompatibleProvider, ProviderConfig
 
 from fakes import FakeOpenAIServer
 from fakes.mocks import mock, router_with
+from fakes.scripted import ScriptedProvider
 
-MOCK_ROUTER = router_with(mock("mock-a"), mock("mock-b"))
+MOCK_ROUTER = router_with(mock("mock-a"), ScriptedProvider(ProviderConfig(name="scripted")))
 
 
 class TestChatRouterUnit(ChatModelUnitTests):
@@ -82,6 +90,10 @@ class TestChatRouterOverMocks(ChatModelIntegrationTests):
         return {"router": MOCK_ROUTER}
 
     @property
+    def supports_json_mode(self) -> bool:
+        return True
+
+    @property
     def supports_model_override(self) -> bool:
         return False  # see the module docstring
 
@@ -109,5 +121,43 @@ class TestChatRouterOverLoopbackServer(ChatModelIntegrationTests):
         return {"router": self.router}
 
     @property
+    def has_tool_calling(self) -> bool:
+        return False  # see the module docstring
+
+    @property
+    def has_structured_output(self) -> bool:
+        return False  # see the module docstring
+
+    @property
     def supports_model_override(self) -> bool:
         return False  # see the module docstring
+
+
+class TestRouterEmbeddingsUnit(EmbeddingsUnitTests):
+    @property
+    def embeddings_class(self) -> type:
+        return RouterEmbeddings
+
+    @property
+    def embedding_model_params(self) -> Dict[str, Any]:
+        return {"router": MOCK_ROUTER}
+
+    @pytest.fixture(autouse=True)
+    def config_file(self, tmp_path):
+        path = tmp_path / "router.json"
+        path.write_text(json.dumps({"providers": [{"type": "mock", "name": "from-env", "extra": {"delay": 0}}]}))
+        self.config_path = str(path)
+
+    @property
+    def init_from_env_params(self):
+        return {"MULTI_LLM_ORCHESTRATOR_CONFIG": self.config_path}, {}, {"config": self.config_path}
+
+
+class TestRouterEmbeddingsOverMocks(EmbeddingsIntegrationTests):
+    @property
+    def embeddings_class(self) -> type:
+        return RouterEmbeddings
+
+    @property
+    def embedding_model_params(self) -> Dict[str, Any]:
+        return {"router": MOCK_ROUTER}

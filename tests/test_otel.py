@@ -197,6 +197,25 @@ def test_a_stream_broken_midway_is_an_error_on_both_spans(exporter, provider):
     assert call.attributes["error.type"] == attempt.attributes["error.type"] == "ProviderUnavailableError"
 
 
+def test_an_embed_call_is_an_embeddings_span_with_a_child_per_attempt(exporter, provider):
+    router = router_with(mock("down", "mock-unavailable"), mock("up"), strategy="first-available")
+    instrument(router, tracer_provider=provider, capture_content=True)
+    result = router.embed(["first text", "second text here"])
+    spans = exporter.get_finished_spans()
+    (call,) = [s for s in spans if s.kind == SpanKind.INTERNAL]
+    attempts = [s for s in spans if s.kind == SpanKind.CLIENT]
+    assert call.name == "embeddings" and call.attributes["gen_ai.operation.name"] == "embeddings"
+    assert call.attributes["mlo.provider"] == "up"
+    assert call.attributes["gen_ai.usage.input_tokens"] == result.usage.prompt_tokens == 5
+    assert all(a.parent.span_id == call.context.span_id for a in attempts)
+    answered = [a for a in attempts if a.attributes["mlo.attempt.outcome"] == "ok"]
+    assert [a.name for a in answered] == ["embeddings mock-embedding"]
+    assert answered[0].attributes["gen_ai.request.model"] == "mock-embedding"
+    assert answered[0].attributes["gen_ai.embeddings.dimension.count"] == result.dimensions
+    assert "gen_ai.output.messages" not in call.attributes  # vectors are not content to record
+    assert not any("second text" in text for text in all_strings(spans))
+
+
 # Content ----------------------------------------------------------------------------------
 
 

@@ -438,3 +438,22 @@ def test_estimate_counts_cyrillic_denser_than_ascii():
 ])
 def test_context_length_refusals(status, message, expected):
     assert is_context_length_error(InvalidRequestError(message, status_code=status)) is expected
+
+
+@pytest.mark.parametrize("value,expected", [
+    ([0.5, -0.25], [0.5, -0.25]),
+    ([1, "2.5"], [1.0, 2.5]),            # ints, and the numeric strings Yandex's reference shows
+    ([1e308, 1e308], [1e308, 1e308]),    # a sum that overflows is still a finite vector
+])
+def test_parse_vector_accepts(value, expected):
+    from multi_llm_orchestrator.providers.embedding_format import parse_vector
+
+    assert parse_vector(value, "p", "where") == expected
+
+
+@pytest.mark.parametrize("value", [[1.0, float("inf")], [float("nan")], [float("-inf"), float("inf")], ["inf"]])
+def test_parse_vector_refuses_non_finite(value):
+    from multi_llm_orchestrator.providers.embedding_format import parse_vector
+
+    with pytest.raises(ResponseFormatError, match="non-finite"):
+        parse_vector(value, "p", "where")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, ClassVar, Dict, FrozenSet, Iterator, List, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, ClassVar, Dict, FrozenSet, Iterator, List, Optional, Sequence, Tuple, Union
 
 from ..config import ProviderConfig
 from ..errors import ConfigurationError, NotSupportedError, ResponseFormatError
@@ -14,6 +14,9 @@ from ..types import (
     to_messages,
 )
 from ..validation import check_int
+
+if TYPE_CHECKING:
+    from ..auth import TokenCache
 
 __all__ = ["BaseProvider", "ProviderConfig", "EmbeddingLimits", "PURPOSES"]
 
@@ -172,6 +175,13 @@ class BaseProvider(ABC):
     def list_models(self, timeout: Optional[float] = None) -> List[str]:
         """Models the provider offers, where it can list them (else just the configured one)."""
         return [self.model]
+
+    def token_sharing(self) -> "Optional[Tuple[TokenCache, str, Optional[str]]]":
+        """What a shared ``State`` needs to share this provider's bearer token with other
+        processes: the ``TokenCache``, a string naming the credential (the state stores
+        only its hash) and the secret to encrypt stored tokens with (None: the state's
+        ``token_secret``). None (the default) when the provider has no refreshable token."""
+        return None
 
     def close(self) -> None:
         """Release connections. The provider must not be used afterwards."""

@@ -17,6 +17,8 @@ from typing import Any, List, Optional, Tuple
 from ..errors import ResponseFormatError
 from ..types import Usage
 
+_FLOAT_ONLY = {float}
+
 __all__ = ["parse_vector", "parse_data_list", "check_count", "check_dimensions"]
 
 
@@ -27,6 +29,10 @@ def parse_vector(value: Any, provider: str, where: str) -> List[float]:
     if not isinstance(value, list) or not value:
         shown = "an empty list" if value == [] else f"a {type(value).__name__}"
         raise ResponseFormatError(f"{where} is {shown}, not a list of numbers", provider=provider)
+    # The common case, checked at C speed: JSON floats only, and a finite sum (an inf or
+    # nan anywhere makes the sum non-finite; a huge finite sum takes the slow path).
+    if set(map(type, value)) == _FLOAT_ONLY and math.isfinite(sum(value)):
+        return value
     vector: List[float] = []
     for item in value:
         if isinstance(item, bool) or not isinstance(item, (int, float, str)):

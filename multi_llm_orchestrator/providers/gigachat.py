@@ -147,6 +147,13 @@ class GigaChatProvider(HttpProvider):
             self._fetch_token if auth_key else None, owner=self.name, token=access_token, share_failures=True
         )
 
+    def token_sharing(self) -> Optional[Tuple[TokenCache, str, Optional[str]]]:
+        """OAuth tokens are shared per authorization key, scope and OAuth endpoint, and
+        encrypted with the authorization key (whoever holds it can get a token anyway)."""
+        if not self._auth_key:
+            return None
+        return self._tokens, f"gigachat|{self.auth_url}|{self.scope}|{self._auth_key}", self._auth_key
+
     @classmethod
     def from_env(cls, name: str = "gigachat", **overrides: Any) -> "GigaChatProvider":
         """A provider configured like the official SDK, from ``GIGACHAT_*`` variables.

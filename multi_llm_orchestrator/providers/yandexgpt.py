@@ -236,6 +236,14 @@ class YandexGPTProvider(HttpProvider):
         self._embedding_pool: Optional[ThreadPoolExecutor] = None
         self._pool_lock = threading.Lock()
 
+    def token_sharing(self) -> Optional[Tuple[TokenCache, str, Optional[str]]]:
+        """IAM tokens from ``token_provider`` are shared per folder, endpoint and provider
+        name; there is no credential here to encrypt them with, so the state's
+        ``token_secret`` is used."""
+        if self._token_provider is None:
+            return None
+        return self._tokens, f"yandexgpt|{self.base_url}|{self.folder_id}|{self.name}", None
+
     @classmethod
     def from_env(
         cls,
