@@ -26,6 +26,7 @@ __all__ = [
     "read_body",
     "read_prefix",
     "close_response",
+    "cap_read_timeout",
     "DEFAULT_MAX_RESPONSE_BYTES",
     "ERROR_BODY_PREFIX",
     "READ_BLOCK",
@@ -69,6 +70,7 @@ class BodyChunks:
         self.map_exception = map_exception
         self.transfer = getattr(response, TRANSFER_ATTR, None)
         self.received = 0
+        self._reads = 0
         self._read1 = response.raw.read1
 
     def next_block(self) -> bytes:
@@ -77,10 +79,12 @@ class BodyChunks:
         if transfer is not None and transfer.error is not None:
             raise self._cut_error()
         if self.deadline is not None:
-            left = self.deadline - time.monotonic()
-            if left <= 0:
+            # The first read is always tried (with a tiny timeout when time is up): what
+            # already arrived with the headers is the answer's, not a timeout.
+            if self._reads and time.monotonic() >= self.deadline:
                 raise self.timeout_error()
-            self._cap_socket_timeout(left)
+            cap_read_timeout(self.response, self.deadline)
+        self._reads += 1
         try:
             block = self._read1(READ_BLOCK, decode_content=True)
         except Exception as exc:
@@ -96,7 +100,7 @@ class BodyChunks:
         limit = f"{self.timeout:g} s" if self.timeout is not None else "its timeout"
         if self.received:
             return ProviderTimeoutError(
-                f"the answer was still arriving when the timeout of {limit} ran out "
+                f"the answer did not finish within the timeout of {limit}: it was still arriving "
                 f"({self.received} bytes received)",
                 provider=self.provider,
             )
@@ -123,20 +127,22 @@ class BodyChunks:
             return self.timeout_error()
         return error
 
-    def _cap_socket_timeout(self, left: float) -> None:
-        """Shorten the socket's read timeout to the time left: a stalled read then ends
-        at the deadline without waiting for the deadline thread. urllib3 sets the
-        timeout afresh when the connection is reused."""
-        sock = getattr(getattr(self.response.raw, "connection", None), "sock", None)
-        if sock is None:
-            return
-        left = max(MIN_SOCKET_TIMEOUT, left)
-        try:
-            current = sock.gettimeout()
-            if current is None or left < current:
-                sock.settimeout(left)
-        except OSError:  # already closed: the read reports it
-            pass
+
+def cap_read_timeout(response: Any, deadline: Optional[float]) -> None:
+    """Shorten the socket's read timeout to the time left before ``deadline`` (never
+    lengthen it, never 0: that would make it non-blocking): a stalled read then ends at
+    the deadline without waiting for the deadline thread. urllib3 sets the timeout
+    afresh when the connection is reused."""
+    sock = getattr(getattr(getattr(response, "raw", None), "connection", None), "sock", None)
+    if deadline is None or sock is None:
+        return
+    left = max(MIN_SOCKET_TIMEOUT, deadline - time.monotonic())
+    try:
+        current = sock.gettimeout()
+        if current is None or left < current:
+            sock.settimeout(left)
+    except OSError:  # already closed: the read reports it
+        pass
 
 
 def read_body(chunks: BodyChunks, limit: int, what: str = "the response body") -> bytes:

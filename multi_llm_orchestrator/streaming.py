@@ -18,6 +18,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional
 
 from .errors import ProviderError, ProviderUnavailableError, ResponseFormatError
 from .reading import DEFAULT_MAX_RESPONSE_BYTES, BodyChunks, close_response
+from .reading import cap_read_timeout as _cap_read_timeout  # noqa: F401  (its old home; tests pin it)
 
 __all__ = [
     "iter_lines", "LineReader", "iter_sse_data", "iter_sse_json", "iter_json_lines", "stream_error", "drain",
