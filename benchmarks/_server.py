@@ -12,6 +12,12 @@ do not compete with the server's threads for the GIL, as with a real remote serv
 The parent reads counters over HTTP (``GET /_stats``, ``POST /_reset``); the child
 exits when the parent closes its stdin.
 
+With ``limit`` and ``window`` it enforces a rate limit as a provider does: at most
+``limit`` chat completions start in any ``window`` seconds; beyond that it answers 429
+with ``Retry-After`` (and ``retry-after-ms``) saying when the oldest start leaves the
+window. ``/_stats`` then also reports ``rejected`` (429s sent) and ``max_in_window``
+(the most accepted starts any window held, from the server's own log).
+
     with spawn(fast=0.02, slow=1.0, slow_share=0.03) as server:
         provider = OpenAICompatibleProvider(ProviderConfig(name="a", model=MODEL, base_url=server.url))
         server.reset(); ...; server.requests()   # chat completions served since reset
@@ -45,9 +51,10 @@ COMPLETION = {
 MODELS = {"object": "list", "data": [{"id": MODEL, "object": "model", "created": 0, "owned_by": "bench"}]}
 
 
-def _response(status: str, body: Any) -> bytes:
+def _response(status: str, body: Any, headers: Optional[dict] = None) -> bytes:
     data = json.dumps(body).encode()
-    head = f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n"
+    extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
+    head = f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\n{extra}Content-Length: {len(data)}\r\n\r\n"
     return head.encode() + data
 
 
@@ -56,9 +63,13 @@ class _Server(ThreadingHTTPServer):
     block_on_close = False
     request_queue_size = 512
 
-    def __init__(self, fast: float, slow: float, slow_share: float, seed: int) -> None:
+    def __init__(self, fast: float, slow: float, slow_share: float, seed: int,
+                 limit: int = 0, window: float = 60.0) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
         self.fast, self.slow, self.slow_share = fast, slow, slow_share
+        self.limit, self.window = limit, window
+        self.accepted: list = []  # monotonic start times of accepted chat requests
+        self.rejected = 0
         self.random = random.Random(seed)
         self.lock = threading.Lock()
         self.chat_requests = 0
@@ -71,6 +82,29 @@ class _Server(ThreadingHTTPServer):
             slow = self.slow_share > 0 and self.random.random() < self.slow_share
             self.slow_requests += slow
         return self.slow if slow else self.fast
+
+    def admit(self) -> Optional[float]:
+        """None if this request may start now (logged), else the seconds to wait."""
+        if not self.limit:
+            return None
+        with self.lock:
+            now = time.monotonic()
+            start = len(self.accepted) - self.limit
+            if start >= 0 and self.accepted[start] > now - self.window:
+                self.rejected += 1
+                return self.accepted[start] + self.window - now
+            self.accepted.append(now)
+            return None
+
+    def max_in_window(self) -> int:
+        with self.lock:
+            starts = list(self.accepted)
+        best = left = 0
+        for right, start in enumerate(starts):
+            while starts[left] <= start - self.window:
+                left += 1
+            best = max(best, right - left + 1)
+        return best
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -92,6 +126,15 @@ class _Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(length) if length else b""
         path = self.path
         if path.endswith("/chat/completions"):
+            wait = self.server.admit()
+            if wait is not None:
+                self.wfile.write(_response(
+                    "429 Too Many Requests",
+                    {"error": {"message": "Rate limit reached: too many requests per minute", "type": "requests",
+                               "code": "rate_limit_exceeded"}},
+                    {"Retry-After": f"{wait:.3f}", "retry-after-ms": f"{wait * 1000:.0f}"},
+                ))
+                return
             delay = self.server.latency()
             if delay:
                 time.sleep(delay)
@@ -108,7 +151,8 @@ class _Handler(BaseHTTPRequestHandler):
         elif path == "/_reset":
             server = self.server
             with server.lock:
-                server.chat_requests = server.slow_requests = server.connections = 0
+                server.chat_requests = server.slow_requests = server.connections = server.rejected = 0
+                server.accepted = []
             self.wfile.write(_response("200 OK", {}))
         else:
             self.wfile.write(self.NOT_FOUND)
@@ -120,7 +164,8 @@ class _Handler(BaseHTTPRequestHandler):
             server = self.server
             with server.lock:
                 stats = {"requests": server.chat_requests, "slow": server.slow_requests,
-                         "connections": server.connections}
+                         "connections": server.connections, "rejected": server.rejected}
+            stats["max_in_window"] = server.max_in_window()
             self.wfile.write(_response("200 OK", stats))
         else:
             self.wfile.write(self.NOT_FOUND)
@@ -132,10 +177,11 @@ class _Handler(BaseHTTPRequestHandler):
 class ServerProcess:
     """A ``_server.py`` child process; ``url`` is the base_url to give a provider."""
 
-    def __init__(self, fast: float = 0.0, slow: float = 0.0, slow_share: float = 0.0, seed: int = 1) -> None:
+    def __init__(self, fast: float = 0.0, slow: float = 0.0, slow_share: float = 0.0, seed: int = 1,
+                 limit: int = 0, window: float = 60.0) -> None:
         self.process = subprocess.Popen(
             [sys.executable, __file__, "--fast", str(fast), "--slow", str(slow),
-             "--slow-share", str(slow_share), "--seed", str(seed)],
+             "--slow-share", str(slow_share), "--seed", str(seed), "--limit", str(limit), "--window", str(window)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
         )
         line = self.process.stdout.readline() if self.process.stdout else ""
@@ -184,9 +230,10 @@ class ServerProcess:
         self.close()
 
 
-def spawn(fast: float = 0.0, slow: float = 0.0, slow_share: float = 0.0, seed: int = 1) -> ServerProcess:
+def spawn(fast: float = 0.0, slow: float = 0.0, slow_share: float = 0.0, seed: int = 1,
+          limit: int = 0, window: float = 60.0) -> ServerProcess:
     """Start the server in a child process (see the module doc)."""
-    return ServerProcess(fast, slow, slow_share, seed)
+    return ServerProcess(fast, slow, slow_share, seed, limit, window)
 
 
 def free_port_closed() -> int:
@@ -204,8 +251,10 @@ def main(argv: Optional[list] = None) -> None:
     parser.add_argument("--slow", type=float, default=0.0)
     parser.add_argument("--slow-share", type=float, default=0.0)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--limit", type=int, default=0, help="chat requests allowed per window (0: no limit)")
+    parser.add_argument("--window", type=float, default=60.0, help="seconds of the rate-limit window")
     args = parser.parse_args(argv)
-    server = _Server(args.fast, args.slow, args.slow_share, args.seed)
+    server = _Server(args.fast, args.slow, args.slow_share, args.seed, args.limit, args.window)
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True).start()
     print(f"PORT {server.server_address[1]}", flush=True)
     sys.stdin.read()  # until the parent closes our stdin (or dies)

@@ -30,6 +30,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple, Union
 
+from . import forking
 from .budgets import BudgetLedger, MemoryBudgetLedger, Price, PriceTable, Budget
 from .errors import BudgetExceededError, CapacityExhaustedError, ConfigurationError
 from .limits import Limiter, Limits, MemoryLimiter, Refusal, Reservation
@@ -118,6 +119,7 @@ class ProviderAdmission:
         self.ledgers = list(ledgers)
         self.prices = prices
         self._lock = threading.Lock()
+        forking.register(self)  # fresh locks in a forked child (forking.py)
         self.spent_total = 0.0
 
     @classmethod
@@ -182,7 +184,10 @@ class Admission:
 
     ``make_limiter(provider_name, limits)`` and ``make_ledger(scope, budget)`` build the
     state objects (in memory by default; a shared store passes its own), ``scope`` being
-    the provider's name or ``"router"``.
+    the provider's name or ``"router"``. Pass the instance as ``Router(admission=...)``::
+
+        Router(admission=Admission("wait", {"limit": 100, "period": "day"},
+                                   make_limiter=store.limiter, make_ledger=store.ledger))
     """
 
     def __init__(
@@ -200,6 +205,7 @@ class Admission:
         self.make_ledger = make_ledger or (lambda scope, budget: MemoryBudgetLedger(budget))
         self.ledgers = [self.make_ledger("router", item) for item in Budget.from_value(budget, "Router budget")]
         self._cond = threading.Condition()
+        forking.register(self)  # fresh locks in a forked child (forking.py)
         self._queue: Deque[object] = deque()
         self._generation = 0
 

@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Protocol, Tuple, TypeVar
 
+from . import forking
 from .config import scrub_secrets
 from .errors import AuthenticationError, ProviderError, ProviderTimeoutError
 
@@ -89,7 +90,8 @@ class TokenCache:
         self.share_failures = share_failures
         self.clock = clock
         self._fetch = fetch
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # a fetch in flight at a fork would hold it for ever:
+        forking.register(self)  # a forked child gets a new one (forking.fresh_locks)
         self._generation = 0
         self._token: Optional[Token] = None
         if token:

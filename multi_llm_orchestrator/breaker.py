@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Dict, Optional
 
+from . import forking
 from .errors import (
     AuthenticationError,
     ConfigurationError,
@@ -104,6 +105,12 @@ class CircuitBreaker:
         self._failures = 0
         self._trips = 0
         self._open_until = 0.0
+        self._probe_in_flight = False
+        forking.register(self)
+
+    def _after_fork(self) -> None:
+        # A probe running in a parent thread at the fork never reports in the child.
+        self._lock = threading.Lock()
         self._probe_in_flight = False
 
     @property

@@ -30,6 +30,7 @@ from collections import deque
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Deque, Dict, List, Mapping, Optional, Tuple, Union
 
+from . import forking
 from .errors import ConfigurationError
 from .limits import Refusal, Reservation
 from .validation import check_number
@@ -239,6 +240,7 @@ class MemoryBudgetLedger(BudgetLedger):
         self.budget = budget
         self._clock = clock
         self._lock = threading.Lock()
+        forking.register(self)  # fresh locks in a forked child (forking.py)
         self._held = 0.0
         self._spent = 0.0
         self._period_key: Any = None

@@ -31,6 +31,7 @@ from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
+from . import forking
 from .errors import ConfigurationError, DeadlineExceededError
 from .types import Completion, GenerationParams, Message, ReasoningDelta, StreamEnd, TextStream, ToolCall, Usage
 from .validation import check_int, check_number
@@ -121,6 +122,7 @@ class MemoryResponseStore(ResponseStore):
         self._clock = clock
         self._entries: "OrderedDict[str, Tuple[float, Dict[str, Any]]]" = OrderedDict()
         self._lock = threading.Lock()
+        forking.register(self)  # fresh locks in a forked child (forking.py)
 
     def get(self, key: str) -> Optional[Dict[str, Any]]:
         with self._lock:
@@ -194,6 +196,13 @@ class Responses:
         self._count = count
         self._flights: Dict[str, _Flight] = {}
         self._lock = threading.Lock()
+        forking.register(self)  # fresh locks in a forked child (forking.py)
+
+    def _after_fork(self) -> None:
+        # Calls in flight in the parent's threads never finish in a forked child: their
+        # waiters there would wait for nothing.
+        forking.fresh_locks(self)
+        self._flights = {}
 
     @property
     def store(self) -> ResponseStore:

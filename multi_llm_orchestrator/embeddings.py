@@ -16,7 +16,9 @@ The rules:
   (texts per request, characters per request) of the space's providers, so any of them
   can take any batch.
 - **Parallel, under the deadline.** Up to ``max_parallel`` batches run at once on the
-  Router's executor; each attempt gets the time left of the Router's timeout.
+  Router's executor; each attempt gets the time left of the Router's timeout, and the
+  caller waits no longer than that timeout even for a provider that ignores it (a
+  single batch without a timeout runs on the caller's thread).
 - **Partial failover.** A batch that fails on one provider is retried on the next
   provider of the space; batches that succeeded are never sent again. When a batch
   fails on every provider, the call fails (``AllProvidersFailedError``) and batches not
@@ -146,7 +148,7 @@ class EmbeddingJob:
 
     def _run_all(self, call: Call, plan: Plan, pool: Callable[[], ThreadPoolExecutor]) -> List[Tuple[Embeddings, AttemptRun]]:
         results: List[Optional[Tuple[Embeddings, AttemptRun]]] = [None] * len(self.batches)
-        if len(self.batches) == 1:
+        if len(self.batches) == 1 and call.deadline is None:  # nothing to wait for: no pool hop
             results[0] = self._run_batch(call, plan, 0)
             return results  # type: ignore[return-value]
         stop = threading.Event()

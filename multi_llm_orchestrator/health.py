@@ -13,8 +13,9 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from concurrent.futures import wait as wait_all  # where a parameter is called "wait"
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
+from . import forking
 from .providers.base import BaseProvider
 
 if TYPE_CHECKING:
@@ -59,6 +60,7 @@ class HealthChecker:
         self.timeout = timeout
         self.ttl = ttl
         self._clock = clock
+        self._max_workers = max_workers
         self._store = store  # results shared with other processes (RedisState), if any
         self._executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="mlo-health")
         self._cache: Dict[str, HealthResult] = {}
@@ -66,6 +68,8 @@ class HealthChecker:
         self._refreshing: Dict[str, Future] = {}
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
+        self._background: Optional[Tuple[float, Callable[[], Sequence[BaseProvider]]]] = None
+        forking.register(self)
 
     def check(self, providers: Iterable[BaseProvider], timeout: Optional[float] = None) -> Dict[str, HealthResult]:
         """Check every provider now, in parallel; update the cache; return the results."""
@@ -180,6 +184,7 @@ class HealthChecker:
         """Re-check ``providers()`` every ``interval`` seconds on a daemon thread."""
         if self._thread is not None:
             return
+        self._background = (interval, providers)  # to restart it in a forked child
 
         def loop() -> None:
             while not self._stop.wait(interval):
@@ -200,6 +205,21 @@ class HealthChecker:
         if self._thread is not None:
             self._thread.join(timeout=self.timeout + 1)
         self._executor.shutdown(wait=wait_for_checks, cancel_futures=True)
+
+
+    def _after_fork(self) -> Optional[Callable[[], None]]:
+        """In a forked child (see forking.py): a pool and locks of its own, no checks in
+        flight, and the refresher started again once every provider has new connections."""
+        forking.fresh_locks(self)
+        self._refreshing = {}
+        if self._stop.is_set():  # closed before the fork: stays closed
+            return None
+        self._executor = ThreadPoolExecutor(max_workers=self._max_workers, thread_name_prefix="mlo-health")
+        self._thread = None
+        if self._background is None:
+            return None
+        interval, providers = self._background
+        return lambda: self.start_background(interval, providers)
 
 
 class BoundedHealth:

@@ -19,6 +19,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, TypeVar, Union
 
+from . import forking
 from .errors import ConfigurationError, ProviderError, ProviderTimeoutError
 from .metrics import ProviderMetrics
 from .validation import check_int, check_number, is_real
@@ -101,6 +102,7 @@ class HedgeBudget:
         self._buckets = max(1, int(window))
         self._clock = clock
         self._lock = threading.Lock()
+        forking.register(self)  # fresh locks in a forked child (forking.py)
         self._calls = [0] * self._buckets
         self._hedges = [0] * self._buckets
         self._stamps = [-1] * self._buckets

@@ -50,6 +50,7 @@ from urllib3.exceptions import MaxRetryError, ResponseError
 from urllib3.util.retry import Retry
 from urllib3.util.timeout import Timeout
 
+from . import forking
 from .auth import TokenCache
 from .config import ProviderConfig, is_secret_key, scrub_secrets
 from .errors import (
@@ -539,6 +540,15 @@ class HttpProvider(BaseProvider):
     def close(self) -> None:
         self.session.close()
         stop_reaper_if_idle()
+
+    def _after_fork(self) -> None:
+        """In a forked child (see forking.py): a Session of its own. The inherited one's
+        pooled sockets are the parent's connections too: two processes writing to one
+        keep-alive socket read each other's answers. Closing them here closes only the
+        child's copies of the descriptors (no shutdown is sent)."""
+        forking.fresh_locks(self)
+        inherited, self.session = self.session, build_session(self.config, self.retry_statuses)
+        inherited.close()
 
     def probe(self, call: Callable[[], Any]) -> bool:
         """True when ``call()`` returns, False when it raises: what ``health_check`` needs.

@@ -40,6 +40,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Deque, Dict, Iterator, Mapping, Optional, Union
 
+from . import forking
 from .errors import ConfigurationError
 from .validation import check_int, check_number
 
@@ -202,6 +203,7 @@ class MemoryLimiter(Limiter):
         self.limits = limits
         self._clock = clock
         self._lock = threading.Lock()
+        forking.register(self)  # fresh locks in a forked child (forking.py)
         self._in_flight = 0
         self._in_flight_tokens = 0
         self._done: Deque[Reservation] = deque()  # released, in release order, inside the window

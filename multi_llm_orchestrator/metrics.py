@@ -12,6 +12,7 @@ import threading
 from collections import Counter, deque
 from typing import Any, Dict, Optional
 
+from . import forking
 from .types import Usage
 
 __all__ = ["ProviderMetrics", "percentile"]
@@ -59,6 +60,12 @@ class ProviderMetrics:
         self.hedges_started = 0
         self.hedges_won = 0
         self.hedges_lost = 0
+        forking.register(self)
+
+    def _after_fork(self) -> None:
+        # Attempts in flight in the parent's threads never finish in the child.
+        self._lock = threading.Lock()
+        self.in_flight = 0
 
     def started(self) -> None:
         with self._lock:

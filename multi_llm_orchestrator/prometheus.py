@@ -28,6 +28,11 @@ Metrics (prefix ``mlo_``, set with ``namespace``); every ``mlo_provider_*`` metr
 - ``mlo_provider_breaker_state{state="closed"|"open"|"half-open"}`` (1 for the current
   state); ``mlo_provider_breaker_open_seconds``.
 - ``mlo_provider_hedges_total{outcome="started"|"won"|"lost"}``.
+- Budgets (``ProviderConfig.budget``, ``Router(budget=...)``): ``mlo_provider_budget_spent``
+  and ``mlo_provider_budget_remaining{period}``, ``mlo_router_budget_spent`` and
+  ``mlo_router_budget_remaining{period}`` (period "day", "month" or "<seconds>s").
+- Limits (``ProviderConfig.limits``): ``mlo_provider_limit_requests_in_window``,
+  ``mlo_provider_limit_tokens_in_window``; ``mlo_router_calls_waiting_for_capacity``.
 - ``mlo_provider_balance_tokens{usage}``: tokens left on the account per model family,
   for providers with a balance API (GigaChat's prepaid packages). Asked at scrape time
   at most every ``balance_interval`` seconds (default 300), within ``balance_timeout``
@@ -119,6 +124,10 @@ class RouterCollector:
             f"{ns}_router_calls_in_progress", "Router calls started and not finished.",
             value=max(0, stats["calls"] - stats["succeeded"] - stats["failed"]),
         )
+        admission = stats.get("admission") or {}
+        yield GaugeMetricFamily(f"{ns}_router_calls_waiting_for_capacity", "Calls queued by admission='wait'.",
+                                value=admission.get("waiting", 0))
+        yield from _budget_families(f"{ns}_router_budget", "the Router's", [], [([], admission.get("budgets") or [])])
 
         def family(kind: type, name: str, documentation: str, *labels: str) -> Metric:
             return kind(f"{ns}_provider_{name}", documentation, labels=["provider", *labels])
@@ -136,6 +145,11 @@ class RouterCollector:
         open_for = family(GaugeMetricFamily, "breaker_open_seconds", "Seconds until an open breaker lets a probe through.")
         hedges = family(CounterMetricFamily, "hedges", "Hedged attempts by outcome.", "outcome")
         balance = family(GaugeMetricFamily, "balance_tokens", "Tokens left on the account, per model family.", "usage")
+        requests_in_window = family(GaugeMetricFamily, "limit_requests_in_window",
+                                    "Requests counted against the provider's rpm now (in flight or in the window).")
+        tokens_in_window = family(GaugeMetricFamily, "limit_tokens_in_window",
+                                  "Tokens counted against the provider's tpm now (estimates until reconciled).")
+        provider_budgets = []
         for name, values in self.balances().items():
             for usage, value in sorted(values.items()):
                 balance.add_metric([name, usage], value)
@@ -161,8 +175,28 @@ class RouterCollector:
             open_for.add_metric([name], row["breaker"]["open_for_s"])
             for outcome in ("started", "won", "lost"):
                 hedges.add_metric([name, outcome], row[f"hedges_{outcome}"])
+            if "limits" in row:
+                requests_in_window.add_metric([name], row["limits"]["requests_in_window"])
+                tokens_in_window.add_metric([name], row["limits"]["tokens_in_window"])
+            provider_budgets.append(([name], (row.get("spend") or {}).get("budgets") or []))
         yield from (info, attempts, successes, failures, in_flight, success_rate, latency, tokens, cost,
-                    breaker, open_for, hedges, balance)
+                    breaker, open_for, hedges, balance, requests_in_window, tokens_in_window)
+        yield from _budget_families(f"{ns}_provider_budget", "the provider's", ["provider"], provider_budgets)
+
+
+def _budget_families(prefix: str, whose: str, labels: list, rows: list) -> Iterator[Metric]:
+    """``<prefix>_spent`` and ``<prefix>_remaining`` gauges, one sample per budget."""
+    spent = GaugeMetricFamily(f"{prefix}_spent", f"Spent in the current period of {whose} budget.",
+                              labels=[*labels, "period"])
+    remaining = GaugeMetricFamily(f"{prefix}_remaining", f"Left in the current period of {whose} budget.",
+                                  labels=[*labels, "period"])
+    for values, budgets in rows:
+        for budget in budgets:
+            period = budget["period"] if isinstance(budget["period"], str) else f"{budget['period']:g}s"
+            spent.add_metric([*values, period], budget["spent"])
+            remaining.add_metric([*values, period], budget["remaining"])
+    yield spent
+    yield remaining
 
 
 class Exporter:

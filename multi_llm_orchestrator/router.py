@@ -25,6 +25,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple, Union
 
+from . import forking
 from .breaker import BreakerPolicy
 from .cache import ResponseCache, Responses
 from .errors import (
@@ -91,7 +92,8 @@ class Router:
       cache, with single-flight (see ``cache.py``); off by default, ``cache=True`` per call.
     - ``admission``: when no provider has capacity (``ProviderConfig.limits``) or budget,
       "skip" (default: fail at once, saying when capacity returns) or "wait" (queue, first
-      come first served, within the call's timeout).
+      come first served, within the call's timeout). An ``admission.Admission`` instance
+      brings its own mode, budget and state stores (e.g. shared by a fleet).
     - ``budget``: the Router's spending budget, e.g. ``{"limit": 100, "period": "day"}``
       (or a list of them); once spent, calls raise ``BudgetExceededError`` unsent.
 
@@ -119,7 +121,7 @@ class Router:
         max_workers: int = 64,
         state: Union[State, Dict[str, Any], None] = None,
         cache: Union[ResponseCache, Dict[str, Any], bool, None] = None,
-        admission: str = "skip",
+        admission: Union[str, Admission] = "skip",
         budget: Any = None,
     ) -> None:
         self._state = make_state(state)
@@ -127,7 +129,12 @@ class Router:
         self._responses = Responses(ResponseCache.from_value(cache), self._state.response_store, self._telemetry.count)
         self._strategy = make_strategy(strategy)
         self._strategy.use_state(self._state)
-        self._admission = Admission(admission, budget)
+        # A State that shares limits and budgets offers limiter(provider, limits) and
+        # ledger(scope, budget); without them admission state stays in this process.
+        self._admission = admission if isinstance(admission, Admission) else Admission(
+            admission, budget, make_limiter=getattr(self._state, "limiter", None),
+            make_ledger=getattr(self._state, "ledger", None),
+        )
         self.timeout = _optional_seconds("timeout", timeout)
         if isinstance(hedge_after, HedgePolicy) or hedge_after is None:
             self._hedge = hedge_after
@@ -157,6 +164,7 @@ class Router:
         #: Planning checks (planning.py): providers left out of a call before the strategy.
         self._plan_checks: Tuple[PlanCheck, ...] = (CapabilityCheck(), self._windows, CostCap(self._admission))
         self._closed = False
+        forking.register(self)
         if health_interval:
             self._health.start_background(health_interval, lambda: [s.provider for s in self._states])
 
@@ -624,6 +632,15 @@ class Router:
             executor.shutdown(wait=True)
         self._state.close()
         stop_reaper_if_idle()
+
+    def _after_fork(self) -> None:
+        """In a forked child (see forking.py): no executor, attempts or locks of the
+        parent's; providers and the health checker reset themselves."""
+        forking.fresh_locks(self)
+        self._executor = None
+        self._running = set()
+        for part in (self._strategy, self._telemetry):
+            forking.fresh_locks(part)
 
     def _check_open(self) -> None:
         if self._closed:

@@ -25,6 +25,7 @@ import itertools
 import threading
 from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, Union
 
+from . import forking
 from .breaker import BreakerPolicy, CircuitBreaker
 from .errors import ConfigurationError
 from .hedging import HedgeBudget
@@ -43,6 +44,7 @@ class LocalSequence:
     def __init__(self) -> None:
         self._counter = itertools.count()
         self._lock = threading.Lock()
+        forking.register(self)  # fresh locks in a forked child (forking.py)
 
     def next(self) -> int:
         with self._lock:

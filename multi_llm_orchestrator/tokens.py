@@ -22,6 +22,7 @@ import re
 import threading
 from typing import Any, Callable, Dict, Iterable, Optional, Sequence
 
+from . import forking
 from .errors import AllProvidersFailedError, InvalidRequestError, OrchestratorError, ProviderError
 from .planning import CallRequest, PlanCheck, Skip, SkipReason
 from .types import GenerationParams, Message, TokenCount
@@ -82,6 +83,7 @@ class ContextWindows(PlanCheck):
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        forking.register(self)  # fresh locks in a forked child (forking.py)
         self._learned: Dict[str, int] = {}
 
     def limit(self, provider: Any) -> Optional[int]:

@@ -23,6 +23,8 @@ from multi_llm_orchestrator import (
     Router,
     Usage,
 )
+from multi_llm_orchestrator.admission import Admission
+from multi_llm_orchestrator.budgets import MemoryBudgetLedger
 from multi_llm_orchestrator.errors import BudgetExceededError, CapacityExhaustedError
 from multi_llm_orchestrator.providers.base import BaseProvider
 from multi_llm_orchestrator.providers.openai import OpenAICompatibleProvider
@@ -448,9 +450,10 @@ def test_the_router_over_its_budget_raises_before_sending_anything():
 
 def test_budgets_per_period_with_a_fake_clock():
     a = make("a", prices={"prompt": 1.0, "completion": 1.0}, usage=Usage(500, 500, 1000))
-    router = router_with(a, budget={"limit": 1.0, "period": "day"})
     clock = WallClock(86400.0 * 20000 + 3600)
-    router._admission.ledgers[0]._clock = clock
+    admission = Admission("skip", {"limit": 1.0, "period": "day"},
+                          make_ledger=lambda scope, budget: MemoryBudgetLedger(budget, clock))
+    router = router_with(a, admission=admission)
     router.complete("hi", GenerationParams(max_tokens=1))
     with pytest.raises(BudgetExceededError) as caught:
         router.complete("hi", GenerationParams(max_tokens=1))

@@ -189,3 +189,28 @@ def test_balance_gauge_asks_at_most_every_interval_and_skips_providers_without_o
     assert collector.balances() == {"giga": {"GigaChat": 900000, "embeddings": 9999967}}  # the last values kept
     assert Prepaid.asked == 3  # payg is never asked again
     router.close()
+
+
+def test_spend_remaining_budget_and_limits_are_exported():
+    router = Router(budget={"limit": 10.0, "period": "day"})
+    router.add_provider(mock("priced", prices={"prompt": 1.0, "completion": 2.0},
+                             budget=[{"limit": 100.0, "period": "month"}, {"limit": 50.0, "period": 3600}],
+                             limits={"rpm": 60, "tpm": 100000}))
+    router.complete("Hello")
+    registry = CollectorRegistry()
+    registry.register(RouterCollector(router))
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(generate_latest(registry).decode())
+        for sample in family.samples
+    }
+    spent = router.stats()["providers"]["priced"]["spend"]["total"]
+    assert spent > 0
+    assert samples[("mlo_provider_cost_total", (("provider", "priced"),))] == pytest.approx(spent)
+    assert samples[("mlo_provider_budget_spent", (("period", "month"), ("provider", "priced")))] == pytest.approx(spent)
+    assert samples[("mlo_provider_budget_remaining", (("period", "3600s"), ("provider", "priced")))] == pytest.approx(50 - spent)
+    assert samples[("mlo_router_budget_remaining", (("period", "day"),))] == pytest.approx(10 - spent)
+    assert samples[("mlo_provider_limit_requests_in_window", (("provider", "priced"),))] == 1
+    assert samples[("mlo_provider_limit_tokens_in_window", (("provider", "priced"),))] > 0
+    assert samples[("mlo_router_calls_waiting_for_capacity", ())] == 0
+    router.close()

@@ -177,6 +177,21 @@ def test_the_router_timeout_bounds_parallel_batches():
     router.close()
 
 
+def test_the_router_timeout_holds_even_when_a_provider_ignores_its_timeout():
+    class Deaf(MockProvider):
+        def embed(self, texts, *, purpose=None, timeout=None):
+            threading.Event().wait(1.5)  # ignores the timeout it was given
+            return super().embed(texts, purpose=purpose)
+
+    router = router_with(Deaf(ProviderConfig(name="deaf", extra={"delay": 0})), timeout=0.2)
+    started = time.monotonic()
+    with pytest.raises(DeadlineExceededError) as info:
+        router.embed(["one batch only"])
+    assert time.monotonic() - started < 1.2
+    assert [e.provider for e in info.value.errors] == ["deaf"]
+    router.close()
+
+
 def test_vectors_of_different_sizes_in_one_space_are_refused():
     a = Recording("a", fail_on="text number 0", extra={"embedding_batch_size": 5})
     b = Recording("b", extra={"dimensions": 4, "embedding_batch_size": 5}, embedding_space="mock:mock-embedding")

@@ -7,6 +7,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Dict, FrozenSet, Iterator, List, Optional, Sequence, Tuple, Union
 
+from .. import forking
 from ..config import ProviderConfig
 from ..errors import ConfigurationError, NotSupportedError, ResponseFormatError
 from ..types import (
@@ -72,6 +73,7 @@ class BaseProvider(ABC):
                 f"{type(self).__name__} takes a ProviderConfig; got {type(config).__name__}"
             )
         self.config = config
+        forking.register(self)  # locks (and an HttpProvider's Session) renewed in a forked child
         #: What this provider supports beyond plain text: the config's override, else the
         #: type's declaration. The Router plans tool, structured-output and reasoning calls by it.
         self.capabilities: FrozenSet[str] = (

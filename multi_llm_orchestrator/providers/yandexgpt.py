@@ -423,6 +423,10 @@ class YandexGPTProvider(HttpProvider):
             pool.shutdown(wait=False, cancel_futures=True)
         super().close()
 
+    def _after_fork(self) -> None:
+        super()._after_fork()  # a Session and locks of its own
+        self._embedding_pool = None  # its threads stayed in the parent; a new pool on first use
+
     # Requests --------------------------------------------------------------------------
 
     def _pool(self) -> ThreadPoolExecutor:
