@@ -43,8 +43,8 @@ from .providers.base import BaseProvider
 from .admission import Admission, CostCap
 from .answers import answer_check
 from .calls import (
-    DEADLINE_SLACK_S, AttemptRun, AttemptStopped, Call, Listener, OpenedStream, Telemetry, as_provider_error,
-    checked_completion, try_in_turn,
+    DEADLINE_SLACK_S, AttemptRun, AttemptStopped, Call, Listener, LiveAttempts, OpenedStream, Telemetry,
+    as_provider_error, checked_completion, try_in_turn,
 )
 from .capabilities import CapabilityCheck
 from .embeddings import EmbeddingJob, embedding_spaces
@@ -641,6 +641,7 @@ class Router:
         self._running = set()
         for part in (self._strategy, self._telemetry):
             forking.fresh_locks(part)
+        self._telemetry.live = LiveAttempts()  # the parent's attempts are not this process's
 
     def _check_open(self) -> None:
         if self._closed:

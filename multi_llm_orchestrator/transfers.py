@@ -24,13 +24,13 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
-import os
 import socket
 import threading
 import time
 from contextlib import contextmanager
 from typing import Any, Dict, Iterator, List, Optional, Set, Tuple
 
+from . import forking
 from .errors import ProviderError
 
 __all__ = ["Transfer", "CancelScope", "TransferCut", "current_transfer", "stop_reaper_if_idle"]
@@ -207,6 +207,9 @@ class Reaper:
     def __init__(self) -> None:
         self._reset()
 
+    def _after_fork(self) -> None:
+        self._reset()
+
     def _reset(self) -> None:
         self._cond = threading.Condition(threading.Lock())
         self._heap: List[Tuple[float, int, Transfer]] = []
@@ -278,9 +281,7 @@ class Reaper:
 
 
 _REAPER = Reaper()
-if hasattr(os, "register_at_fork"):
-    # The thread does not exist in a forked child, and the lock may have been held.
-    os.register_at_fork(after_in_child=_REAPER._reset)
+forking.register(_REAPER)  # a forked child has no deadline thread, and the lock may have been held
 
 
 def stop_reaper_if_idle() -> None:
