@@ -505,7 +505,7 @@ class Router:
         """
         job = EmbeddingJob.prepare(texts, self._states, space=space, purpose=purpose, max_parallel=max_parallel)
         call = self._call(timeout, False, None, None, "embeddings")
-        return job.run(call, plan=lambda among: self._plan(call, among), pool=self._pool)
+        return job.run(call, plan=lambda among: self._plan(call, among), pool=self._pool, closing=self._closing)
 
     def embedding_spaces(self) -> Dict[str, List[str]]:
         """Each embedding space and the names of its providers, in the order added."""
@@ -620,7 +620,8 @@ class Router:
         self._health.close(wait_for_checks=False)
         if executor is not None:
             executor.shutdown(wait=False, cancel_futures=True)
-        self._closing.set_result(None)  # wakes races whose queued attempts were just cancelled
+        # Wakes the races (and embedding jobs) whose queued attempts were just cancelled.
+        self._closing.set_exception(OrchestratorError("This Router was closed during the call"))
         self._telemetry.live.close(grace, AttemptStopped("the Router was closed while this attempt ran"))
         for state in self._states:
             try:

@@ -301,10 +301,12 @@ def test_a_stream_cut_by_the_router_deadline_while_text_arrives_says_so(server, 
 # 6. close() never hangs ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("timeout", [None, 30.0], ids=["no-timeout", "timeout"])
-def test_close_wakes_every_caller_within_grace(server, leaks, timeout):
+@pytest.mark.parametrize("timeout, hedged", [(None, True), (30.0, True), (None, False)],
+                         ids=["hedged-no-timeout", "hedged-timeout", "on-the-callers-threads"])
+def test_close_wakes_every_caller_within_grace(server, leaks, timeout, hedged):
     # 64 callers, 4 workers: most attempts are still queued when close() cancels them.
-    router = Router(InOrder(), timeout=timeout, hedge_after=eager_hedging(0.02), max_workers=4)
+    # Without hedging or timeout the attempts run on the callers' own threads.
+    router = Router(InOrder(), timeout=timeout, hedge_after=eager_hedging(0.02) if hedged else None, max_workers=4)
     router.add_provider(openai(server, "slow", name="slow-a", timeout=20))
     router.add_provider(openai(server, "slow", name="slow-b", timeout=20))
     outcomes = []
