@@ -28,12 +28,14 @@ from .errors import (
     QuotaExceededError,
     RateLimitError,
     ResponseFormatError,
+    ToolLoopError,
 )
 from .limits import Limits
 from .providers import BaseProvider, MockProvider
 from .cache import ResponseCache
 from .router import Router
 from .state import LocalState, State
+from .tool_loop import run_tools
 from .types import (
     Attempt,
     Completion,
@@ -68,6 +70,7 @@ _logging.getLogger("multi_llm_orchestrator").addHandler(_logging.NullHandler())
 __all__ = [
     "__version__",
     "Router",
+    "run_tools",
     "ProviderConfig",
     "Limits",
     "Budget",
@@ -105,4 +108,5 @@ __all__ = [
     "ResponseFormatError",
     "AllProvidersFailedError",
     "DeadlineExceededError",
+    "ToolLoopError",
 ]

@@ -209,6 +209,11 @@ class Admission:
         self._queue: Deque[object] = deque()
         self._generation = 0
 
+    def _after_fork(self) -> None:
+        # In a forked child: none of the parent's waiting threads exist here.
+        self._cond = threading.Condition()
+        self._queue = deque()
+
     def for_provider(self, provider: "BaseProvider") -> Optional[ProviderAdmission]:
         return ProviderAdmission.for_provider(provider, self.make_limiter, self.make_ledger)
 
@@ -443,6 +448,11 @@ def capacity_error(refusals: Sequence[Tuple[str, Refusal]], waited: bool, deadli
         return BudgetExceededError(
             f"The call would go over the Router's {refusal.reason}; nothing was sent. {_when(refusal)}",
             retry_after=refusal.retry_after,
+        )
+    if not refusals:  # the deadline passed while earlier calls were still queued ahead
+        return CapacityExhaustedError(
+            "No provider had capacity before the call's deadline: it waited behind earlier calls "
+            "queued for capacity (admission='wait'); give it a longer timeout or raise the limits"
         )
     known = [r.retry_after for _, r in refusals if r.retry_after is not None and math.isfinite(r.retry_after)]
     soonest = min(known) if known else None

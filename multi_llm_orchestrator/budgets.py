@@ -246,6 +246,11 @@ class MemoryBudgetLedger(BudgetLedger):
         self._period_key: Any = None
         self._entries: Deque[Tuple[float, float]] = deque()  # rolling: (when, cost)
 
+    def _after_fork(self) -> None:
+        # In a forked child: the parent's calls in flight settle in the parent.
+        self._lock = threading.Lock()
+        self._held = 0.0
+
     def acquire(self, cost: float) -> Union[Reservation, Refusal]:
         cost = max(0.0, float(cost)) if math.isfinite(cost) else math.inf
         with self._lock:

@@ -40,7 +40,9 @@ PROG = "multi-llm-orchestrator"
 #: Used when neither --config nor $MULTI_LLM_ORCHESTRATOR_CONFIG is given.
 DEFAULT_CONFIG: Dict[str, Any] = {
     "strategy": "round-robin",
-    "providers": [{"type": "mock", "name": f"mock-{index}", "extra": {"delay": 0}} for index in (1, 2, 3)],
+    # mock-tools answers plain prompts like mock-normal, and also --json-schema.
+    "providers": [{"type": "mock", "name": f"mock-{index}", "model": "mock-tools", "extra": {"delay": 0}}
+                  for index in (1, 2, 3)],
 }
 
 
@@ -107,6 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("--system", metavar="TEXT", help="a system message sent before the prompt")
     ask.add_argument("--temperature", type=float, metavar="T")
     ask.add_argument("--max-tokens", type=int, metavar="N")
+    ask.add_argument("--json-schema", metavar="FILE",
+                     help="answer JSON that fits the JSON Schema in FILE (structured output; providers "
+                          "without it are skipped, an answer that does not fit falls back)")
     output = ask.add_mutually_exclusive_group()
     output.add_argument("--stream", action="store_true", help="print the answer while it arrives")
     output.add_argument("--json", action="store_true",
@@ -355,11 +360,26 @@ def _router(args: argparse.Namespace) -> Any:
 
 
 def _params(args: argparse.Namespace) -> Any:
-    if args.temperature is None and args.max_tokens is None:
+    schema = _json_schema(args.json_schema) if getattr(args, "json_schema", None) else None
+    if args.temperature is None and args.max_tokens is None and schema is None:
         return None
     from .types import GenerationParams
 
-    return GenerationParams(temperature=args.temperature, max_tokens=args.max_tokens)
+    return GenerationParams(temperature=args.temperature, max_tokens=args.max_tokens, response_format=schema)
+
+
+def _json_schema(path: str) -> Dict[str, Any]:
+    """The JSON Schema object in the file at ``path``."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            schema = json.load(handle)
+    except OSError as exc:
+        raise _UsageError(f"--json-schema: cannot read {path}: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise _UsageError(f"--json-schema: {path} is not JSON: {exc}") from None
+    if not isinstance(schema, dict):
+        raise _UsageError(f"--json-schema: {path} must hold a JSON Schema object, e.g. {{\"type\": \"object\", ...}}")
+    return schema
 
 
 def _numbered_lines(path: str) -> List[Tuple[int, str]]:

@@ -15,10 +15,12 @@
     │   ├── ProviderUnavailableError           connection refused/reset, 5xx, TLS failure
     │   ├── InvalidRequestError                400/404/413/422, model not found
     │   └── ResponseFormatError                a body or stream that cannot be parsed
-    └── AllProvidersFailedError                .errors: every failed attempt, in order
-        ├── DeadlineExceededError (also TimeoutError)   the Router's total budget ran out
-        ├── CapacityExhaustedError             no provider had capacity (limits); .retry_after
-        └── BudgetExceededError                the Router's spending budget is used up
+    ├── AllProvidersFailedError                .errors: every failed attempt, in order
+    │   ├── DeadlineExceededError (also TimeoutError)   the Router's total budget ran out
+    │   ├── CapacityExhaustedError             no provider had capacity (limits); .retry_after
+    │   └── BudgetExceededError                the Router's spending budget is used up
+    └── ToolLoopError                          run_tools: the model still asks for tools
+                                               after max_rounds
 
 Catch ``OrchestratorError`` to catch everything; ``ProviderError`` for one provider's
 failure (the Router falls back on every ``ProviderError``); ``AllProvidersFailedError``
@@ -36,7 +38,7 @@ Example::
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 __all__ = [
     "OrchestratorError",
@@ -56,6 +58,7 @@ __all__ = [
     "DeadlineExceededError",
     "CapacityExhaustedError",
     "BudgetExceededError",
+    "ToolLoopError",
 ]
 
 
@@ -257,3 +260,19 @@ class BudgetExceededError(AllProvidersFailedError):
 
 def _rebuild_budget(message, budget, spent, retry_after):
     return BudgetExceededError(message, budget=budget, spent=spent, retry_after=retry_after)
+
+
+class ToolLoopError(OrchestratorError):
+    """``run_tools`` stopped: the model still asked for tools after ``max_rounds``.
+
+    ``completion`` is the last answer (its ``tool_calls`` unanswered), ``messages`` the
+    conversation so far, so the caller can inspect it or continue by hand.
+    """
+
+    def __init__(self, message: str, *, completion: Any = None, messages: Any = None) -> None:
+        super().__init__(message)
+        self.completion = completion
+        self.messages = messages
+
+    def __reduce__(self):
+        return (_rebuild, (type(self), self.args[0], self.__dict__))

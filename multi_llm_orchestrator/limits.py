@@ -212,6 +212,19 @@ class MemoryLimiter(Limiter):
         self._server_requests: Optional[list] = None  # [remaining, reset_at]
         self._server_tokens: Optional[list] = None
 
+    def _after_fork(self) -> None:
+        # In a forked child: the parent's requests in flight end in the parent, never
+        # here; they count as just finished (they did reach the server). Each process
+        # then holds the limits on its own: share them across a fleet with a shared store.
+        self._lock = threading.Lock()
+        now = self._clock()
+        if self._in_flight:
+            share = self._in_flight_tokens // self._in_flight
+            for _ in range(self._in_flight):
+                self._done.append(Reservation(share, now, released=True, stamp=now, counted=True))
+                self._done_tokens += share
+        self._in_flight = self._in_flight_tokens = 0
+
     # The decision ------------------------------------------------------------------
 
     def acquire(self, tokens: int = 0) -> Grant:

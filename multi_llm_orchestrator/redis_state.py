@@ -11,6 +11,8 @@ Every process of a fleet that builds its Router with the same Redis and prefix s
   fleet under a short lock; the others wait for it (within their deadline) or use the
   still-valid token. Stored encrypted (see ``TokenStore``), with a TTL equal to the
   token's life;
+- rate limits (rpm, tpm, max_concurrency) and budgets of admission control, each
+  decision one Lua script (``redis_limits.py``);
 - the round-robin position, the hedge budget and health results;
 - the response cache (``Router(cache=...)``), with single-flight across processes.
 
@@ -42,7 +44,6 @@ from urllib.parse import urlsplit
 try:
     import redis
     from redis.backoff import NoBackoff
-    from redis.exceptions import RedisError
     from redis.retry import Retry
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(
@@ -219,7 +220,8 @@ class _Link:
             raise RedisUnavailable()
         try:
             result = operation()
-        except (RedisError, OSError) as exc:
+        except Exception as exc:  # RedisError, OSError, and redis-py's own slips mid-outage
+            # (a ValueError from a socket closed under it): never the caller's LLM call's failure.
             self._failed(exc)
             raise RedisUnavailable() from None
         if self._outage:
@@ -236,9 +238,10 @@ class _Link:
             self._outage = True
             self._retry_at = time.monotonic() + self.retry_interval
         if first:
-            # Connections to a restarted server are all dead: start afresh next time.
+            # Idle connections to a restarted server are all dead: start afresh next time
+            # (those in use by other threads fail on their own).
             try:
-                self.client.connection_pool.disconnect()
+                self.client.connection_pool.disconnect(inuse_connections=False)
             except Exception:  # pragma: no cover - best effort
                 pass
             logger.warning(
@@ -339,6 +342,16 @@ class RedisState(State):
 
     def health_store(self) -> Optional[HealthStore]:
         return RedisHealthStore(self)
+
+    def limiter(self, provider: str, limits: Any) -> Any:
+        from .redis_limits import RedisLimiter
+
+        return RedisLimiter(self, provider, limits)
+
+    def ledger(self, scope: str, budget: Any) -> Any:
+        from .redis_limits import RedisBudgetLedger
+
+        return RedisBudgetLedger(self, scope, budget)
 
     def attach(self, provider: Any) -> None:
         sharing = provider.token_sharing()

@@ -18,6 +18,7 @@ modules; the Router only composes them.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import os
 import threading
@@ -554,8 +555,11 @@ class Router:
             if progress is not None:
                 progress(finished, len(prompts))
 
+        # Each prompt runs in a copy of the caller's context, so what lives in contextvars
+        # (the caller's tracing span, above all) is the parent of every call in the batch.
+        context = contextvars.copy_context()
         with ThreadPoolExecutor(max_workers, thread_name_prefix="mlo-batch") as pool:
-            list(pool.map(one, range(len(prompts))))
+            list(pool.map(lambda index: context.copy().run(one, index), range(len(prompts))))
         return results
 
     def health_check(self, timeout: Optional[float] = None) -> Dict[str, bool]:

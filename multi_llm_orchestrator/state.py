@@ -10,6 +10,8 @@ circuit breaker     ``reserve/release/record_success/record_failure``  ``Circuit
 round-robin         ``next() -> int``                                ``LocalSequence``
 hedge budget        ``record_call() / try_spend()``                  ``HedgeBudget``
 health results      ``get(name) / put(result)``                      none (the checker's cache)
+rate limits         ``Limiter`` (``acquire/reconcile/release``)      ``MemoryLimiter``
+budgets             ``BudgetLedger`` (``acquire/reconcile/release``)  ``MemoryBudgetLedger``
 token cache         ``TokenCache.share(store)``                      none (per provider)
 response cache      ``ResponseStore``                                ``MemoryResponseStore``
 ==================  ==============================================  ======================
@@ -31,7 +33,9 @@ from .errors import ConfigurationError
 from .hedging import HedgeBudget
 
 if TYPE_CHECKING:
+    from .budgets import Budget, BudgetLedger
     from .cache import ResponseStore
+    from .limits import Limiter, Limits
     from .health import HealthResult
     from .providers.base import BaseProvider
 
@@ -80,6 +84,18 @@ class State:
 
     def health_store(self) -> Optional[HealthStore]:
         return None
+
+    def limiter(self, provider: str, limits: "Limits") -> "Limiter":
+        """The rate limiter of the provider called ``provider`` (admission control)."""
+        from .limits import MemoryLimiter
+
+        return MemoryLimiter(limits)
+
+    def ledger(self, scope: str, budget: "Budget") -> "BudgetLedger":
+        """The spend of one budget; ``scope`` is a provider's name or ``"router"``."""
+        from .budgets import MemoryBudgetLedger
+
+        return MemoryBudgetLedger(budget)
 
     def attach(self, provider: "BaseProvider") -> None:
         """Called for every provider added to a Router (shares its token cache)."""

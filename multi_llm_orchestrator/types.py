@@ -529,7 +529,9 @@ class Attempt:
     ``outcome`` is "ok", "error", "lost" (a hedge race it did not win) or "skipped"
     (circuit open, or left out when the call was planned: ``error`` then says why, e.g.
     the provider lacks a capability the call needs, or the prompt does not fit the
-    provider's context window); ``hedge`` is True for an attempt started by hedging.
+    provider's context window, its expected cost is above ``max_cost``, or it had no
+    capacity or budget left when the attempt was due: then with when capacity returns);
+    ``hedge`` is True for an attempt started by hedging.
     """
 
     provider: str

@@ -32,6 +32,7 @@ from multi_llm_orchestrator.strategies import CheapestStrategy
 from multi_llm_orchestrator.types import Completion, StreamEnd
 
 from fakes import FakeOpenAIServer, Fault
+from fakes.timing import FakeClock, max_in_window
 
 WAIT = 10.0  # only to catch hangs
 
@@ -368,15 +369,6 @@ class CountingServer(FakeOpenAIServer):
                 self.active -= 1
 
 
-def max_in_window(starts, window):
-    starts = sorted(starts)
-    best, left = 0, 0
-    for right, start in enumerate(starts):
-        while starts[left] <= start - window:
-            left += 1
-        best = max(best, right - left + 1)
-    return best
-
 
 def test_rpm_and_max_concurrency_are_exact_under_64_threads_by_the_servers_log():
     window, rpm, concurrency = 0.5, 15, 3
@@ -409,13 +401,6 @@ def test_rpm_and_max_concurrency_are_exact_under_64_threads_by_the_servers_log()
 
 # Budgets ---------------------------------------------------------------------------------------------------
 
-
-class WallClock:
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_a_provider_over_its_budget_is_skipped_and_the_next_answers():
@@ -450,7 +435,7 @@ def test_the_router_over_its_budget_raises_before_sending_anything():
 
 def test_budgets_per_period_with_a_fake_clock():
     a = make("a", prices={"prompt": 1.0, "completion": 1.0}, usage=Usage(500, 500, 1000))
-    clock = WallClock(86400.0 * 20000 + 3600)
+    clock = FakeClock(86400.0 * 20000 + 3600)
     admission = Admission("skip", {"limit": 1.0, "period": "day"},
                           make_ledger=lambda scope, budget: MemoryBudgetLedger(budget, clock))
     router = router_with(a, admission=admission)
@@ -641,4 +626,52 @@ def test_limits_can_count_the_prompt_with_the_providers_own_count_tokens():
     assert completion.provider == "b"  # 900 counted + 200 > 1000; the estimate (~6 + 200) fits
     assert "this call's 1100 estimated tokens exceed tpm 1000" in completion.attempts[0].error
     assert Counting.counted == 1
+    router.close()
+
+
+def test_a_call_queued_behind_others_fails_at_its_deadline_saying_so():
+    gate = threading.Event()
+    a = make("a", limits={"max_concurrency": 1}, gate=gate)
+    router = router_with(a, admission="wait")
+    held = in_background(router.complete, "hold")
+    assert a.entered.acquire(timeout=WAIT)
+    first_waiter = in_background(router.complete, "patient", timeout=WAIT)
+    wait_until(lambda: router.stats()["admission"]["waiting"] == 1)
+    with pytest.raises(CapacityExhaustedError, match="waited behind earlier calls"):
+        router.complete("hurried", timeout=0.2)
+    gate.set()
+    held.result(WAIT)
+    assert first_waiter.result(WAIT).provider == "a"
+    assert a.calls == ["hold", "patient"]
+    router.close()
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork (POSIX)")
+def test_a_forked_child_does_not_inherit_the_parents_slots_in_flight_or_queue():
+    from test_fork_safety import child_result, in_child
+
+    gate = threading.Event()
+    a = make("a", limits={"max_concurrency": 1, "rpm": 5}, budget={"limit": 10.0},
+             prices={"prompt": 1.0, "completion": 1.0}, gate=gate)
+    router = router_with(a, admission="wait", timeout=WAIT)
+    held = in_background(router.complete, "parent", GenerationParams(max_tokens=10))
+    assert a.entered.acquire(timeout=WAIT)
+    waiter = in_background(router.complete, "queued")
+    wait_until(lambda: router.stats()["admission"]["waiting"] == 1)
+
+    def child_work():
+        a.gate = None  # the child's copy of the provider answers at once
+        completion = router.complete("child")
+        row = router.stats()["providers"]["a"]
+        return {"provider": completion.provider, "waiting": router.stats()["admission"]["waiting"],
+                "requests": row["limits"]["requests_in_window"],
+                "in_flight": row["limits"]["in_flight"]}
+
+    pid, pipe = in_child(child_work)
+    result = child_result(pid, pipe)
+    # The parent's request in flight counts as finished in the child (it reached the server).
+    assert result == {"provider": "a", "waiting": 0, "requests": 2, "in_flight": 0}
+    gate.set()
+    held.result(WAIT)
+    waiter.result(WAIT)
     router.close()

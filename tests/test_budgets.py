@@ -14,13 +14,8 @@ from multi_llm_orchestrator.errors import ConfigurationError
 from multi_llm_orchestrator.limits import Refusal, Reservation
 from multi_llm_orchestrator.types import Usage
 
+from fakes.timing import FakeClock
 
-class WallClock:
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def utc(year, month, day, hour=0, minute=0, second=0) -> float:
@@ -96,7 +91,7 @@ def test_each_bad_budget_is_a_configuration_error(value, fragment):
 
 
 def test_a_daily_budget_holds_expected_cost_spends_real_cost_and_resets_at_midnight():
-    clock = WallClock(utc(2026, 11, 29, 23, 0))
+    clock = FakeClock(utc(2026, 11, 29, 23, 0))
     ledger = MemoryBudgetLedger(Budget(limit=10.0, period="day"), clock)
     hold = ledger.acquire(6.0)
     assert isinstance(hold, Reservation)
@@ -113,7 +108,7 @@ def test_a_daily_budget_holds_expected_cost_spends_real_cost_and_resets_at_midni
 
 
 def test_a_daily_budget_follows_the_utc_offset():
-    clock = WallClock(utc(2026, 11, 29, 20, 30))  # 23:30 in Moscow (UTC+3)
+    clock = FakeClock(utc(2026, 11, 29, 20, 30))  # 23:30 in Moscow (UTC+3)
     ledger = MemoryBudgetLedger(Budget(limit=1.0, period="day", utc_offset=3), clock)
     ledger.reconcile(ledger.acquire(1.0), 1.0)
     assert ledger.acquire(0.5).retry_after == pytest.approx(1800.0)
@@ -122,7 +117,7 @@ def test_a_daily_budget_follows_the_utc_offset():
 
 
 def test_a_monthly_budget_resets_on_the_first_including_december():
-    clock = WallClock(utc(2026, 12, 31, 12))
+    clock = FakeClock(utc(2026, 12, 31, 12))
     ledger = MemoryBudgetLedger(Budget(limit=100.0, period="month"), clock)
     ledger.reconcile(ledger.acquire(100.0), 100.0)
     assert ledger.acquire(0.01).retry_after == pytest.approx(12 * 3600.0)
@@ -131,7 +126,7 @@ def test_a_monthly_budget_resets_on_the_first_including_december():
 
 
 def test_a_rolling_budget_frees_spend_as_it_leaves_the_window():
-    clock = WallClock(1_000_000.0)
+    clock = FakeClock(1_000_000.0)
     ledger = MemoryBudgetLedger(Budget(limit=3.0, period=3600), clock)
     for _ in range(3):
         ledger.reconcile(ledger.acquire(1.0), 1.0)
@@ -143,7 +138,7 @@ def test_a_rolling_budget_frees_spend_as_it_leaves_the_window():
 
 
 def test_a_released_hold_spends_nothing():
-    ledger = MemoryBudgetLedger(Budget(limit=1.0), WallClock(utc(2026, 1, 1)))
+    ledger = MemoryBudgetLedger(Budget(limit=1.0), FakeClock(utc(2026, 1, 1)))
     hold = ledger.acquire(1.0)
     ledger.release(hold)
     ledger.release(hold)
@@ -151,7 +146,7 @@ def test_a_released_hold_spends_nothing():
 
 
 def test_a_budget_is_never_overspent_by_64_threads():
-    ledger = MemoryBudgetLedger(Budget(limit=10.0), WallClock(utc(2026, 1, 1)))
+    ledger = MemoryBudgetLedger(Budget(limit=10.0), FakeClock(utc(2026, 1, 1)))
     spent = []
     lock = threading.Lock()
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from multi_llm_orchestrator.errors import ResponseFormatError
-from multi_llm_orchestrator.providers.chat_format import chunk_deltas, parse_completion, usage_of
+from multi_llm_orchestrator.providers.chat_format import chunk_deltas, parse_answer, parse_completion, usage_of
 from multi_llm_orchestrator.streaming import iter_sse_json
 from multi_llm_orchestrator.types import StreamEnd, Usage
 
@@ -66,10 +66,15 @@ def test_parse_completion_reads_the_recorded_gigachat_answer():
     assert (finish_reason, model) == ("stop", "GigaChat:v1.2.19.2")
 
 
-def test_parse_completion_reads_a_gigachat_function_call_as_empty_text():
+def test_parse_completion_reads_a_gigachat_function_call_as_a_tool_call():
     text, usage, finish_reason, _ = parse_completion(json.loads(gigachat_fixture("chat_completion_function.json")), "g")
-    assert (text, finish_reason) == ("", "function_call")
+    assert (text, finish_reason) == ("", "tool_calls")  # GigaChat's "function_call", normalised
     assert usage == Usage(138, 21, 159)
+    answer = parse_answer(json.loads(gigachat_fixture("chat_completion_function.json")), "g")
+    [call] = answer.tool_calls
+    assert (call.name, call.arguments) == ("fc", {"location": "Москва", "num_days": 0})
+    assert call.id.startswith("call_")  # no functions_state_id in this recording: one is made up
+    assert parse_answer(json.loads(gigachat_fixture("chat_completion.json")), "g").reasoning == "... some reasoning ..."
 
 
 def test_parse_completion_reads_an_openai_answer():
@@ -82,11 +87,18 @@ def test_parse_completion_reads_an_openai_answer():
 
 
 @pytest.mark.parametrize("message", [
-    {"role": "assistant", "content": None, "tool_calls": [{"id": "t", "type": "function"}]},
+    {"role": "assistant", "content": None, "tool_calls": [{"id": "t", "type": "custom", "custom": {"name": "x"}}]},
     {"role": "assistant"},
 ])
 def test_null_or_absent_content_is_empty_text_and_absent_fields_are_defaults(message):
+    # A "custom" tool call is not one of ours (we never send custom tools): skipped.
     assert parse_completion({"choices": [{"message": message}]}, "o") == ("", Usage(0, 0, 0), None, None)
+
+
+def test_a_tool_call_without_a_function_name_is_a_format_error():
+    message = {"role": "assistant", "content": None, "tool_calls": [{"id": "t", "type": "function"}]}
+    with pytest.raises(ResponseFormatError, match="no function name"):
+        parse_completion({"choices": [{"message": message}]}, "o")
 
 
 def test_only_the_first_choice_is_read():
@@ -140,7 +152,8 @@ def test_gigachat_usage_in_the_last_json_event_is_reported():
                                                              "total_tokens": 59, "precached_prompt_tokens": 2})]
     deltas, end = split(list(chunk_deltas(events, "g")))
     assert deltas == ["Раз"]
-    assert end == StreamEnd(usage=Usage(17, 42, 59), finish_reason="stop", model="GigaChat:2")
+    # precached_prompt_tokens: GigaChat's cached part of the prompt.
+    assert end == StreamEnd(usage=Usage(17, 42, 59, cached_prompt_tokens=2), finish_reason="stop", model="GigaChat:2")
 
 
 def test_openai_usage_chunk_with_empty_choices_ends_the_stream():
@@ -191,10 +204,21 @@ def test_only_choice_index_0_is_read():
     {"choices": [{"index": 0, "delta": None}]},
     {"choices": [{"index": 0, "delta": "text"}]},
     {"choices": [{"index": 0, "delta": {"role": "assistant", "content": None}}]},
-    {"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": "{"}}]}}]},
+    {"choices": [{"index": 0, "delta": {"tool_calls": "junk"}}]},
 ])
 def test_chunks_without_text_are_tolerated(event):
     assert list(chunk_deltas([event, chunk("ok")], "o"))[:-1] == ["ok"]
+
+
+@pytest.mark.parametrize("fragment, problem", [
+    ({"index": 0, "function": {"arguments": "{"}}, "never named its function"),
+    ({"index": 0, "id": "c", "function": {"name": "f", "arguments": "{"}}, "not valid JSON"),
+])
+def test_a_broken_streamed_tool_call_is_a_format_error_at_the_end(fragment, problem):
+    stream = chunk_deltas([{"choices": [{"index": 0, "delta": {"tool_calls": [fragment]}}]}, chunk("ok")], "o")
+    assert next(stream) == "ok"
+    with pytest.raises(ResponseFormatError, match=problem):
+        next(stream)
 
 
 @pytest.mark.parametrize("event, fragment", [

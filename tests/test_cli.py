@@ -385,3 +385,45 @@ def test_main_in_process_returns_the_exit_status(capsys, monkeypatch):
     assert capsys.readouterr().out == "Mock response to: in process\n"
     assert main(["--strategy", "nope", "ask", "x"]) == 2
     assert main([]) == 2
+
+
+# ask --json-schema ---------------------------------------------------------------------------
+
+SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer"}},
+          "required": ["city", "days"]}
+
+
+def test_ask_json_schema_answers_json_with_the_default_mocks(tmp_path):
+    schema = tmp_path / "schema.json"
+    schema.write_text(json.dumps(SCHEMA), encoding="utf-8")
+    result = run("ask", "--json-schema", schema, "Weather for 3 days in Kazan, as JSON")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"city": "mock", "days": 1}
+
+
+def test_ask_json_schema_skips_providers_without_structured_output(tmp_path):
+    schema = tmp_path / "schema.json"
+    schema.write_text(json.dumps(SCHEMA), encoding="utf-8")
+    path = config_file(tmp_path, {"strategy": "round-robin", "providers": mocks("mock-normal", "mock-tools")})
+    result = run("--config", path, "ask", "--json", "--json-schema", schema, "Weather?")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["provider"] == "p2" and json.loads(data["text"]) == {"city": "mock", "days": 1}
+    assert data["attempts"][0] == {"provider": "p1", "outcome": "skipped", "latency_s": 0.0,
+                                   "error": "does not support structured_output", "error_type": "CapabilityError",
+                                   "hedge": False}
+    only_plain = config_file(tmp_path, {"providers": mocks("mock-normal")}, name="plain.json")
+    assert_one_line_error(run("--config", only_plain, "ask", "--json-schema", schema, "Weather?"), 2,
+                          "No provider supports structured_output")
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "cannot read"),
+    ("{not json", "is not JSON"),
+    ("[1, 2]", "must hold a JSON Schema object"),
+])
+def test_ask_json_schema_file_problems_are_usage_errors(tmp_path, content, message):
+    schema = tmp_path / "schema.json"
+    if content is not None:
+        schema.write_text(content, encoding="utf-8")
+    assert_one_line_error(run("ask", "--json-schema", schema, "x"), 2, "--json-schema", message)

@@ -192,3 +192,80 @@ def test_fresh_locks_renews_every_kind_of_lock_and_keeps_event_state():
     assert all(getattr(holder, name) is not old[name] for name in ("lock", "rlock", "cond", "set_event", "clear_event"))
     assert holder.lock.acquire(timeout=0.1) and holder.rlock.acquire(timeout=0.1)
     assert holder.set_event.is_set() and not holder.clear_event.is_set() and holder.other == 3
+
+
+APP_DIR = TESTS.parent / "examples" / "django_app"
+
+
+def test_gunicorn_preload_with_two_workers_and_threads_answers_each_request(server_url, tmp_path):
+    """The Django example under ``gunicorn --preload -w 2 --threads 4``: the Router (and
+    its background health checks, already talking to the server) is built in the master
+    and forked into both workers; every concurrent request gets its own answer."""
+    pytest.importorskip("gunicorn")
+    config = tmp_path / "router.json"
+    config.write_text(json.dumps({"health_interval": 0.05, "providers": [
+        {"type": "openai", "name": "fake", "model": "fake-model", "base_url": server_url, "timeout": 5, "max_retries": 0},
+    ]}), encoding="utf-8")
+    # In the master, after the app is loaded and before the workers are forked: use the
+    # Router as a startup check would, so pools, executor threads and tokens are live.
+    hooks = tmp_path / "gunicorn_hooks.py"
+    hooks.write_text(
+        "def when_ready(server):\n"
+        "    from llm_gateway.apps import get_router\n"
+        "    router = get_router()\n"
+        "    from concurrent.futures import ThreadPoolExecutor\n"
+        "    assert router.health_check(timeout=5) == {'fake': True}\n"
+        "    with ThreadPoolExecutor(8) as pool:\n"
+        "        answers = list(pool.map(lambda i: router.route(f'warm-up {i}', timeout=5), range(16)))\n"
+        "    assert answers == [f'Fake answer to: warm-up {i}' for i in range(16)]\n",
+        encoding="utf-8",
+    )
+    env = {**os.environ, "LLM_ROUTER_CONFIG": str(config), "PYTHONPATH": str(TESTS.parent)}
+    command = [sys.executable, "-m", "gunicorn", "--preload", "-w", "2", "--threads", "4", "-b", "127.0.0.1:0",
+               "-c", str(hooks), "--chdir", str(APP_DIR), "--graceful-timeout", "2", "project.wsgi"]
+    from gunicorn.config import KNOWN_SETTINGS
+
+    if any(setting.name == "control_socket" for setting in KNOWN_SETTINGS):  # gunicorn >= 25: none in ~/.gunicorn
+        command.insert(-1, "--no-control-socket")
+    process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+    log, booted, url = [], threading.Event(), []
+
+    def read_log():
+        for line in process.stderr:
+            log.append(line)
+            if "Listening at: " in line:
+                url.append(line.split("Listening at: ")[1].split()[0])
+            if sum("Booting worker" in entry for entry in log) == 2 and url:
+                booted.set()
+
+    reader = threading.Thread(target=read_log, daemon=True)
+    reader.start()
+    try:
+        assert booted.wait(30), "".join(log)
+
+        import requests
+
+        def ask(index):
+            nonce = f"gunicorn-{index}"
+            try:
+                response = requests.post(url[0] + "/ask", json={"prompt": nonce}, timeout=15)
+            except requests.RequestException as exc:
+                return nonce, None, {"error": repr(exc)}
+            return nonce, response.status_code, response.json()
+
+        with ThreadPoolExecutor(8) as pool:
+            results = list(pool.map(ask, range(64)))
+        wrong = [(nonce, status, body) for nonce, status, body in results
+                 if status != 200 or body.get("text") != f"Fake answer to: {nonce}"]
+        assert wrong == [], "".join(log[-20:])
+        for _ in range(4):  # health checks run on each worker's own pool
+            health = requests.get(url[0] + "/health?refresh=1", timeout=10)
+            assert health.status_code == 200 and health.json()["fake"]["healthy"], health.text
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+        reader.join(5)

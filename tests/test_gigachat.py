@@ -380,7 +380,8 @@ def test_function_call_answer(rsps):
     functions = fixture_json("chat_function.json")["functions"]
     completion = make().complete("Какая погода в Москве сегодня?", GenerationParams(extra={"functions": functions}))
     assert completion.text == ""
-    assert completion.finish_reason == "function_call"
+    assert completion.finish_reason == "tool_calls"  # GigaChat's "function_call", normalised
+    assert [(c.name, c.arguments) for c in completion.tool_calls] == [("fc", {"location": "Москва", "num_days": 0})]
     assert completion.usage.total_tokens == 159
     assert sent_json(rsps.calls[1])["functions"] == functions
 

@@ -5,6 +5,7 @@ RecursionError or bare ValueError at call time."""
 
 from __future__ import annotations
 
+import gc
 import json
 import time
 
@@ -151,17 +152,22 @@ def test_nesting_within_the_limit_is_fine():
 
 def build_seconds(count):
     config = load_config({"providers": [{"type": "mock", "name": f"m{i}", "extra": {"delay": 0}} for i in range(count)]})
-    started = time.perf_counter()
-    router = config.build()
-    elapsed = time.perf_counter() - started
+    gc.collect()
+    gc.disable()  # the collector's passes grow with the heap: measure the algorithm alone
+    try:
+        started = time.perf_counter()
+        router = config.build()
+        elapsed = time.perf_counter() - started
+    finally:
+        gc.enable()
     assert len(router.providers) == count
     router.close()
     return elapsed
 
 
 def test_building_a_router_from_thousands_of_providers_is_linear():
-    small = min(build_seconds(500) for _ in range(3))
-    large = min(build_seconds(4000) for _ in range(2))
+    small = min(build_seconds(300) for _ in range(3))
+    large = min(build_seconds(2400) for _ in range(3))
     # 8 times the providers: linear is ~8x; the quadratic name check was ~60x.
     assert large < 24 * small + 0.05, (small, large)
 

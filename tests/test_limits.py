@@ -23,31 +23,8 @@ from multi_llm_orchestrator.limits import (
 )
 
 from fakes import FakeOpenAIServer, Fault
+from fakes.timing import FakeClock, max_in_window
 
-
-class FakeClock:
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-        self._lock = threading.Lock()
-
-    def __call__(self) -> float:
-        with self._lock:
-            return self.now
-
-    def advance(self, seconds: float) -> None:
-        with self._lock:
-            self.now += seconds
-
-
-def max_in_window(starts, window):
-    """The most starts any half-open interval [t, t + window) holds."""
-    starts = sorted(starts)
-    best, left = 0, 0
-    for right, start in enumerate(starts):
-        while starts[left] <= start - window:
-            left += 1
-        best = max(best, right - left + 1)
-    return best
 
 
 # Configuration ----------------------------------------------------------------------

@@ -325,3 +325,14 @@ def test_a_router_that_is_not_instrumented_never_imports_opentelemetry():
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_every_call_of_a_batch_is_a_child_of_the_callers_span(exporter, provider):
+    router = router_with(mock("m"))
+    instrument(router, tracer_provider=provider)
+    with provider.get_tracer("app").start_as_current_span("nightly job") as outer:
+        results = router.batch(["one", "two", "three"], max_workers=3)
+    assert [r.text for r in results] == [f"Mock response to: {w}" for w in ("one", "two", "three")]
+    calls, _ = spans_by_kind(exporter)
+    assert len(calls) == 3
+    assert {call.parent.span_id for call in calls} == {outer.get_span_context().span_id}

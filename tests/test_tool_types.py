@@ -405,3 +405,26 @@ def test_plan_checks_are_generic_and_reasons_are_listed():
     # Different checks left everyone out: one generic error with every reason.
     with pytest.raises(AllProvidersFailedError, match=r"a: pinned to b; b: does not support tools"):
         router.complete("x", GenerationParams(extra={"pin": "b"}, tools=[get_weather]))
+
+
+def test_a_streamed_structured_answer_is_checked_at_its_end():
+    router = Router()
+    router.add_provider(Scripted("sloppy", [Completion("not json", "x", "m")]))
+    stream = router.route_stream("x", GenerationParams(response_format="json"))
+    with pytest.raises(ResponseFormatError, match="not the JSON"):
+        list(stream)
+    assert stream.text == "not json"  # too late to fall back: the caller saw it, and gets the error
+    assert router.stats()["providers"]["sloppy"]["failures"] == 1
+
+
+def test_string_pieces_of_a_gigachat_function_call_are_concatenated():
+    from multi_llm_orchestrator.providers.chat_format import chunk_deltas
+
+    def piece(arguments, **more):
+        return {"choices": [{"index": 0, "delta": {"function_call": {"arguments": arguments, **more}}}]}
+
+    events = [piece('{"city": ', name="get_weather"), piece('"Kazan"}'),
+              {"choices": [{"index": 0, "delta": {}, "finish_reason": "function_call"}]}]
+    end = list(chunk_deltas(events, "g"))[-1]
+    assert end.tool_calls[0].name == "get_weather" and end.tool_calls[0].arguments == {"city": "Kazan"}
+    assert end.finish_reason == "tool_calls"

@@ -29,16 +29,42 @@ Decisions where GigaChat differs from the common interface:
   exist only for prepaid packages) and raises NotSupportedError, not an auth error.
 - ``params.extra`` is merged into the request body (``repetition_penalty``,
   ``update_interval``, ``profanity_check``, ``functions``, ...); it may not set
-  ``messages`` or ``stream``.
+  ``messages`` or ``stream``. Its keys ``session_id``, ``request_id`` and ``client_id``
+  are headers instead (below).
+- Headers ``X-Session-ID`` (GigaChat caches the prompt prefix of one session: cheaper,
+  faster follow-ups), ``X-Request-ID`` and ``X-Client-ID``: set per provider with
+  ``extra={"session_id": ..., "client_id": ...}`` and per call with
+  ``GenerationParams(extra={"session_id": ..., "request_id": ...})`` (the call wins).
+
+Tools, structured output, reasoning (PROTOCOLS.md §6.2, §7, §8):
+
+- ``tools`` become ``functions``; ``tool_choice`` "auto"/"none" is ``function_call``
+  "auto"/"none", a tool's name ``{"name": ...}``; "required" forces the tool when there
+  is exactly one (GigaChat cannot force "any of several": then "auto", logged at DEBUG).
+  With tools and no ``tool_choice`` "auto" is sent, so the model may call them.
+- The answer's single ``function_call`` (arguments an object) is ``Completion.tool_calls``;
+  its ``functions_state_id`` is the call's id, sent back on the assistant message when it
+  looks like one (a UUID), so GigaChat keeps the function context.
+- History: GigaChat takes one call per assistant message, so an assistant message with
+  several calls (from a parallel-calling provider) is replayed as call/result pairs. A
+  tool result becomes ``{"role": "function", "name", "content"}`` whose content must be a
+  JSON object: a result that is not one is sent as ``{"result": <it>}``.
+- ``response_format``: a schema is sent as ``{"type": "json_schema", "schema": ...}``;
+  GigaChat has no JSON-object mode, so "json" is the schema ``{"type": "object"}``.
+- ``reasoning_effort``: "low"/"medium"/"high" as they are, "minimal" as "low", "xhigh" and
+  "max" as "high", "none" not sent. The thinking text (``reasoning_content``) is
+  ``Completion.reasoning``; ``usage.precached_prompt_tokens`` its cached prompt tokens.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import json
 import logging
 import math
 import os
+import re
 import time
 import uuid
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
@@ -57,9 +83,10 @@ from ..errors import (
 from ..http import HttpProvider, error_from_status, error_message_from_body, parse_retry_after, provider_config
 from ..reading import close_response
 from ..streaming import iter_sse_json, stream_error
-from ..types import Completion, Embeddings, GenerationParams, Message, Prompt, TextStream, TokenCount
+from ..types import Completion, Embeddings, GenerationParams, Message, Prompt, TextStream, TokenCount, ToolCall
 from .base import EmbeddingLimits
-from .chat_format import chunk_deltas, parse_completion
+from ..capabilities import ALL_CAPABILITIES
+from .chat_format import chunk_deltas, parse_answer
 from .embedding_format import parse_data_list
 
 __all__ = ["GigaChatProvider", "SCOPES", "DEFAULT_AUTH_URL"]
@@ -75,6 +102,10 @@ TOKEN_REFRESH_MARGIN = 60.0
 DEFAULT_TOKEN_LIFETIME = 30 * 60.0
 DETERMINISTIC_TEMPERATURE = 0.001
 RESERVED_EXTRA_PARAMS = ("messages", "stream")
+#: ``extra`` keys (of ProviderConfig and of GenerationParams) that are headers, not body fields.
+HEADER_EXTRAS = {"session_id": "X-Session-ID", "request_id": "X-Request-ID", "client_id": "X-Client-ID"}
+REASONING_EFFORTS = {"minimal": "low", "low": "low", "medium": "medium", "high": "high", "xhigh": "high", "max": "high"}
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
@@ -99,6 +130,7 @@ class GigaChatProvider(HttpProvider):
 
     type_name = "gigachat"
     default_model = "GigaChat"
+    declared_capabilities = ALL_CAPABILITIES
     default_embedding_model = "Embeddings"
     embedding_limits = EmbeddingLimits(max_texts=90, max_chars=1_000_000)
     supports_balance = True
@@ -128,7 +160,9 @@ class GigaChatProvider(HttpProvider):
                 "cabinet (environment: GIGACHAT_CREDENTIALS), or extra['access_token'] with a ready "
                 "token (GIGACHAT_ACCESS_TOKEN)"
             )
+        fixed_headers = _id_headers(config.extra, f"ProviderConfig.extra of GigaChat provider {config.name!r}")
         super().__init__(config)
+        self._id_headers = fixed_headers
         self.scope = scope
         self.auth_url = config.auth_url or DEFAULT_AUTH_URL
         # requests normalises URLs; compare error responses against the same form.
@@ -205,12 +239,12 @@ class GigaChatProvider(HttpProvider):
         limit = self._timeout(timeout)
         deadline = time.monotonic() + limit
         response = self._send(
-            "POST", "/chat/completions", deadline, json_body=self._payload(messages, params, stream=False)
+            "POST", "/chat/completions", deadline, json_body=self._payload(messages, params, stream=False),
+            headers=self._call_headers(params),
         )
-        text, usage, finish_reason, model = parse_completion(
-            self.read_json(response, limit), self.name, what="GigaChat chat/completions"
-        )
-        return self._completion(text, started, usage=usage, finish_reason=finish_reason, model=model)
+        answer = parse_answer(self.read_json(response, limit), self.name, what="GigaChat chat/completions")
+        return self._completion(answer.text, started, usage=answer.usage, finish_reason=answer.finish_reason,
+                                model=answer.model, tool_calls=answer.tool_calls, reasoning=answer.reasoning)
 
     def stream(
         self, messages: Prompt, params: Optional[GenerationParams] = None, *, timeout: Optional[float] = None
@@ -224,7 +258,7 @@ class GigaChatProvider(HttpProvider):
             "/chat/completions",
             deadline,
             json_body=self._payload(messages, params, stream=True),
-            headers={"Accept": "text/event-stream", "Cache-Control": "no-store"},
+            headers={"Accept": "text/event-stream", "Cache-Control": "no-store", **self._call_headers(params)},
             stream=True,
         )
         content_type = response.headers.get("Content-Type", "text/event-stream")
@@ -330,15 +364,47 @@ class GigaChatProvider(HttpProvider):
             payload["max_tokens"] = params.max_tokens
         if params.stop:
             logger.debug("GigaChat %r: GigaChat has no stop sequences; ignoring stop=%r", self.name, params.stop)
-        reserved = sorted(set(params.extra) & set(RESERVED_EXTRA_PARAMS))
-        if reserved:
-            raise ConfigurationError(
-                f"params.extra may not set {', '.join(reserved)}: pass messages as the prompt and use stream()"
-            )
-        payload.update(params.extra)
+        if params.tools or params.tool_choice is not None:
+            self._functions(params, payload)
+        response_format = params.response_format
+        if response_format is not None:
+            schema = {"type": "object"} if response_format == "json" else response_format
+            payload["response_format"] = {"type": "json_schema", "schema": schema}
+        effort = REASONING_EFFORTS.get(params.reasoning_effort or "")
+        if effort is not None:
+            payload["reasoning_effort"] = effort
+        if params.extra:
+            reserved = sorted(set(params.extra) & set(RESERVED_EXTRA_PARAMS))
+            if reserved:
+                raise ConfigurationError(
+                    f"params.extra may not set {', '.join(reserved)}: pass messages as the prompt and use stream()"
+                )
+            payload.update((key, value) for key, value in params.extra.items() if key not in HEADER_EXTRAS)
         if stream:
             payload["stream"] = True
         return payload
+
+    def _functions(self, params: GenerationParams, payload: Dict[str, Any]) -> None:
+        tools = params.tools or []
+        if tools:
+            payload["functions"] = [
+                {"name": tool.name, "description": tool.description, "parameters": tool.parameters} for tool in tools
+            ]
+        choice = params.tool_choice or "auto"
+        if choice == "required":
+            if len(tools) == 1:
+                choice = tools[0].name
+            else:
+                logger.debug("GigaChat %r cannot force one of several functions: tool_choice 'required' sent as 'auto'",
+                             self.name)
+                choice = "auto"
+        payload["function_call"] = choice if choice in ("auto", "none") else {"name": choice}
+
+    def _call_headers(self, params: GenerationParams) -> Dict[str, str]:
+        """X-Session-ID, X-Request-ID, X-Client-ID: the provider's, overridden by the call's."""
+        if not params.extra or not any(key in params.extra for key in HEADER_EXTRAS):
+            return self._id_headers
+        return {**self._id_headers, **_id_headers(params.extra, "GenerationParams.extra")}
 
     def _send(
         self,
@@ -437,12 +503,74 @@ class GigaChatProvider(HttpProvider):
         return stream_error(event, provider)
 
 
-def _wire_messages(messages: List[Message]) -> List[Dict[str, str]]:
-    """GigaChat accepts one system message, first: join all of them there."""
+def _wire_messages(messages: List[Message]) -> List[Dict[str, Any]]:
+    """GigaChat accepts one system message, first: join all of them there. Tool calls
+    and results become GigaChat's one-call assistant messages and "function" messages."""
     system = "\n\n".join(m.content for m in messages if m.role == "system" and m.content)
-    wire = [{"role": "system", "content": system}] if system else []
-    wire.extend({"role": m.role, "content": m.content} for m in messages if m.role != "system")
+    wire: List[Dict[str, Any]] = [{"role": "system", "content": system}] if system else []
+    rest = [m for m in messages if m.role != "system"]
+    if not getattr(messages, "has_tool_messages", True):
+        wire.extend({"role": m.role, "content": m.content} for m in rest)
+        return wire
+    index = 0
+    while index < len(rest):
+        message = rest[index]
+        index += 1
+        if message.role == "tool":
+            if not message.name:
+                raise ConfigurationError(
+                    "GigaChat needs the function name of a tool result: build it with Message.tool_result(call, "
+                    "result), or set name= on the tool message"
+                )
+            wire.append(_function_result(message.name, message.content))
+        elif message.tool_calls:
+            results = []
+            while index < len(rest) and rest[index].role == "tool":
+                results.append(rest[index])
+                index += 1
+            by_id = {result.tool_call_id: result for result in results if result.tool_call_id}
+            in_order = [result for result in results if not result.tool_call_id]  # answer the calls in order
+            for position, call in enumerate(message.tool_calls):
+                wire.append(_function_call(call, message.content if position == 0 else ""))
+                result = by_id.pop(call.id, None) or (in_order.pop(0) if in_order else None)
+                if result is not None:
+                    wire.append(_function_result(result.name or call.name, result.content))
+            rest[index:index] = list(by_id.values()) + in_order  # results of no call here: sent by name
+        else:
+            wire.append({"role": message.role, "content": message.content})
     return wire
+
+
+def _function_call(call: ToolCall, content: str) -> Dict[str, Any]:
+    message: Dict[str, Any] = {"role": "assistant", "content": content,
+                               "function_call": {"name": call.name, "arguments": call.arguments}}
+    if _UUID.fullmatch(call.id):  # GigaChat's own functions_state_id, not another provider's id
+        message["functions_state_id"] = call.id
+    return message
+
+
+def _function_result(name: str, content: str) -> Dict[str, Any]:
+    """A "function" message: GigaChat wants a JSON object in the content."""
+    try:
+        value = json.loads(content)
+    except ValueError:
+        text = json.dumps({"result": content}, ensure_ascii=False)
+    else:
+        text = content if isinstance(value, dict) else json.dumps({"result": value}, ensure_ascii=False)
+    return {"role": "function", "name": name, "content": text}
+
+
+def _id_headers(extra: Mapping[str, Any], where: str) -> Dict[str, str]:
+    """The X-Session-ID/X-Request-ID/X-Client-ID headers set in ``extra``, checked."""
+    headers = {}
+    for key, header in HEADER_EXTRAS.items():
+        value = extra.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, str) or not value.strip() or not value.isprintable() or not value.isascii():
+            raise ConfigurationError(f"{where}[{key!r}] must be a printable ASCII str (the {header} header); got {value!r}")
+        headers[header] = value.strip()
+    return headers
 
 
 def _lifetime(expires_at: Any) -> float:

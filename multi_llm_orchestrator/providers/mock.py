@@ -7,12 +7,14 @@ errors, same metrics), so what works with mocks works with real backends.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import random
+import re
 import struct
 import threading
 import time
-from typing import Iterator, List, Optional, Sequence, Union
+from typing import Any, Iterator, List, Optional, Sequence, Tuple, Union
 
 from ..errors import (
     AuthenticationError,
@@ -22,7 +24,11 @@ from ..errors import (
     ProviderUnavailableError,
     RateLimitError,
 )
-from ..types import Completion, Embeddings, GenerationParams, Prompt, StreamEnd, TextStream, TokenCount, Usage
+from ..capabilities import ALL_CAPABILITIES
+from ..types import (
+    Completion, Embeddings, GenerationParams, Message, Prompt, ReasoningDelta, StreamEnd, TextStream, TokenCount,
+    ToolCall, Usage,
+)
 from ..validation import check_int, check_number
 from .base import BaseProvider, EmbeddingLimits, ProviderConfig
 
@@ -36,6 +42,7 @@ MOCK_MODES = (
     "mock-auth-error",
     "mock-invalid-request",
     "mock-unavailable",
+    "mock-tools",
 )
 
 
@@ -50,7 +57,19 @@ class MockProvider(BaseProvider):
     ``mock-auth-error``           AuthenticationError
     ``mock-invalid-request``      InvalidRequestError
     ``mock-unavailable``          ProviderUnavailableError
+    ``mock-tools``                tools, structured output and reasoning (below)
     ============================  ===================================================
+
+    ``mock-tools`` shows the whole tool loop without keys. Given ``tools``, it answers
+    with tool calls: one for each tool whose name (or a word of it) appears in the last
+    user message, else the first tool (the one ``tool_choice`` names, if any), with
+    arguments from ``extra["tool_arguments"][<tool name>]`` or sample values from the
+    schema ("mock", 1, 1.0, true, the first enum value). Once the history ends with tool
+    results it answers with text quoting them. With ``response_format`` it answers JSON
+    (the schema's properties with sample values, or ``{"answer": ...}``); with
+    ``reasoning_effort`` it also returns a short reasoning text (streamed apart).
+    The other modes support plain text only (``capabilities`` is empty); the mock-tools
+    mode declares every capability.
 
     ``extra`` settings: ``delay`` (seconds before answering, default 0.1; 0 for
     benchmarks), ``failure_rate`` and ``seed`` (fail that share of calls with
@@ -96,6 +115,14 @@ class MockProvider(BaseProvider):
         self._closed = threading.Event()
         self.calls = 0
         self._calls_lock = threading.Lock()
+        self.tool_arguments = extra.get("tool_arguments") or {}
+        if not isinstance(self.tool_arguments, dict) or not all(
+                isinstance(value, dict) for value in self.tool_arguments.values()):
+            raise ConfigurationError(
+                f"extra['tool_arguments'] of {self.name!r} must map tool names to argument dicts"
+            )
+        if self.model == "mock-tools" and config.capabilities is None:
+            self.capabilities = ALL_CAPABILITIES
 
     # Public interface ---------------------------------------------------------------
 
@@ -106,6 +133,11 @@ class MockProvider(BaseProvider):
         messages, params = self._prepare(messages, params)
         prompt = messages[-1].content
         text = self._answer(prompt, self._timeout(timeout))
+        if self.model == "mock-tools":
+            text, calls, reasoning = self._beyond_text(messages, params, text)
+            return self._completion(text, started, usage=self._usage(messages, text),
+                                    finish_reason="tool_calls" if calls else "stop", tool_calls=calls,
+                                    reasoning=reasoning)
         if params.max_tokens is not None:
             text = " ".join(text.split(" ")[: params.max_tokens])
         return self._completion(
@@ -117,6 +149,9 @@ class MockProvider(BaseProvider):
     ) -> TextStream:
         messages, params = self._prepare(messages, params)
         text = self._answer(messages[-1].content, self._timeout(timeout))
+        if self.model == "mock-tools":
+            text, calls, reasoning = self._beyond_text(messages, params, text)
+            return self._text_stream(self._words(text, self._usage(messages, text), calls, reasoning))
         return self._text_stream(self._words(text, self._usage(messages, text)))
 
     def embed(
@@ -187,7 +222,53 @@ class MockProvider(BaseProvider):
         with self._random_lock:
             return self._random.random() < self.failure_rate
 
-    def _words(self, text: str, usage: Usage) -> Iterator[Union[str, StreamEnd]]:
+    def _beyond_text(
+        self, messages: List[Message], params: GenerationParams, text: str
+    ) -> Tuple[str, List[ToolCall], Optional[str]]:
+        """The mock-tools answer: (text, tool calls, reasoning)."""
+        reasoning = None
+        if params.reasoning_effort not in (None, "none"):
+            reasoning = f"Mock reasoning ({params.reasoning_effort}) about: {_last_user(messages)}"
+        results = []
+        for message in reversed(messages):
+            if message.role != "tool":
+                break
+            results.append(f"{message.name or message.tool_call_id}: {message.content}")
+        if results:
+            return "Mock answer from tool results: " + "; ".join(reversed(results)), [], reasoning
+        if params.tools and params.tool_choice != "none":
+            return "", self._tool_calls(params, _last_user(messages)), reasoning
+        if params.response_format == "json":
+            return json.dumps({"answer": text}), [], reasoning
+        if params.response_format is not None:
+            return json.dumps(_sample(params.response_format, text)), [], reasoning
+        return text, [], reasoning
+
+    def _tool_calls(self, params: GenerationParams, prompt: str) -> List[ToolCall]:
+        tools = params.tools or []
+        if params.tool_choice not in (None, "auto", "required"):
+            chosen = [tool for tool in tools if tool.name == params.tool_choice]
+        else:
+            words = set(re.findall(r"\w+", prompt.lower()))
+            chosen = [tool for tool in tools
+                      if tool.name.lower() in words or words & set(tool.name.lower().split("_"))] or tools[:1]
+        with self._calls_lock:
+            start = self.calls
+        return [
+            ToolCall(f"call_mock_{start}_{index}", tool.name,
+                     dict(self.tool_arguments.get(tool.name) or _sample(tool.parameters, prompt, required_only=True)))
+            for index, tool in enumerate(chosen)
+        ]
+
+    def _words(
+        self, text: str, usage: Usage, calls: Optional[List[ToolCall]] = None, reasoning: Optional[str] = None,
+    ) -> Iterator[Union[str, ReasoningDelta, StreamEnd]]:
+        if reasoning:
+            for word in reasoning.split(" "):
+                yield ReasoningDelta(word + " ")
+        if calls:  # a tool-call answer has no text to stream
+            yield StreamEnd(usage=usage, finish_reason="tool_calls", tool_calls=calls)
+            return
         words = text.split(" ")
         for index, word in enumerate(words):
             if self.fail_after_chunks is not None and index >= self.fail_after_chunks:
@@ -203,6 +284,25 @@ class MockProvider(BaseProvider):
     def _usage(messages: list, text: str) -> Usage:
         prompt_tokens = sum(len(m.content.split()) for m in messages)
         return Usage.of(prompt_tokens, len(text.split()))
+
+
+def _last_user(messages: List[Message]) -> str:
+    return next((m.content for m in reversed(messages) if m.role == "user"), "")
+
+
+def _sample(schema: Any, text: str, required_only: bool = False) -> Any:
+    """A value that fits ``schema`` (type, enum, object properties), for mock answers."""
+    if not isinstance(schema, dict):
+        return text
+    if schema.get("enum"):
+        return schema["enum"][0]
+    kind = schema.get("type")
+    if kind == "object" or "properties" in schema:
+        properties = schema.get("properties") or {}
+        keys = schema.get("required") if required_only and schema.get("required") is not None else list(properties)
+        return {key: _sample(properties.get(key), text) for key in keys}
+    return {"string": "mock", "integer": 1, "number": 1.0, "boolean": True, "array": [], "null": None}.get(
+        kind if isinstance(kind, str) else "", "mock")
 
 
 def mock_vector(text: str, dimensions: int) -> List[float]:

@@ -12,6 +12,7 @@ it a 400 instead. Ollama has no tokenizer endpoint: ``count_tokens`` is an estim
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import time
@@ -29,17 +30,26 @@ from ..errors import (
 )
 from ..http import HttpProvider, provider_config
 from ..streaming import drain, iter_json_lines, stream_error
-from ..types import Completion, Embeddings, GenerationParams, Message, Prompt, StreamEnd, TextStream, Usage
+from ..capabilities import ALL_CAPABILITIES
+from ..types import (
+    Completion, Embeddings, GenerationParams, Message, Prompt, ReasoningDelta, StreamEnd, TextStream, ToolCall, Usage,
+)
 from ..validation import check_int
 from .base import EmbeddingLimits, ProviderConfig
+from .chat_format import finish_reason_of, tool_calls_of
 from .embedding_format import check_count, check_dimensions, parse_vector
 
 __all__ = ["OllamaProvider", "ollama_host_url"]
 
+logger = logging.getLogger("multi_llm_orchestrator.providers.ollama")
+
 DEFAULT_PORT = 11434
 # Keys of GenerationParams.extra that are top-level /api/chat fields; Ollama silently
 # ignores them inside "options", so they must not end up there.
-TOP_LEVEL_FIELDS = ("format", "keep_alive", "think", "tools")
+TOP_LEVEL_FIELDS = ("format", "keep_alive", "think", "tools", "truncate", "shift", "logprobs", "top_logprobs")
+# reasoning_effort -> think (PROTOCOLS.md §8: true/false or a level; "none" turns it off).
+THINK_LEVELS = {"none": False, "minimal": "low", "low": "low", "medium": "medium", "high": "high",
+                "xhigh": "max", "max": "max"}
 _MODEL_NOT_FOUND = re.compile(r"\bmodel\b.*\bnot found\b", re.IGNORECASE | re.DOTALL)
 
 
@@ -96,7 +106,17 @@ class OllamaProvider(HttpProvider):
 
     Parameters map to ``options``: temperature, top_p, ``max_tokens`` -> ``num_predict``,
     stop; ``GenerationParams.extra`` is merged into ``options`` too, except the top-level
-    fields ``format``, ``keep_alive``, ``think`` and ``tools``.
+    fields ``format``, ``keep_alive``, ``think``, ``tools``, ``truncate``, ``shift``,
+    ``logprobs`` and ``top_logprobs`` (Ollama ignores them inside ``options``).
+
+    Tools, structured output, thinking (PROTOCOLS.md §6.5, §7, §8): ``tools`` are sent in
+    the OpenAI shape; Ollama has no ``tool_choice``: "none" leaves the tools out, the
+    others are not enforceable (logged at DEBUG). Calls (``message.tool_calls``, arguments
+    an object) are ``Completion.tool_calls`` with ``finish_reason`` "tool_calls" (Ollama
+    itself says "stop"); in streams they are gathered across chunks. A tool result is
+    sent as ``{"role": "tool", "tool_name", "content"}``. ``response_format`` is
+    ``format`` ("json" or the schema); ``reasoning_effort`` is ``think`` ("none" is false,
+    "minimal" "low", "xhigh" "max"), and ``message.thinking`` is ``Completion.reasoning``.
 
     >>> llm = OllamaProvider(ProviderConfig(name="local", model="llama3.2"))
     >>> llm.generate("Why is the sky blue?")                      # doctest: +SKIP
@@ -107,6 +127,7 @@ class OllamaProvider(HttpProvider):
 
     type_name = "ollama"
     default_model = "llama3.2"
+    declared_capabilities = ALL_CAPABILITIES
     # Ollama documents no batch limit; batches this size keep one request short enough
     # for a deadline and let the Router spread a large input over hosts.
     embedding_limits = EmbeddingLimits(max_texts=256, max_chars=1_000_000)
@@ -176,12 +197,15 @@ class OllamaProvider(HttpProvider):
         message = data.get("message")
         if not isinstance(message, dict):
             raise ResponseFormatError("/api/chat answered without a 'message' object", provider=self.name)
+        calls = tool_calls_of(message, self.name) if message.get("tool_calls") else []
         return self._completion(
             self._content(message),
             started,
             usage=_usage(data, self.name) or Usage(),
-            finish_reason=data.get("done_reason"),
+            finish_reason=finish_reason_of(data.get("done_reason"), bool(calls)),
             model=data.get("model"),
+            tool_calls=calls,
+            reasoning=reasoning_of_ollama(message),
         )
 
     def stream(
@@ -254,10 +278,18 @@ class OllamaProvider(HttpProvider):
     def _chat_body(self, messages: List[Message], params: GenerationParams, *, stream: bool) -> Dict[str, Any]:
         body: Dict[str, Any] = {
             "model": self.model,
-            "messages": [{"role": m.role, "content": m.content} for m in messages],
+            "messages": _wire_messages(messages),
             "stream": stream,  # Ollama streams unless told otherwise
         }
         body.update(self._top_level)
+        if params.tools and params.tool_choice != "none":
+            body["tools"] = [tool.to_openai() for tool in params.tools]
+            if params.tool_choice not in (None, "auto"):
+                logger.debug("provider %r: Ollama has no tool_choice; %r is not enforced", self.name, params.tool_choice)
+        if params.response_format is not None:
+            body["format"] = params.response_format
+        if params.reasoning_effort is not None:
+            body["think"] = THINK_LEVELS[params.reasoning_effort]
         options = dict(self._options)
         for key, value in (
             ("temperature", params.temperature),
@@ -284,16 +316,24 @@ class OllamaProvider(HttpProvider):
             )
         return content or ""
 
-    def _deltas(self, lines: Iterator[str]) -> Iterator[Union[str, StreamEnd]]:
+    def _deltas(self, lines: Iterator[str]) -> Iterator[Union[str, ReasoningDelta, StreamEnd]]:
+        calls: List[ToolCall] = []  # each chunk holds whole calls: gathered, not concatenated
         try:
             for event in iter_json_lines(lines, provider=self.name):
                 message = event.get("message")
                 content = self._content(message) if isinstance(message, dict) else None
+                if isinstance(message, dict) and len(message) > 2:  # more than role and content
+                    thinking = reasoning_of_ollama(message)
+                    if thinking:
+                        yield ReasoningDelta(thinking)
+                    if message.get("tool_calls"):
+                        calls.extend(tool_calls_of(message, self.name))
                 if content:
                     yield content
                 if event.get("done"):
                     yield StreamEnd(
-                        usage=_usage(event, self.name), finish_reason=event.get("done_reason"), model=event.get("model")
+                        usage=_usage(event, self.name), finish_reason=finish_reason_of(event.get("done_reason"), bool(calls)),
+                        model=event.get("model"), tool_calls=calls or None,
                     )
                     drain(lines)
                     return
@@ -304,6 +344,35 @@ class OllamaProvider(HttpProvider):
             close = getattr(lines, "close", None)
             if close is not None:
                 close()
+
+
+def _wire_messages(messages: List[Message]) -> List[Dict[str, Any]]:
+    """Messages for /api/chat: calls with object arguments, results with ``tool_name``."""
+    if not getattr(messages, "has_tool_messages", True):
+        return [{"role": m.role, "content": m.content} for m in messages]
+    wire: List[Dict[str, Any]] = []
+    names: Dict[str, str] = {}
+    for m in messages:
+        item: Dict[str, Any] = {"role": m.role, "content": m.content}
+        if m.tool_calls:
+            names.update((call.id, call.name) for call in m.tool_calls)
+            item["tool_calls"] = [{"id": call.id, "function": {"index": index, "name": call.name,
+                                                               "arguments": call.arguments}}
+                                  for index, call in enumerate(m.tool_calls)]
+        elif m.role == "tool":
+            name = m.name or names.get(m.tool_call_id or "")
+            if name:
+                item["tool_name"] = name
+            if m.tool_call_id:
+                item["tool_call_id"] = m.tool_call_id
+        wire.append(item)
+    return wire
+
+
+def reasoning_of_ollama(message: Mapping[str, Any]) -> Optional[str]:
+    """``message.thinking`` where the model thought aloud."""
+    thinking = message.get("thinking")
+    return thinking if isinstance(thinking, str) and thinking else None
 
 
 def _usage(data: Dict[str, Any], provider: str) -> Optional[Usage]:

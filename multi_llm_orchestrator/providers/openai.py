@@ -28,8 +28,10 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import threading
 import time
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Dict, FrozenSet, Iterator, List, Mapping, Optional, Sequence, TypeVar, Union
 
 import requests
 
@@ -53,7 +55,8 @@ from ..streaming import iter_sse_json
 from ..types import Completion, Embeddings, GenerationParams, Message, Prompt, StreamEnd, TextStream
 from ..validation import check_int
 from .base import EmbeddingLimits, ProviderConfig
-from .chat_format import chunk_deltas, parse_completion
+from ..capabilities import ALL_CAPABILITIES
+from .chat_format import chunk_deltas, openai_messages, openai_response_format, openai_tool_fields, parse_answer
 from .embedding_format import parse_data_list
 
 __all__ = ["OpenAICompatibleProvider"]
@@ -67,6 +70,24 @@ QUOTA_CODES = frozenset({
     "credit_balance_exhausted",
     "project_spend_limit_exceeded",
 })
+# Model names that are certainly reasoning models: o1, o3-mini, o4-mini-high, gpt-5,
+# gpt-5.1-codex... (after any "vendor/" prefix), but not the non-reasoning gpt-5-chat.
+REASONING_MODEL = re.compile(r"(o[1-9](-.*)?|gpt-5(?!.*-chat).*)", re.IGNORECASE)
+# What a reasoning model rejects, and what we do about it.
+REASONING_FIXES = frozenset({"max_tokens", "temperature", "top_p", "stop"})
+UNSUPPORTED_CODES = ("unsupported_parameter", "unsupported_value")
+# Never dropped to get a request through: the caller asked for them on purpose.
+NEVER_DROPPED = frozenset({"model", "messages", "stream", "tools", "tool_choice", "response_format", "reasoning_effort"})
+T = TypeVar("T")
+
+
+def is_reasoning_model(model: str) -> bool:
+    """Whether ``model`` is certainly an OpenAI reasoning model, by its name.
+
+    >>> [is_reasoning_model(m) for m in ("o3-mini", "openai/gpt-5.1", "gpt-5-chat-latest", "gpt-4o")]
+    [True, True, False, False]
+    """
+    return bool(REASONING_MODEL.fullmatch(model.rsplit("/", 1)[-1]))
 
 
 class OpenAICompatibleProvider(HttpProvider):
@@ -87,6 +108,7 @@ class OpenAICompatibleProvider(HttpProvider):
     """
 
     type_name = "openai"
+    declared_capabilities = ALL_CAPABILITIES
     default_model = ""
     default_base_url = "http://localhost:8000/v1"
     retry_statuses = RETRY_STATUSES - {429}
@@ -112,6 +134,9 @@ class OpenAICompatibleProvider(HttpProvider):
             )
         # Switched off for good once the server rejects stream_options (see the module doc).
         self._stream_usage = stream_usage
+        # Parameters the model rejects, by model (see the module doc: reasoning models).
+        self._fixes: Dict[str, FrozenSet[str]] = {self.model: REASONING_FIXES} if is_reasoning_model(self.model) else {}
+        self._fixes_lock = threading.Lock()
         dimensions = check_int(f"extra['dimensions'] of {self.name!r}", config.extra.get("dimensions"), 1, allow_none=True)
         self._embed_fields: Dict[str, Any] = {"encoding_format": "float"}
         if dimensions is not None:
@@ -145,14 +170,16 @@ class OpenAICompatibleProvider(HttpProvider):
     ) -> Completion:
         started = time.perf_counter()
         messages, params = self._prepare(messages, params)
-        data = self.request_json(
-            "POST", self.base_url + "/chat/completions", timeout=self._timeout(timeout),
+        deadline = time.monotonic() + self._timeout(timeout)
+        data = self._fixing(lambda: self.request_json(
+            "POST", self.base_url + "/chat/completions", timeout=max(0.001, deadline - time.monotonic()),
             json_body=self._chat_body(messages, params), headers=self._headers(),
-        )
+        ))
         if _error_fields(data) is not None:  # OpenRouter reports late failures under HTTP 200
             raise self._error(None, data)
-        text, usage, finish_reason, model = parse_completion(data, self.name)
-        return self._completion(text, started, usage=usage, finish_reason=finish_reason, model=model)
+        answer = parse_answer(data, self.name)
+        return self._completion(answer.text, started, usage=answer.usage, finish_reason=answer.finish_reason,
+                                model=answer.model, tool_calls=answer.tool_calls, reasoning=answer.reasoning)
 
     def stream(
         self, messages: Prompt, params: Optional[GenerationParams] = None, *, timeout: Optional[float] = None
@@ -164,7 +191,8 @@ class OpenAICompatibleProvider(HttpProvider):
         # Sent now, not on first iteration: a refused call fails here and the Router can
         # fall back before any text reached the caller.
         try:
-            lines = self._open_stream(messages, params, with_usage, limit)
+            lines = self._fixing(lambda: self._open_stream(
+                messages, params, with_usage, max(0.001, deadline - time.monotonic())))
         except InvalidRequestError as exc:
             if not (with_usage and "stream_options" in exc.message.lower()):
                 raise
@@ -173,7 +201,8 @@ class OpenAICompatibleProvider(HttpProvider):
                 extra={"provider": self.name},
             )
             self._stream_usage = False
-            lines = self._open_stream(messages, params, False, max(0.001, deadline - time.monotonic()))
+            lines = self._fixing(lambda: self._open_stream(
+                messages, params, False, max(0.001, deadline - time.monotonic())))
         return self._text_stream(self._deltas(lines))
 
     def embed(
@@ -218,7 +247,7 @@ class OpenAICompatibleProvider(HttpProvider):
     def _chat_body(self, messages: List[Message], params: GenerationParams) -> Dict[str, Any]:
         body: Dict[str, Any] = {
             "model": self.model,
-            "messages": [{"role": m.role, "content": m.content} for m in messages],
+            "messages": openai_messages(messages),
         }
         for key, value in (
             ("temperature", params.temperature),
@@ -228,8 +257,45 @@ class OpenAICompatibleProvider(HttpProvider):
         ):
             if value is not None:
                 body[key] = value
+        if params.tools or params.tool_choice is not None:
+            openai_tool_fields(params, body)
+        if params.response_format is not None:
+            body["response_format"] = openai_response_format(params.response_format)
+        if params.reasoning_effort is not None:
+            body["reasoning_effort"] = params.reasoning_effort
         body.update(params.extra)
+        fixes = self._fixes.get(self.model) if self._fixes else None
+        if fixes:
+            for key in fixes.intersection(body):
+                if key == "max_tokens":
+                    body["max_completion_tokens"] = body.pop("max_tokens")
+                else:
+                    logger.debug("provider %r: model %r rejects %s: not sent", self.name, self.model, key,
+                                 extra={"provider": self.name})
+                    del body[key]
         return body
+
+    def _fixing(self, send: Callable[[], T]) -> T:
+        """``send()``; when the model rejects a parameter we sent (400 unsupported_parameter
+        or unsupported_value naming it), remember that for the model and send once more,
+        once per parameter."""
+        tried = set()
+        while True:
+            try:
+                return send()
+            except InvalidRequestError as exc:
+                param = getattr(exc, "error_param", None)
+                if (getattr(exc, "error_code", None) not in UNSUPPORTED_CODES or not isinstance(param, str)
+                        or param in NEVER_DROPPED or param in tried):
+                    raise
+                tried.add(param)
+                with self._fixes_lock:
+                    self._fixes = {**self._fixes, self.model: self._fixes.get(self.model, frozenset()) | {param}}
+                logger.info(
+                    "provider %r: model %r rejects %r; %s from now on", self.name, self.model, param,
+                    "sending max_completion_tokens instead" if param == "max_tokens" else "leaving it out",
+                    extra={"provider": self.name},
+                )
 
     def _open_stream(
         self, messages: List[Message], params: GenerationParams, with_usage: bool, timeout: float
@@ -288,9 +354,13 @@ class OpenAICompatibleProvider(HttpProvider):
             return ProviderUnavailableError(f"the server reported an error mid-{during}: {message}", provider=self.name)
         if status == 401:
             message += "; check api_key (OPENAI_API_KEY for from_env())"
-        return error_from_status(
+        error = error_from_status(
             status, message, provider=self.name, retry_after=parse_retry_after(headers) if headers else None
         )
+        # OpenAI's error.code and error.param: what a reasoning model rejected (see _fixing).
+        error.error_code = fields.get("code") if isinstance(fields.get("code"), str) else None
+        error.error_param = fields.get("param") if isinstance(fields.get("param"), str) else None
+        return error
 
 
 def _error_fields(body: Any) -> Optional[Dict[str, Any]]:

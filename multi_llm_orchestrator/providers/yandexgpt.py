@@ -30,6 +30,18 @@ Decisions where Yandex differs from the common parameters:
 - ``GenerationParams.extra`` passes Yandex's own fields through: ``reasoningOptions`` into
   ``completionOptions``; ``tools``, ``toolChoice``, ``parallelToolCalls``, ``jsonObject``
   and ``jsonSchema`` at the top level. Other keys are ignored (logged at DEBUG).
+- Tools (PROTOCOLS.md §6.3): ``tools`` are sent as ``[{"function": {...}}]``,
+  ``tool_choice`` as ``toolChoice`` (``{"mode": "AUTO"|"NONE"|"REQUIRED"}`` or
+  ``{"functionName": ...}``). An ``ALTERNATIVE_STATUS_TOOL_CALLS`` answer's
+  ``toolCallList`` becomes ``Completion.tool_calls`` with generated ids (Yandex has none);
+  a float argument whose schema says integer (protobuf numbers are doubles) is made an
+  int. History: an assistant message with calls is sent as its ``toolCallList``, the
+  tool results that follow it as one ``user`` message with a ``toolResultList`` (matched
+  by name, so a result needs the tool's name: ``Message.tool_result`` sets it).
+- ``response_format``: "json" is ``jsonObject: true``, a schema ``jsonSchema: {"schema"}``.
+- ``reasoning_effort``: "none" is ``reasoningOptions.mode = DISABLED``, any other
+  ``ENABLED_HIDDEN`` (Yandex never returns the thinking text; its token count comes in
+  ``usage.completionTokensDetails.reasoningTokens``).
 - Streaming: Yandex sends the whole text so far in every frame; the stream yields only
   the new part. A frame whose text does not extend the previous one replaces it: the
   new text is yielded whole (and a warning logged), as the wire protocol prescribes.
@@ -84,7 +96,11 @@ from ..errors import (
 )
 from ..http import HttpProvider, error_from_status, error_message_from_body, parse_retry_after, provider_config
 from ..streaming import drain, iter_json_lines
-from ..types import Completion, Embeddings, GenerationParams, Message, Prompt, StreamEnd, TextStream, TokenCount, Usage
+from ..capabilities import ALL_CAPABILITIES
+from ..types import (
+    Completion, Embeddings, GenerationParams, Message, Prompt, StreamEnd, TextStream, TokenCount, ToolCall, Usage,
+)
+from .chat_format import new_call_id, parse_arguments
 from ..validation import check_int
 from .base import EmbeddingLimits
 from .embedding_format import check_dimensions, parse_vector
@@ -145,6 +161,7 @@ class YandexGPTProvider(HttpProvider):
 
     type_name = "yandexgpt"
     default_model = "yandexgpt/latest"
+    declared_capabilities = ALL_CAPABILITIES
     default_embedding_model = f"{DOCUMENT_MODEL}/latest"
     # One text per request on the wire; a Router batch is fanned out by ``embed``.
     embedding_limits = EmbeddingLimits(max_texts=32, max_chars=32 * 8_000)
@@ -317,9 +334,10 @@ class YandexGPTProvider(HttpProvider):
             ),
             time.monotonic() + self._timeout(timeout),
         )
-        text, status, usage = self._parse_result(body)
+        text, status, usage, raw_calls = self._parse_result(body)
+        calls = self._tool_calls(raw_calls, params) if raw_calls else []
         return self._completion(
-            text, started, usage=usage or Usage(), finish_reason=_finish_reason(status)
+            text, started, usage=usage or Usage(), finish_reason=_finish_reason(status), tool_calls=calls
         )
 
     def stream(
@@ -335,7 +353,7 @@ class YandexGPTProvider(HttpProvider):
             ),
             time.monotonic() + self._timeout(timeout),
         )
-        return self._text_stream(self._deltas(lines))
+        return self._text_stream(self._deltas(lines, params))
 
     def health_check(self, timeout: Optional[float] = None) -> bool:
         """True when Yandex accepts our credentials and knows the model; never raises.
@@ -498,8 +516,21 @@ class YandexGPTProvider(HttpProvider):
         payload: Dict[str, Any] = {
             "modelUri": self.model_uri,
             "completionOptions": options,
-            "messages": [{"role": m.role, "text": m.content} for m in messages],
+            "messages": _wire_messages(messages),
         }
+        if params.tools:
+            payload["tools"] = [{"function": {"name": tool.name, "description": tool.description,
+                                              "parameters": tool.parameters}} for tool in params.tools]
+        choice = params.tool_choice
+        if choice is not None:
+            payload["toolChoice"] = {"mode": choice.upper()} if choice in ("auto", "none", "required") else {
+                "functionName": choice}
+        if params.response_format == "json":
+            payload["jsonObject"] = True
+        elif params.response_format is not None:
+            payload["jsonSchema"] = {"schema": params.response_format}
+        if params.reasoning_effort is not None:
+            options["reasoningOptions"] = {"mode": "DISABLED" if params.reasoning_effort == "none" else "ENABLED_HIDDEN"}
         for key, value in params.extra.items():
             if key in OPTION_EXTRAS:
                 options[key] = value
@@ -512,8 +543,8 @@ class YandexGPTProvider(HttpProvider):
 
     # Responses -------------------------------------------------------------------------
 
-    def _parse_result(self, body: Any) -> Tuple[str, str, Optional[Usage]]:
-        """(text, status without its prefix, usage) of a response or stream frame."""
+    def _parse_result(self, body: Any) -> Tuple[str, str, Optional[Usage], Optional[List[Any]]]:
+        """(text, status without its prefix, usage, raw tool calls) of a response or stream frame."""
         result = body.get("result", body) if isinstance(body, dict) else None
         try:
             alternative = result["alternatives"][0]
@@ -531,25 +562,46 @@ class YandexGPTProvider(HttpProvider):
         usage = result.get("usage")
         if isinstance(usage, dict):
             # Yandex sends the counts as strings (protobuf int64).
+            details = usage.get("completionTokensDetails")  # may be {} or absent
             parsed = Usage.parse(
-                usage.get("inputTextTokens"), usage.get("completionTokens"), usage.get("totalTokens"), provider=self.name
+                usage.get("inputTextTokens"), usage.get("completionTokens"), usage.get("totalTokens"), provider=self.name,
+                reasoning_tokens=details.get("reasoningTokens") if isinstance(details, dict) else None,
             )
         else:
             parsed = None
-        return text, status.removeprefix(STATUS_PREFIX), parsed
+        call_list = message.get("toolCallList")
+        raw_calls = call_list.get("toolCalls") if isinstance(call_list, dict) else None
+        return text, status.removeprefix(STATUS_PREFIX), parsed, raw_calls if isinstance(raw_calls, list) else None
 
-    def _deltas(self, lines: Iterator[str]) -> Iterator[Union[str, StreamEnd]]:
-        """Cumulative frames -> new text only, then one StreamEnd."""
+    def _tool_calls(self, raw_calls: List[Any], params: GenerationParams) -> List[ToolCall]:
+        """ToolCalls of a ``toolCallList.toolCalls``, ids generated, integer arguments fixed."""
+        schemas = {tool.name: tool.parameters for tool in params.tools or ()}
+        calls = []
+        for item in raw_calls:
+            function = item.get("functionCall") if isinstance(item, dict) else None
+            if not isinstance(function, dict) or not isinstance(function.get("name"), str) or not function["name"]:
+                raise ResponseFormatError(f"a toolCalls item has no functionCall.name: {str(item)[:120]!r}",
+                                          provider=self.name)
+            name = function["name"]
+            arguments = _integers(parse_arguments(function.get("arguments"), name, self.name), schemas.get(name))
+            calls.append(ToolCall(new_call_id(), name, arguments))
+        return calls
+
+    def _deltas(self, lines: Iterator[str], params: GenerationParams) -> Iterator[Union[str, StreamEnd]]:
+        """Cumulative frames -> new text only, then one StreamEnd (with the tool calls of
+        the last frame that had any: cumulative too, so replaced, never appended)."""
         frames = iter_json_lines(lines, provider=self.name)
         previous = ""
         usage: Optional[Usage] = None
         status = ""
         seen = False
+        raw_calls: Optional[List[Any]] = None
         try:
             for frame in frames:
-                text, status, frame_usage = self._parse_result(frame)
+                text, status, frame_usage, frame_calls = self._parse_result(frame)
                 seen = True
                 usage = frame_usage or usage
+                raw_calls = frame_calls or raw_calls
                 if text.startswith(previous):
                     delta = text[len(previous):]
                 else:
@@ -571,7 +623,8 @@ class YandexGPTProvider(HttpProvider):
                 close()
         if not seen:
             raise ResponseFormatError("the stream ended without any result frame", provider=self.name)
-        yield StreamEnd(usage=usage, finish_reason=_finish_reason(status), model=self.model)
+        calls = self._tool_calls(raw_calls, params) if raw_calls else None
+        yield StreamEnd(usage=usage, finish_reason=_finish_reason(status), model=self.model, tool_calls=calls)
 
     def error_for_response(self, response: Any) -> ProviderError:
         """Yandex's ``{"error": {grpcCode, httpCode, message, ...}}`` or plain text -> typed error."""
@@ -606,6 +659,49 @@ class YandexGPTProvider(HttpProvider):
         return error_from_status(
             status, message, provider=self.name, retry_after=parse_retry_after(response.headers)
         )
+
+
+def _wire_messages(messages: List[Message]) -> List[Dict[str, Any]]:
+    """Messages in Yandex's shape: ``text``; calls as ``toolCallList``; the tool results
+    following a call message as one user message with a ``toolResultList``."""
+    if not getattr(messages, "has_tool_messages", True):
+        return [{"role": m.role, "text": m.content} for m in messages]
+    wire: List[Dict[str, Any]] = []
+    names: Dict[str, str] = {}  # tool_call_id -> function name, for results that lack it
+    for message in messages:
+        if message.tool_calls:
+            names.update((call.id, call.name) for call in message.tool_calls)
+            calls = [{"functionCall": {"name": call.name, "arguments": call.arguments}} for call in message.tool_calls]
+            wire.append({"role": "assistant", "toolCallList": {"toolCalls": calls}})
+        elif message.role == "tool":
+            name = message.name or names.get(message.tool_call_id or "")
+            if not name:
+                raise ConfigurationError(
+                    "YandexGPT matches tool results by function name: this tool message has none and answers no "
+                    "call in the history; build it with Message.tool_result(call, result)"
+                )
+            result = {"functionResult": {"name": name, "content": message.content}}
+            previous = wire[-1] if wire else None
+            if previous is not None and "toolResultList" in previous:
+                previous["toolResultList"]["toolResults"].append(result)
+            else:
+                wire.append({"role": "user", "toolResultList": {"toolResults": [result]}})
+        else:
+            wire.append({"role": message.role, "text": message.content})
+    return wire
+
+
+def _integers(arguments: Dict[str, Any], schema: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+    """Protobuf sends every number as a double: ``5.0`` where the schema says integer is 5."""
+    properties = schema.get("properties") if isinstance(schema, dict) else None
+    if not isinstance(properties, dict):
+        return arguments
+    fixed = dict(arguments)
+    for key, value in arguments.items():
+        spec = properties.get(key)
+        if isinstance(spec, dict) and spec.get("type") == "integer" and isinstance(value, float) and value.is_integer():
+            fixed[key] = int(value)
+    return fixed
 
 
 def _finish_reason(status: str) -> Optional[str]:
