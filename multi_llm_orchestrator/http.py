@@ -461,7 +461,7 @@ def error_from_exception(exc: BaseException, *, provider: str, timeout: float, t
         TimeoutError,
     )
     if isinstance(exc, timeouts) or isinstance(root, timeouts):
-        return ProviderTimeoutError(f"no answer within {timeout:g} s", provider=provider)
+        return ProviderTimeoutError(f"no answer within {round(timeout, 3):g} s", provider=provider)
     if isinstance(exc, (requests.exceptions.ChunkedEncodingError, urllib3.exceptions.ProtocolError)):
         return ProviderUnavailableError(
             f"the connection broke while reading the response ({_short(root)})", provider=provider
@@ -632,7 +632,7 @@ class HttpProvider(BaseProvider):
             send_headers.setdefault("Content-Type", "application/json")
         started = time.monotonic()
         deadline = _call.deadline = started + timeout
-        transfer = Transfer(deadline, ProviderTimeoutError(f"no answer within {timeout:g} s", provider=self.name))
+        transfer = Transfer(deadline, ProviderTimeoutError(f"no answer within {round(timeout, 3):g} s", provider=self.name))
         transfer.start()
         try:
             response = self.session.send(

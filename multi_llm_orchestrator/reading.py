@@ -97,7 +97,8 @@ class BodyChunks:
 
     def timeout_error(self) -> ProviderTimeoutError:
         """The timeout error, saying whether the answer had started to arrive."""
-        limit = f"{self.timeout:g} s" if self.timeout is not None else "its timeout"
+        # Rounded: a timeout computed from a deadline reads 0.599996 s otherwise.
+        limit = f"{round(self.timeout, 3):g} s" if self.timeout is not None else "its timeout"
         if self.received:
             return ProviderTimeoutError(
                 f"the answer did not finish within the timeout of {limit}: it was still arriving "
