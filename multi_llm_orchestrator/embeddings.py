@@ -74,17 +74,18 @@ def split_batches(texts: Sequence[str], limits: EmbeddingLimits) -> List[Batch]:
     >>> split_batches(["a", "bb", "c"], EmbeddingLimits(max_texts=2, max_chars=100))
     [(0, ['a', 'bb']), (2, ['c'])]
     """
+    lengths = list(map(len, texts))
     batches: List[Batch] = []
-    current: List[str] = []
-    chars = start = 0
-    for index, text in enumerate(texts):
-        if current and (len(current) >= limits.max_texts or chars + len(text) > limits.max_chars):
-            batches.append((start, current))
-            current, chars, start = [], 0, index
-        current.append(text)
-        chars += len(text)
-    if current:
-        batches.append((start, current))
+    start, count = 0, len(texts)
+    while start < count:
+        end = min(start + limits.max_texts, count)
+        if sum(lengths[start:end]) > limits.max_chars:  # fewer texts: fill up to the size limit
+            end, chars = start + 1, lengths[start]
+            while end < count and end - start < limits.max_texts and chars + lengths[end] <= limits.max_chars:
+                chars += lengths[end]
+                end += 1
+        batches.append((start, list(texts[start:end])))
+        start = end
     return batches
 
 

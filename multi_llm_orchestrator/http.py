@@ -544,11 +544,12 @@ class HttpProvider(BaseProvider):
     def _after_fork(self) -> None:
         """In a forked child (see forking.py): a Session of its own. The inherited one's
         pooled sockets are the parent's connections too: two processes writing to one
-        keep-alive socket read each other's answers. Closing them here closes only the
-        child's copies of the descriptors (no shutdown is sent)."""
+        keep-alive socket read each other's answers. It is dropped, not closed: its pool
+        locks may have been held by a parent thread at the fork, and the garbage collector
+        closes the child's copies of its sockets without them (and without a shutdown
+        that would cut the parent's connections)."""
         forking.fresh_locks(self)
-        inherited, self.session = self.session, build_session(self.config, self.retry_statuses)
-        inherited.close()
+        self.session = build_session(self.config, self.retry_statuses)
 
     def probe(self, call: Callable[[], Any]) -> bool:
         """True when ``call()`` returns, False when it raises: what ``health_check`` needs.

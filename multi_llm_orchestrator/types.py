@@ -489,7 +489,8 @@ class Usage:
         """Whether every count is a whole number in [0, MAX_TOKEN_COUNT] (what metrics add up)."""
         return all(
             _token_count(value) is not None and not isinstance(value, str)
-            for value in (self.prompt_tokens, self.completion_tokens, self.total_tokens)
+            for value in (self.prompt_tokens, self.completion_tokens, self.total_tokens,
+                          self.cached_prompt_tokens, self.reasoning_tokens)
         )
 
     def __repr__(self) -> str:

@@ -229,6 +229,9 @@ def test_the_langchain_example_runs_on_mocks_without_keys():
     assert "answered by steady after [('flaky', 'error'), ('steady', 'ok')]" in result.stdout
     assert "stream: Mock response to: Explain hedged requests" in result.stdout
     assert "ainvoke: Mock response to: Explain thread pools" in result.stdout
+    assert "tool call: get_weather({'city': 'Kazan'}) by agent" in result.stdout
+    assert "answer: Mock answer from tool results: get_weather: sunny, 21 C in Kazan" in result.stdout
+    assert "structured: CityFacts(" in result.stdout
 
 
 # Embeddings -------------------------------------------------------------------------------

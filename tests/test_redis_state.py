@@ -5,6 +5,7 @@ the fleet tests in test_fleet.py use real processes.
 """
 
 import base64
+import math
 import logging
 import socket
 import threading
@@ -280,3 +281,81 @@ def test_state_from_a_configuration_file_and_its_redacted_form(redis_url):
     with pytest.raises(ConfigurationError, match="needs a URL"):
         RedisState("http://x")
     assert "pw" not in repr(RedisState("redis://:pw@127.0.0.1:1/0"))
+
+
+def test_rate_limits_are_one_fleet_wide_window(redis_url):
+    from multi_llm_orchestrator.limits import Limits, Refusal
+
+    limits = Limits(rpm=3, max_concurrency=2, tpm=100, window=0.3)
+    one, two = (RedisState(redis_url, prefix="t:").limiter("p", limits) for _ in range(2))
+    first, second = one.acquire(10), two.acquire(10)
+    refused = one.acquire(10)
+    assert isinstance(refused, Refusal) and "max_concurrency 2" in refused.reason and "fleet-wide" in refused.reason
+    one.release(first)
+    third = two.acquire(10)
+    refused = one.acquire(10)
+    assert isinstance(refused, Refusal) and "max_concurrency" in refused.reason
+    two.release(second)
+    refused = one.acquire(10)  # 3 starts in the window (one released, two in flight... one ended)
+    assert isinstance(refused, Refusal) and refused.reason.startswith("rpm 3") and 0 < refused.retry_after <= 0.3
+    two.reconcile(third, 90)
+    assert two.snapshot()["tokens_in_window"] == 110 and two.snapshot()["shared"] is True
+    tokens_only = RedisState(redis_url, prefix="t:").limiter("q", Limits(tpm=100))
+    assert tokens_only.acquire(101).retry_after == math.inf
+    one.penalize(5.0)
+    assert "429" in two.acquire(1).reason
+    unsent = RedisState(redis_url, prefix="u:").limiter("p", limits)
+    grant = unsent.acquire(5)
+    unsent.release(grant, sent=False)  # never left: refunded
+    assert unsent.snapshot()["requests_in_window"] == 0
+
+
+def test_a_budget_is_one_fleet_wide_ledger(redis_url):
+    from multi_llm_orchestrator.budgets import Budget
+    from multi_llm_orchestrator.limits import Refusal
+
+    one, two = (RedisState(redis_url, prefix="t:").ledger("router", Budget(limit=1.0, period="month")) for _ in range(2))
+    hold_one, hold_two = one.acquire(0.4), two.acquire(0.4)
+    refused = one.acquire(0.4)
+    assert isinstance(refused, Refusal) and "0.8000 held" in refused.reason and refused.retry_after > 0
+    one.reconcile(hold_one, 0.3)
+    two.release(hold_two)
+    assert two.spent() == pytest.approx(0.3)
+    assert isinstance(two.acquire(0.8), Refusal) and not isinstance(two.acquire(0.7), Refusal)
+    rolling = RedisState(redis_url, prefix="t:").ledger("p", Budget(limit=1.0, period=0.2))
+    rolling.reconcile(rolling.acquire(0.9), 0.9)
+    refused = rolling.acquire(0.5)
+    assert isinstance(refused, Refusal) and 0 < refused.retry_after <= 0.2
+    time.sleep(0.25)
+    assert rolling.spent() == 0.0 and not isinstance(rolling.acquire(0.5), Refusal)
+
+
+def test_limits_budgets_and_tokens_work_locally_while_redis_is_down():
+    from multi_llm_orchestrator.budgets import Budget
+    from multi_llm_orchestrator.limits import Limits, Refusal
+
+    state = RedisState(f"redis://127.0.0.1:{RedisServer().port}/0", timeout=0.05, retry_interval=10)
+    limiter = state.limiter("p", Limits(max_concurrency=1))
+    grant = limiter.acquire()
+    assert not isinstance(grant, Refusal) and isinstance(limiter.acquire(), Refusal)  # held in memory
+    limiter.release(grant)
+    assert not isinstance(limiter.acquire(), Refusal)
+    ledger = state.ledger("router", Budget(limit=1.0))
+    ledger.reconcile(ledger.acquire(0.6), 0.6)
+    assert isinstance(ledger.acquire(0.6), Refusal) and ledger.spent() == pytest.approx(0.6)
+    fetched = []
+    store = TokenStore(state, "id", "secret", owner="p")
+    assert store.fetch(lambda deadline: fetched.append(1) or ("tok", 60.0), time.monotonic() + 1, None) == ("tok", 60.0)
+    assert fetched == [1]
+
+
+def test_a_fleet_waits_for_the_token_being_fetched_only_until_its_deadline(redis_url):
+    from multi_llm_orchestrator.errors import ProviderTimeoutError
+
+    state = RedisState(redis_url, prefix="t:")
+    store = TokenStore(state, "id", "secret", owner="giga")
+    redis.Redis.from_url(redis_url).set(store._lock_key, "someone else", px=5000)  # a fetch under way elsewhere
+    started = time.monotonic()
+    with pytest.raises(ProviderTimeoutError, match="fleet's access token"):
+        store.fetch(lambda deadline: ("never", 60.0), time.monotonic() + 0.1, None)
+    assert time.monotonic() - started < 0.5

@@ -8,6 +8,8 @@ import time
 from typing import Any, List, Optional
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fakes.mocks import mock, router_with
 from multi_llm_orchestrator import (
@@ -84,6 +86,20 @@ def test_batches_follow_the_strictest_limits_of_the_space():
 def test_split_batches_by_count_and_size():
     limits = EmbeddingLimits(max_texts=3, max_chars=5)
     assert split_batches(["aa", "bb", "c", "dddddddd", "e"], limits) == [(0, ["aa", "bb", "c"]), (3, ["dddddddd"]), (4, ["e"])]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.text(min_size=1, max_size=12), min_size=1, max_size=60), st.integers(1, 8), st.integers(1, 40))
+def test_split_batches_is_the_greedy_cut(texts, max_texts, max_chars):
+    expected, current, chars, start = [], [], 0, 0
+    for index, text in enumerate(texts):  # the plain greedy cut, text by text
+        if current and (len(current) >= max_texts or chars + len(text) > max_chars):
+            expected.append((start, current))
+            current, chars, start = [], 0, index
+        current.append(text)
+        chars += len(text)
+    expected.append((start, current))
+    assert split_batches(texts, EmbeddingLimits(max_texts, max_chars)) == expected
 
 
 def test_batches_run_in_parallel():

@@ -126,13 +126,18 @@ class UsageProvider(BaseProvider):
         return True
 
 
-@pytest.mark.parametrize("usage", [Usage(-5000, 3, -4997), Usage(10**30, 1, 10**30 + 1), Usage(float("inf"), 1, 1)])
+@pytest.mark.parametrize("usage", [
+    Usage(-5000, 3, -4997), Usage(10**30, 1, 10**30 + 1), Usage(float("inf"), 1, 1),
+    Usage(1, 1, 2, cached_prompt_tokens=-7), Usage(1, 1, 2, reasoning_tokens=float("nan")),
+])
 def test_stats_never_add_implausible_counts_from_a_custom_provider(usage):
     with Router() as router:
         router.add_provider(UsageProvider(usage))
         assert router.route("Hi") == "ok"
         assert "".join(router.route_stream("Hi")) == "ok"
         assert tokens_in_stats(router, "custom") == (0, 0, 0)
+        provider_stats = router.stats()["providers"]["custom"]
+        assert provider_stats.get("cached_prompt_tokens", 0) == 0 and provider_stats.get("reasoning_tokens", 0) == 0
 
 
 def test_usage_parse_reads_wire_strings_and_rejects_the_rest():
@@ -218,3 +223,15 @@ def test_a_relative_or_malformed_location_still_gives_a_clear_error(wire):
         wire.replace(responses.POST, OPENAI + "/chat/completions", status=301, headers={"Location": "http://[::1"})
         with pytest.raises(ProviderUnavailableError, match="301 redirecting to a malformed Location"):
             provider.complete("Hi")
+
+
+@pytest.mark.parametrize("value", ["1e400", "-1e400", "NaN"])
+def test_a_gigachat_balance_that_is_not_a_finite_number_is_a_response_format_error(wire, value):
+    from multi_llm_orchestrator.providers.gigachat import GigaChatProvider
+
+    base = "http://giga.test/api/v1"
+    wire.get(base + "/balance", body=f'{{"balance": [{{"usage": "GigaChat", "value": {value}}}]}}',
+             content_type="application/json")
+    config = ProviderConfig(name="giga", base_url=base, extra={"access_token": "tok-0123456789"}, max_retries=0)
+    with GigaChatProvider(config) as provider, pytest.raises(ResponseFormatError, match="lacks usage or value"):
+        provider.balance()

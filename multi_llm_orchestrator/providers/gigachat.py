@@ -83,6 +83,7 @@ from ..errors import (
 from ..http import HttpProvider, error_from_status, error_message_from_body, parse_retry_after, provider_config
 from ..reading import close_response
 from ..streaming import iter_sse_json, stream_error
+from ..validation import is_real
 from ..types import Completion, Embeddings, GenerationParams, Message, Prompt, TextStream, TokenCount, ToolCall
 from .base import EmbeddingLimits
 from ..capabilities import ALL_CAPABILITIES
@@ -346,7 +347,7 @@ class GigaChatProvider(HttpProvider):
         for item in items:
             usage = item.get("usage") if isinstance(item, dict) else None
             value = item.get("value") if isinstance(item, dict) else None
-            if not isinstance(usage, str) or isinstance(value, bool) or not isinstance(value, (int, float)):
+            if not isinstance(usage, str) or not is_real(value):  # 1e400 / NaN must not reach Prometheus
                 raise ResponseFormatError(f"GigaChat /balance item {str(item)[:80]!r} lacks usage or value",
                                           provider=self.name)
             result[usage] = value
