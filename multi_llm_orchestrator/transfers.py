@@ -217,11 +217,11 @@ class Reaper:
         self._order = itertools.count()
         self._thread: Optional[threading.Thread] = None
         self._stopping = False
+        self._wake_at = 0.0  # when the thread's current wait ends: no need to wake it for later deadlines
 
     def add(self, transfer: Transfer) -> None:
         with self._cond:
             self._live[id(transfer)] = transfer
-            earliest = self._heap[0][0] if self._heap else None
             heapq.heappush(self._heap, (transfer.deadline, next(self._order), transfer))
             if len(self._heap) > 2 * len(self._live) + 64:  # finished entries wait for their deadline: compact
                 self._heap = [entry for entry in self._heap if id(entry[2]) in self._live]
@@ -230,14 +230,16 @@ class Reaper:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name=THREAD_NAME, daemon=True)
                 self._thread.start()
-            elif earliest is None or transfer.deadline < earliest:
+            elif transfer.deadline < self._wake_at:
+                # Only then: a request per call would otherwise cost a thread switch per call.
                 self._cond.notify()
 
     def remove(self, transfer: Transfer) -> None:
         with self._cond:
             if self._live.pop(id(transfer), None) is not None and not self._live:
                 self._heap.clear()
-                self._cond.notify()
+                if self._wake_at - time.monotonic() > REAPER_LINGER_S:
+                    self._cond.notify()  # to start its linger now, not at a far deadline
 
     def stop_if_idle(self, timeout: float = 1.0) -> None:
         with self._cond:
@@ -247,6 +249,11 @@ class Reaper:
             self._stopping = True
             self._cond.notify()
         thread.join(timeout)
+
+    def _wait(self, seconds: float) -> None:
+        self._wake_at = time.monotonic() + seconds
+        self._cond.wait(seconds)
+        self._wake_at = 0.0
 
     def _run(self) -> None:
         cond = self._cond
@@ -259,7 +266,7 @@ class Reaper:
                         self._thread = None
                         return
                     idle_since = idle_since if idle_since is not None else now
-                    cond.wait(REAPER_LINGER_S - (now - idle_since))
+                    self._wait(REAPER_LINGER_S - (now - idle_since))
                     continue
                 idle_since = None
                 deadline, _, transfer = self._heap[0]
@@ -267,7 +274,7 @@ class Reaper:
                     heapq.heappop(self._heap)
                     continue
                 if deadline > now:
-                    cond.wait(deadline - now)
+                    self._wait(deadline - now)
                     continue
                 heapq.heappop(self._heap)
                 del self._live[id(transfer)]  # expired: nothing more to watch, finished or not
