@@ -155,9 +155,10 @@ class Transfer:
             if self.finished or self.error is not None:
                 return
             self.error = error
-            sockets = [connection.sock for connection in self._connections]
-        for sock in sockets:
-            _shutdown(sock)
+            # Under the lock: a connection detached (back in its pool) meanwhile could be
+            # another request's by the time its socket was shut down.
+            for connection in self._connections:
+                _shutdown(connection.sock)
 
     # Called from urllib3 (TrackingAdapter's pools and connections) -------------------
 
@@ -180,9 +181,8 @@ class Transfer:
         """Called once ``connection`` has connected."""
         # A cut that came while the socket was being opened found no socket to shut.
         with self._lock:
-            cut = self.error is not None and connection in self._connections
-        if cut:
-            _shutdown(connection.sock)
+            if self.error is not None and connection in self._connections:
+                _shutdown(connection.sock)
 
 
 def _shutdown(sock: Optional[socket.socket]) -> None:
