@@ -32,7 +32,9 @@ from dataclasses import asdict, dataclass
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 from . import forking
+from . import forking
 from .errors import ConfigurationError, DeadlineExceededError
+from .state import call_deadline
 from .types import Completion, GenerationParams, Message, ReasoningDelta, StreamEnd, TextStream, ToolCall, Usage
 from .validation import check_int, check_number
 
@@ -122,6 +124,7 @@ class MemoryResponseStore(ResponseStore):
         self._clock = clock
         self._entries: "OrderedDict[str, Tuple[float, Dict[str, Any]]]" = OrderedDict()
         self._lock = threading.Lock()
+        forking.register(self)  # fresh locks in a forked child
         forking.register(self)  # fresh locks in a forked child (forking.py)
 
     def get(self, key: str) -> Optional[Dict[str, Any]]:
@@ -196,6 +199,12 @@ class Responses:
         self._count = count
         self._flights: Dict[str, _Flight] = {}
         self._lock = threading.Lock()
+        forking.register(self)
+
+    def _after_fork(self) -> None:
+        """In a forked child: answers the parent was producing will never land here."""
+        self._lock = threading.Lock()
+        self._flights = {}
         forking.register(self)  # fresh locks in a forked child (forking.py)
 
     def _after_fork(self) -> None:
@@ -249,7 +258,8 @@ class Responses:
         if key is None:
             return produce()
         started = time.monotonic()
-        entry, ticket = self._acquire(key, started, budget)
+        with call_deadline(None if budget is None else started + budget):
+            entry, ticket = self._acquire(key, started, budget)
         if entry is not None:
             return _completion_of(entry, time.monotonic() - started)
         if ticket is None:
@@ -270,7 +280,8 @@ class Responses:
         if key is None:
             return produce()
         started = time.monotonic()
-        entry, ticket = self._acquire(key, started, budget)
+        with call_deadline(None if budget is None else started + budget):
+            entry, ticket = self._acquire(key, started, budget)
         if entry is not None:
             return _replay(entry)
         if ticket is None:

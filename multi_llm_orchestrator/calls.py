@@ -26,7 +26,7 @@ import logging
 import threading
 import time
 from concurrent.futures import Future
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, FrozenSet, List, Optional, Sequence, Tuple
 
 from .admission import Admission, Demand, Grant, NoCapacityYet, RouterBudgetRefusal, capacity_error
 from .errors import (
@@ -55,6 +55,7 @@ logger = logging.getLogger("multi_llm_orchestrator.router")
 
 Listener = Callable[[RouterEvent], None]
 DEADLINE_SLACK_S = 0.02
+OPEN_CIRCUIT = "circuit open (or its recovery probe is taken)"
 
 
 class AttemptStopped(ProviderError):
@@ -153,8 +154,10 @@ class Call:
         *,
         admission: Optional[Admission] = None,
         max_cost: Optional[float] = None,
+        pinned: Optional[FrozenSet[str]] = None,
     ) -> None:
         self.telemetry = telemetry
+        self.pinned = pinned  # provider=/providers= of the call: planning leaves out the others
         self.admission = admission
         self.max_cost = max_cost  # planning skips providers expected to cost more
         self.demand = Demand(messages, params, max_cost) if messages is not None and params is not None else None
@@ -212,6 +215,12 @@ class Call:
         with self._lock:
             if not self.over:
                 self._attempts[order] = attempt
+
+    def skip_open(self, states: Sequence[ProviderState], hedge: bool = False) -> None:
+        """Note providers left out because their circuit is open (or its recovery probe is
+        taken): every skipped attempt says why, as planning checks and admission do."""
+        for state in states:
+            self.record(Attempt(state.name, "skipped", 0.0, OPEN_CIRCUIT, "CircuitOpen", hedge), self.next_order())
 
     def next_order(self) -> int:
         with self._lock:
@@ -333,7 +342,7 @@ class AttemptRun:
         """An attempt if the provider's breaker lets one through now, else None."""
         reservation = state.breaker.reserve(force=force)
         if reservation is None:
-            call.record(Attempt(state.name, "skipped", hedge=hedge), call.next_order())
+            call.skip_open([state], hedge)
             return None
         admission = call.admission
         grant = admission.admit(call, state) if admission is not None else None

@@ -25,6 +25,8 @@ __all__ = ["HealthChecker", "HealthResult", "BoundedHealth"]
 
 logger = logging.getLogger("multi_llm_orchestrator.health")
 
+SHARED_POLL_S = 0.01  # how often a process waiting for another's check looks for its result
+
 
 @dataclass(frozen=True)
 class HealthResult:
@@ -104,6 +106,20 @@ class HealthChecker:
             error = "health check failed"
         return HealthResult(provider.name, healthy, self._clock() - started, error, self._clock())
 
+    def _check_for_fleet(self, provider: BaseProvider, timeout: float) -> HealthResult:
+        """A check to fill the cache: with a shared store, only one process of the fleet
+        checks a provider at a time; the others wait (up to ``timeout``) for its result."""
+        store = self._store
+        if store is None or store.claim(provider.name, timeout):
+            return self._check_one(provider, timeout)
+        started = self._clock()
+        while self._clock() - started < timeout and not self._stop.is_set():
+            found = store.get(provider.name)
+            if found is not None:
+                return replace(found[0], checked_at=self._clock() - found[1])
+            self._stop.wait(SHARED_POLL_S)
+        return self._check_one(provider, timeout)  # the other process's check never landed
+
     def cached(self, name: str) -> Optional[HealthResult]:
         """The cached result if it is younger than ``ttl``, else None."""
         with self._lock:
@@ -159,7 +175,7 @@ class HealthChecker:
             for provider in providers:
                 future = self._refreshing.get(provider.name)
                 if future is None:
-                    future = self._executor.submit(self._check_one, provider, self.timeout)
+                    future = self._executor.submit(self._check_for_fleet, provider, self.timeout)
                     self._refreshing[provider.name] = future
                     started.append((provider.name, future))
                 futures.append(future)

@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 import os
 from operator import itemgetter
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 try:
     from langchain_core.callbacks import CallbackManagerForLLMRun
@@ -60,7 +60,7 @@ from .cli import CONFIG_ENV
 from .errors import AllProvidersFailedError, ConfigurationError, DeadlineExceededError, ProviderError
 from .providers.base import BaseProvider
 from .router import Router
-from .types import Completion, GenerationParams, Message, TextStream, Tool, ToolCall, Usage
+from .types import Completion, GenerationParams, Message, ReasoningDelta, TextStream, Tool, ToolCall, Usage
 from .validation import check_int, check_number
 
 __all__ = ["ChatRouter", "RouterEmbeddings", "to_router_messages"]
@@ -68,7 +68,8 @@ __all__ = ["ChatRouter", "RouterEmbeddings", "to_router_messages"]
 #: Keyword arguments one call may take (``invoke(..., temperature=0)``, ``bind(...)``);
 #: ``tools``/``tool_choice`` come from ``bind_tools``, ``response_format`` from
 #: ``with_structured_output``.
-CALL_KEYWORDS = ("temperature", "max_tokens", "top_p", "timeout", "tools", "tool_choice", "response_format")
+CALL_KEYWORDS = ("temperature", "max_tokens", "top_p", "timeout", "reasoning_effort", "tools", "tool_choice",
+                 "response_format")
 #: What LangChain itself may pass along with a call (tracing metadata): not for the provider.
 LANGCHAIN_KEYWORDS = ("ls_structured_output_format",)
 STRUCTURED_METHODS = ("json_schema", "function_calling", "json_mode")
@@ -103,13 +104,16 @@ class ChatRouter(BaseChatModel):
     stop: Optional[List[str]] = None
     timeout: Optional[float] = None
     max_retries: Optional[int] = None
+    reasoning_effort: Optional[str] = None
+    """For thinking models: "none", "minimal", "low", "medium", "high", ...; the model's
+    reasoning text, where the provider returns it, is in ``additional_kwargs["reasoning_content"]``."""
     streaming: bool = False
     """Stream internally even on ``invoke`` (LangChain's standard flag)."""
 
     @model_validator(mode="after")
     def _check(self) -> "ChatRouter":
         _resolve_backend(self, "ChatRouter")
-        self._params(self.temperature, self.max_tokens, self.top_p, self.stop)
+        self._params(self.temperature, self.max_tokens, self.top_p, self.stop, reasoning_effort=self.reasoning_effort)
         check_number("timeout", self.timeout, 0, low_open=True, allow_none=True, kind="a number of seconds")
         check_int("max_retries", self.max_retries, 0, allow_none=True)
         return self
@@ -161,6 +165,7 @@ class ChatRouter(BaseChatModel):
         completion: Completion = self._retrying(lambda: backend.complete(prompt, params, timeout=timeout))
         message = AIMessage(
             content=completion.text,
+            additional_kwargs={"reasoning_content": completion.reasoning} if completion.reasoning else {},
             tool_calls=[
                 {"name": call.name, "args": call.arguments, "id": call.id, "type": "tool_call"}
                 for call in completion.tool_calls
@@ -184,9 +189,12 @@ class ChatRouter(BaseChatModel):
         else:
             stream = self._retrying(lambda: self.router.route_stream(prompt, params, timeout=timeout))
         with stream:  # a consumer that stops early releases the connection
-            for text in stream:
+            for piece in stream.events():
                 # LangChain reports each yielded chunk to the callbacks (on_llm_new_token) itself.
-                yield ChatGenerationChunk(message=AIMessageChunk(content=text))
+                if isinstance(piece, ReasoningDelta):  # thinking, kept out of the answer text
+                    yield ChatGenerationChunk(message=AIMessageChunk(content="", additional_kwargs={"reasoning_content": str(piece)}))
+                else:
+                    yield ChatGenerationChunk(message=AIMessageChunk(content=piece))
         # The last chunk carries what is known only at the end: usage, finish reason, model,
         # and the tool calls the stream assembled.
         yield ChatGenerationChunk(
@@ -220,6 +228,7 @@ class ChatRouter(BaseChatModel):
             kwargs.get("max_tokens", self.max_tokens),
             kwargs.get("top_p", self.top_p),
             stop if stop is not None else self.stop,
+            reasoning_effort=kwargs.get("reasoning_effort", self.reasoning_effort),
             tools=kwargs.get("tools"),
             tool_choice=kwargs.get("tool_choice"),
             response_format=kwargs.get("response_format"),

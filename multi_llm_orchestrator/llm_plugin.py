@@ -17,6 +17,9 @@ only so). Options: ``temperature``, ``max_tokens``, ``top_p``, ``timeout`` (seco
 whole call). ``llm logs`` shows who answered in each response's JSON (``provider``,
 ``model``, ``finish_reason``, ``attempts``) and the token usage.
 
+``llm.get_async_model(...)`` gives the same models for llm's async API (the blocking
+Router runs in worker threads).
+
 The configuration is read when llm lists its models (no network, no keys needed); the
 Routers are built on the first prompt and closed when the process exits. A configuration
 that does not load leaves a ``router`` model whose every prompt fails with the reason.
@@ -24,12 +27,14 @@ that does not load leaves a ``router`` model whose every prompt fails with the r
 
 from __future__ import annotations
 
+import asyncio
 import atexit
+import contextlib
 import dataclasses
 import logging
 import os
 import threading
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, AsyncIterator, Dict, Iterator, List, Optional, Tuple
 
 try:
     import llm
@@ -42,7 +47,7 @@ from .configuration import RouterConfig, load_config
 from .errors import OrchestratorError
 from .types import GenerationParams, Message
 
-__all__ = ["register_models", "RouterModel", "ROUTER_MODEL_ID", "close_routers"]
+__all__ = ["register_models", "RouterModel", "AsyncRouterModel", "ROUTER_MODEL_ID", "close_routers"]
 
 logger = logging.getLogger("multi_llm_orchestrator.llm_plugin")
 
@@ -61,21 +66,23 @@ def register_models(register: Any) -> None:
         key, config = _config()
     except OrchestratorError as error:
         logger.warning("multi-llm-orchestrator: the configuration did not load: %s", error)
-        register(RouterModel(ROUTER_MODEL_ID, None, None, str(error)), aliases=(PREFIX + ROUTER_MODEL_ID,))
+        broken = str(error)
+        register(RouterModel(ROUTER_MODEL_ID, None, None, broken), AsyncRouterModel(ROUTER_MODEL_ID, None, None, broken),
+                 aliases=(PREFIX + ROUTER_MODEL_ID,))
         return
-    register(RouterModel(ROUTER_MODEL_ID, key, None), aliases=(PREFIX + ROUTER_MODEL_ID,))
+    register(RouterModel(ROUTER_MODEL_ID, key, None), AsyncRouterModel(ROUTER_MODEL_ID, key, None),
+             aliases=(PREFIX + ROUTER_MODEL_ID,))
     for spec in config.providers:
         name = spec.config.name
-        if name == ROUTER_MODEL_ID:
-            register(RouterModel(PREFIX + name, key, name))
-        else:
-            register(RouterModel(name, key, name), aliases=(PREFIX + name,))
+        model_id, aliases = (PREFIX + name, ()) if name == ROUTER_MODEL_ID else (name, (PREFIX + name,))
+        register(RouterModel(model_id, key, name), AsyncRouterModel(model_id, key, name), aliases=aliases)
 
 
-class RouterModel(llm.Model):
-    """An llm model answered by the configured Router, or by one of its providers."""
+class _RouterModelBase:
+    """What the sync and async models share: options, the request, the record."""
 
     can_stream = True
+    model_id: str
 
     class Options(llm.Options):
         temperature: Optional[float] = Field(default=None, description="Sampling temperature, 0 to 2")
@@ -89,24 +96,18 @@ class RouterModel(llm.Model):
         self.provider = provider
         self.broken = broken
 
-    def execute(self, prompt: Any, stream: bool, response: Any, conversation: Any) -> Iterator[str]:
+    def _request(self, prompt: Any) -> Tuple[Any, List[Message], GenerationParams, Optional[float]]:
+        """The Router, messages, params and timeout of one prompt."""
         if self.broken is not None:
             raise llm.ModelError(f"multi-llm-orchestrator: the configuration did not load: {self.broken}")
         options = prompt.options
-        try:
+        with _model_errors():
             params = GenerationParams(temperature=options.temperature, max_tokens=options.max_tokens, top_p=options.top_p)
-            messages = to_router_messages(prompt)
-            router = _router(self.config_key, self.provider)
-            if stream:
-                with router.route_stream(messages, params, timeout=options.timeout) as text:
-                    yield from text
-                result: Any = text
-            else:
-                result = router.complete(messages, params, timeout=options.timeout)
-                yield result.text
-        except OrchestratorError as error:
-            # llm shows a ModelError's message as "Error: ..." and exits 1, without a traceback.
-            raise llm.ModelError(f"{type(error).__name__}: {error}") from error
+            return _router(self.config_key, self.provider), to_router_messages(prompt), params, options.timeout
+
+    @staticmethod
+    def _record(response: Any, result: Any) -> None:
+        """Usage and who answered, for ``llm logs``."""
         if result.usage is not None:
             response.set_usage(input=result.usage.prompt_tokens, output=result.usage.completion_tokens)
         response.response_json = {
@@ -118,8 +119,53 @@ class RouterModel(llm.Model):
         if result.model and hasattr(response, "set_resolved_model"):
             response.set_resolved_model(result.model)
 
-    def __repr__(self) -> str:
-        return f"<RouterModel {self.model_id}>"
+
+class RouterModel(_RouterModelBase, llm.Model):
+    """An llm model answered by the configured Router, or by one of its providers."""
+
+    def execute(self, prompt: Any, stream: bool, response: Any, conversation: Any) -> Iterator[str]:
+        router, messages, params, timeout = self._request(prompt)
+        with _model_errors():
+            if stream:
+                with router.route_stream(messages, params, timeout=timeout) as text:
+                    yield from text
+                result: Any = text
+            else:
+                result = router.complete(messages, params, timeout=timeout)
+                yield result.text
+        self._record(response, result)
+
+
+class AsyncRouterModel(_RouterModelBase, llm.AsyncModel):
+    """The same model for llm's async API: the blocking Router runs in worker threads."""
+
+    async def execute(self, prompt: Any, stream: bool, response: Any, conversation: Any) -> AsyncIterator[str]:
+        router, messages, params, timeout = self._request(prompt)
+        with _model_errors():
+            if stream:
+                text = await asyncio.to_thread(router.route_stream, messages, params, timeout=timeout)
+                try:
+                    while True:
+                        chunk = await asyncio.to_thread(next, text, None)
+                        if chunk is None:
+                            break
+                        yield chunk
+                finally:
+                    text.close()
+                result: Any = text
+            else:
+                result = await asyncio.to_thread(router.complete, messages, params, timeout=timeout)
+                yield result.text
+        self._record(response, result)
+
+
+@contextlib.contextmanager
+def _model_errors() -> Iterator[None]:
+    """The library's errors as llm's ModelError, which llm shows as "Error: ..." (exit 1)."""
+    try:
+        yield
+    except OrchestratorError as error:
+        raise llm.ModelError(f"{type(error).__name__}: {error}") from error
 
 
 def to_router_messages(prompt: Any) -> List[Message]:

@@ -8,14 +8,14 @@ no provider is left, the check that left them all out names the problem
 (``PlanCheck.exhausted``); when several checks did, the error lists every reason.
 
 Capabilities (``capabilities.CapabilityCheck``) are one such check; admission control,
-context windows or provider pinning are others of the same shape::
+context windows or provider pinning (``call_options.PinnedProviders``) are others of
+the same shape::
 
-    class PinnedProvider(PlanCheck):
+    class PinnedProviders(PlanCheck):
         def prepare(self, request):
-            wanted = request.params.extra.get("provider")
-            if wanted is None:
+            if request.pinned is None:
                 return None                      # nothing to say: costs nothing
-            return lambda state: None if state.name == wanted else f"pinned to {wanted}"
+            return lambda state: None if state.name in request.pinned else "pinned elsewhere"
 
 A check must be cheap when it has nothing to say about a call: ``prepare`` returns None
 and no provider is looked at (the plain-text path pays one method call per check).
@@ -24,7 +24,7 @@ and no provider is looked at (the plain-text path pays one method call per check
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, List, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, FrozenSet, List, Optional, Sequence
 
 from .errors import AllProvidersFailedError, OrchestratorError
 from .types import Attempt, GenerationParams, Message
@@ -47,6 +47,8 @@ class CallRequest:
     messages: List[Message]
     params: GenerationParams
     streaming: bool
+    #: The providers the call is pinned to (``provider=``/``providers=``), or None.
+    pinned: Optional[FrozenSet[str]] = None
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,9 @@ is Redis's ``TIME``, so hosts need not agree on the time.
 
 When Redis is down, slow or flapping, every piece falls back to its in-memory
 counterpart: calls go on (one WARNING per outage), each operation is bounded by a short
-socket ``timeout``, Redis is tried again after ``retry_interval`` seconds, and the shared
-state is used again as soon as it answers. Metrics stay per process.
+socket ``timeout`` (and skipped, for local state, when the call's deadline is closer than
+that), Redis is tried again after ``retry_interval`` seconds, and the shared state is
+used again as soon as it answers. Metrics stay per process.
 
 Keys all start with ``prefix``; they hold provider names and hashes, never a credential.
 """
@@ -50,6 +51,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "RedisState needs redis-py: pip install 'multi-llm-orchestrator[redis]'"
     ) from exc
 
+from . import forking
 from .auth import Fetch
 from .cache import MemoryResponseStore, ResponseStore
 from .breaker import NORMAL, OPEN, PROBE, BreakerPolicy, CircuitBreaker
@@ -63,7 +65,7 @@ from .errors import (
 )
 from .health import HealthResult
 from .hedging import HedgeBudget
-from .state import HealthStore, LocalSequence, State
+from .state import HealthStore, LocalSequence, State, time_to_deadline
 from .validation import check_number
 
 __all__ = ["RedisState", "TokenStore"]
@@ -204,8 +206,9 @@ class _Link:
     ``RedisUnavailable`` at once (without a network round trip) for ``retry_interval``
     seconds, then tries again. One WARNING when an outage starts, one INFO when it ends."""
 
-    def __init__(self, client: "redis.Redis", retry_interval: float, where: str) -> None:
+    def __init__(self, client: "redis.Redis", retry_interval: float, where: str, timeout: float) -> None:
         self.client = client
+        self.timeout = timeout
         self.retry_interval = retry_interval
         self.where = where
         self._lock = threading.Lock()
@@ -217,6 +220,11 @@ class _Link:
 
     def run(self, operation: Callable[[], T]) -> T:
         if self._outage and time.monotonic() < self._retry_at:
+            raise RedisUnavailable()
+        left = time_to_deadline()
+        if left is not None and left < self.timeout:
+            # A round trip that may take the whole socket timeout could outlive the call:
+            # this decision is made on local state instead (not an outage).
             raise RedisUnavailable()
         try:
             result = operation()
@@ -311,9 +319,15 @@ class RedisState(State):
         self.timeout = timeout
         self.probe_lease = probe_lease
         self._where = _public_address(url) if url else repr(client)
-        self._link = _Link(client, retry_interval, self._where)
+        self._link = _Link(client, retry_interval, self._where, timeout)
         self._token_secret = token_secret
         self._scripts: Dict[str, Any] = {}
+        forking.register(self)
+
+    def _after_fork(self) -> None:
+        """In a forked child (forking.py): connections and locks of its own."""
+        self._link.client.connection_pool.reset()
+        forking.fresh_locks(self._link)
 
     def script(self, source: str) -> Any:
         """A registered Lua script (EVALSHA, reloaded after a Redis restart)."""
@@ -574,6 +588,13 @@ class RedisHealthStore(HealthStore):
         except (ValueError, KeyError, TypeError):
             return None
         return result, age
+
+    def claim(self, name: str, seconds: float) -> bool:
+        key = self._state.key("health", name, "checking")
+        try:
+            return bool(self._state.link.run(lambda: self._state.link.client.set(key, "1", nx=True, px=_ms(seconds))))
+        except RedisUnavailable:
+            return True
 
     def put(self, result: HealthResult, ttl: float) -> None:
         value = json.dumps({"healthy": result.healthy, "latency_s": result.latency_s, "error": result.error, "ttl": ttl})

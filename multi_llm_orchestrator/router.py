@@ -24,7 +24,7 @@ import os
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple, Union
+from typing import Any, Callable, Dict, FrozenSet, Iterable, Iterator, List, Optional, Sequence, Set, Tuple, Union
 
 from . import forking
 from .breaker import BreakerPolicy
@@ -47,10 +47,11 @@ from .calls import (
     DEADLINE_SLACK_S, AttemptRun, AttemptStopped, Call, Listener, LiveAttempts, OpenedStream, Telemetry,
     as_provider_error, checked_completion, try_in_turn,
 )
+from .call_options import CallOptions, PinnedProviders
 from .capabilities import CapabilityCheck
 from .embeddings import EmbeddingJob, embedding_spaces
 from .planning import PlanCheck, apply_checks
-from .state import State, make_state
+from .state import State, call_deadline, make_state
 from .strategies import ProviderState, Strategy, make_strategy
 from .validation import check_int, check_number
 from .tokens import ContextWindows
@@ -163,7 +164,7 @@ class Router:
         self._names: Set[str] = set()  # of _states, so adding thousands of providers stays linear
         self._windows = ContextWindows()
         #: Planning checks (planning.py): providers left out of a call before the strategy.
-        self._plan_checks: Tuple[PlanCheck, ...] = (CapabilityCheck(), self._windows, CostCap(self._admission))
+        self._plan_checks: Tuple[PlanCheck, ...] = (PinnedProviders(), CapabilityCheck(), self._windows, CostCap(self._admission))
         self._closed = False
         forking.register(self)
         if health_interval:
@@ -248,15 +249,16 @@ class Router:
 
     def route(
         self, prompt: Prompt, params: Optional[GenerationParams] = None, *, timeout: Optional[float] = None,
-        max_cost: Optional[float] = None,
+        max_cost: Optional[float] = None, cache: Optional[bool] = None, **options: Any,
     ) -> str:
         """The answer's text. Same as ``complete(...).text``."""
-        return self.complete(prompt, params, timeout=timeout, max_cost=max_cost).text
+        return self.complete(prompt, params, timeout=timeout, max_cost=max_cost, cache=cache, **options).text
 
     def complete(
         self, prompt: Prompt, params: Optional[GenerationParams] = None, *, timeout: Optional[float] = None,
         max_cost: Optional[float] = None,
         cache: Optional[bool] = None,
+        **options: Any,
     ) -> Completion:
         """The answer with who produced it, usage, latency and every attempt made.
 
@@ -264,17 +266,21 @@ class Router:
         ran out) listing what each provider failed with. ``max_cost`` skips providers
         whose expected cost for this call is higher (see README, "Limits and budgets");
         ``cache``: True/False to use or bypass the response cache for this call (None: the
-        Router's ``cache`` setting).
+        Router's ``cache`` setting). ``options``: ``GenerationParams`` fields
+        (``temperature=0.2, max_tokens=100``...), ``provider="name"`` or
+        ``providers=[...]`` to pin the call, ``model=`` (see ``call_options.py``).
         """
-        messages, params = BaseProvider._prepare(prompt, params)
+        messages, options, cache = self._options(prompt, params, options, cache)
         budget = self._budget(timeout)
         return self._responses.complete(
-            messages, params, cache, budget, self._states, lambda: self._complete(messages, params, timeout, max_cost)
+            messages, options.params, cache, budget, self._states,
+            lambda: self._complete(messages, options, timeout, max_cost),
         )
 
     def _complete(
-        self, messages: List[Message], params: GenerationParams, timeout: Optional[float], max_cost: Optional[float]
+        self, messages: List[Message], options: CallOptions, timeout: Optional[float], max_cost: Optional[float]
     ) -> Completion:
+        params = options.params
         check = answer_check(params)
 
         def invoke(provider: BaseProvider, remaining: Optional[float]) -> Completion:
@@ -283,8 +289,8 @@ class Router:
                 check(completion.text, completion.tool_calls, provider.name)
             return completion
 
-        call = self._call(timeout, False, messages, params, max_cost=max_cost)
-        completion, attempt = self._run(call, self._windows.learning(call, invoke))
+        call = self._call(timeout, False, messages, params, max_cost=max_cost, pinned=options.pinned)
+        completion, attempt = self._run(call, self._windows.learning(call, options.wrap(invoke)))
         attempt.finish(None, completion.usage, completion)
         call.finish(attempt, None, completion.usage, completion)
         return Completion(
@@ -296,27 +302,31 @@ class Router:
         self, prompt: Prompt, params: Optional[GenerationParams] = None, *, timeout: Optional[float] = None,
         max_cost: Optional[float] = None,
         cache: Optional[bool] = None,
+        **options: Any,
     ) -> TextStream:
         """The answer as text chunks while they arrive.
 
         Falls back to the next provider only before the first chunk: once text has been
         yielded, a failure raises (naming the provider) rather than mixing two answers.
-        A cached answer is replayed as a stream (``cache`` as in ``complete``).
+        A cached answer is replayed as a stream (``cache`` and ``options`` as in ``complete``).
         """
-        messages, params = BaseProvider._prepare(prompt, params)
+        messages, options, cache = self._options(prompt, params, options, cache)
         budget = self._budget(timeout)
         return self._responses.stream(
-            messages, params, cache, budget, self._states, lambda: self._stream(messages, params, timeout, max_cost)
+            messages, options.params, cache, budget, self._states,
+            lambda: self._stream(messages, options, timeout, max_cost),
         )
 
     def _stream(
-        self, messages: List[Message], params: GenerationParams, timeout: Optional[float], max_cost: Optional[float]
+        self, messages: List[Message], options: CallOptions, timeout: Optional[float], max_cost: Optional[float]
     ) -> TextStream:
+        params = options.params
+
         def invoke(provider: BaseProvider, remaining: Optional[float]) -> OpenedStream:
             return OpenedStream.open(provider.stream(messages, params, timeout=remaining))
 
-        call = self._call(timeout, True, messages, params, max_cost=max_cost)
-        opened, attempt = self._run(call, self._windows.learning(call, invoke))
+        call = self._call(timeout, True, messages, params, max_cost=max_cost, pinned=options.pinned)
+        opened, attempt = self._run(call, self._windows.learning(call, options.wrap(invoke)))
         stream, once = opened.stream, threading.Lock()
 
         def settle(error: Optional[ProviderError]) -> None:
@@ -380,6 +390,20 @@ class Router:
         finally:
             settle(error)
 
+    def _options(
+        self, prompt: Prompt, params: Optional[GenerationParams], keywords: Dict[str, Any], cache: Optional[bool]
+    ) -> Tuple[List[Message], CallOptions, Optional[bool]]:
+        """The shared start of ``complete`` and ``route_stream``: the validated prompt, the
+        call's options (keywords applied), and whether it may use the response cache."""
+        messages, params = BaseProvider._prepare(prompt, params)
+        options = CallOptions.parse(params, keywords, [state.name for state in self._states])
+        if not options.plain:
+            # Cached answers are shared by every provider: one from elsewhere would break the pin.
+            if cache:
+                raise ConfigurationError("cache=True cannot serve a call pinned with provider=/providers=/model=")
+            cache = False
+        return messages, options, cache
+
     def _budget(self, timeout: Optional[float]) -> Optional[float]:
         return self.timeout if timeout is None else _optional_seconds("timeout", timeout)
 
@@ -388,16 +412,18 @@ class Router:
         operation: str = "chat",
         *,
         max_cost: Optional[float] = None,
+        pinned: Optional[FrozenSet[str]] = None,
     ) -> Call:
         budget = self.timeout if timeout is None else _optional_seconds("timeout", timeout)
         return Call(budget, streaming, self._telemetry, messages, params, operation,
-                    admission=self._admission, max_cost=_max_cost(max_cost))
+                    admission=self._admission, max_cost=_max_cost(max_cost), pinned=pinned)
 
     def _run(self, call: Call, invoke: Callable[[BaseProvider, Optional[float]], Any]) -> Tuple[Any, AttemptRun]:
         """Try providers in the planned order until one succeeds; the shared core of
         ``complete`` and ``route_stream``. Whatever escapes is reported as the call's end."""
         try:
-            return self._admission.run(call, lambda: self._try_in_order(call, invoke))
+            with call_deadline(call.deadline):  # shared state's round trips stay within it
+                return self._admission.run(call, lambda: self._try_in_order(call, invoke))
         except BaseException as exc:  # a planning error, a strategy's bug, KeyboardInterrupt
             call.abort(exc)  # no-op when call.failed already reported it
             raise

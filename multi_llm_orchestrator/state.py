@@ -25,8 +25,11 @@ from __future__ import annotations
 
 import itertools
 import threading
-from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, Union
+import time
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Dict, Iterator, Mapping, Optional, Union
 
+from . import forking
 from . import forking
 from .breaker import BreakerPolicy, CircuitBreaker
 from .errors import ConfigurationError
@@ -39,7 +42,27 @@ if TYPE_CHECKING:
     from .health import HealthResult
     from .providers.base import BaseProvider
 
-__all__ = ["State", "LocalState", "LocalSequence", "HealthStore", "make_state"]
+__all__ = ["State", "LocalState", "LocalSequence", "HealthStore", "make_state", "call_deadline", "time_to_deadline"]
+
+_deadline = threading.local()
+
+
+@contextmanager
+def call_deadline(deadline: Optional[float]) -> Iterator[None]:
+    """While the block runs on this thread, shared state knows the call's deadline
+    (``time.monotonic()`` seconds, None: none) and keeps its round trips within it."""
+    previous = getattr(_deadline, "value", None)
+    _deadline.value = deadline
+    try:
+        yield
+    finally:
+        _deadline.value = previous
+
+
+def time_to_deadline() -> Optional[float]:
+    """Seconds left in the deadline of the call running on this thread (None: none)."""
+    deadline = getattr(_deadline, "value", None)
+    return None if deadline is None else deadline - time.monotonic()
 
 
 class LocalSequence:
@@ -48,6 +71,7 @@ class LocalSequence:
     def __init__(self) -> None:
         self._counter = itertools.count()
         self._lock = threading.Lock()
+        forking.register(self)  # fresh lock in a forked child
         forking.register(self)  # fresh locks in a forked child (forking.py)
 
     def next(self) -> int:
@@ -65,6 +89,10 @@ class HealthStore:
 
     def put(self, result: "HealthResult", ttl: float) -> None:  # pragma: no cover - interface
         raise NotImplementedError
+
+    def claim(self, name: str, seconds: float) -> bool:
+        """True if this process should check ``name`` now (no other process is)."""
+        return True
 
 
 class State:

@@ -46,6 +46,43 @@ REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh", "max")
 ROLE_ALIASES = {"developer": "system", "function": "tool"}
 
 
+def _fast_init(cls: Any) -> Any:
+    """Give a frozen dataclass an ``__init__`` that fills ``__dict__`` directly.
+
+    The generated ``__init__`` of a frozen dataclass calls ``object.__setattr__`` once per
+    field, so every optional field (tool calls, reasoning, cached tokens...) would cost
+    every plain-text call a little, twice per call for a Completion. Writing ``__dict__``
+    makes the optional fields free; the class stays a frozen dataclass in every other way
+    (fields, eq, repr, replace, dataclasses-json), and ``__post_init__`` still runs.
+    """
+    import dataclasses
+
+    namespace: Dict[str, Any] = {"_MISSING": dataclasses.MISSING}
+    params, body = [], []
+    for spec in dataclasses.fields(cls):
+        name = spec.name
+        if spec.default is not dataclasses.MISSING:
+            namespace[f"_default_{name}"] = spec.default
+            params.append(f"{name}=_default_{name}")
+            body.append(f"    state[{name!r}] = {name}")
+        elif spec.default_factory is not dataclasses.MISSING:
+            namespace[f"_factory_{name}"] = spec.default_factory
+            params.append(f"{name}=_MISSING")
+            body.append(f"    state[{name!r}] = _factory_{name}() if {name} is _MISSING else {name}")
+        else:
+            params.append(name)
+            body.append(f"    state[{name!r}] = {name}")
+    if hasattr(cls, "__post_init__"):
+        body.append("    self.__post_init__()")
+    source = f"def __init__(self, {', '.join(params)}):\n    state = self.__dict__\n" + "\n".join(body) + "\n"
+    exec(source, namespace)  # noqa: S102 - built from the class's own field names only
+    init = namespace["__init__"]
+    init.__qualname__ = f"{cls.__qualname__}.__init__"
+    init.__doc__ = cls.__init__.__doc__
+    cls.__init__ = init
+    return cls
+
+
 @dataclass_json
 @dataclass(frozen=True)
 class Tool:
@@ -160,6 +197,7 @@ class ToolCall:
 
 
 @dataclass_json
+@_fast_init
 @dataclass(frozen=True, repr=False)
 class Message:
     """One chat message. ``role`` is "system", "user", "assistant" or "tool".
@@ -328,6 +366,7 @@ def to_messages(prompt: Prompt) -> List[Message]:
 
 
 @dataclass_json
+@_fast_init
 @dataclass(frozen=True)
 class GenerationParams:
     """Sampling parameters, validated on construction. ``None`` means the provider's default.
@@ -362,9 +401,12 @@ class GenerationParams:
     reasoning_effort: Optional[str] = None
 
     def __post_init__(self) -> None:
-        check_number("temperature", self.temperature, 0, 2, allow_none=True)
-        check_int("max_tokens", self.max_tokens, 0, low_open=True, allow_none=True)
-        check_number("top_p", self.top_p, 0, 1, low_open=True, allow_none=True)
+        if self.temperature is not None:
+            check_number("temperature", self.temperature, 0, 2)
+        if self.max_tokens is not None:
+            check_int("max_tokens", self.max_tokens, 0, low_open=True)
+        if self.top_p is not None:
+            check_number("top_p", self.top_p, 0, 1, low_open=True)
         if self.stop is not None:
             stop = [self.stop] if isinstance(self.stop, str) else self.stop
             if not isinstance(stop, (list, tuple)) or not all(isinstance(s, str) for s in stop):
@@ -430,6 +472,7 @@ def _response_format(value: Any) -> Optional[Union[str, Dict[str, Any]]]:
 
 
 @dataclass_json
+@_fast_init
 @dataclass(frozen=True, repr=False)
 class Usage:
     """Token counts as reported by the provider (0 where it reported nothing).
@@ -523,6 +566,7 @@ def _token_count(value: Any) -> Optional[int]:
 
 
 @dataclass_json
+@_fast_init
 @dataclass(frozen=True)
 class Attempt:
     """One provider tried during one Router call.
@@ -544,6 +588,7 @@ class Attempt:
 
 
 @dataclass_json
+@_fast_init
 @dataclass(frozen=True)
 class Completion:
     """The result of one call: the text and where and how it was produced.
@@ -681,6 +726,7 @@ class RouterEvent:
     streaming: bool = False
 
 
+@_fast_init
 @dataclass(frozen=True)
 class StreamEnd:
     """Yielded last by a provider's stream generator: what the provider reported at the end

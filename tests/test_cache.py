@@ -255,3 +255,26 @@ def test_a_router_with_a_cache_is_freed_without_waiting_for_the_garbage_collecto
         assert ref() is None  # no reference cycle keeps it (and its threads) alive
     finally:
         gc.enable()
+
+
+def test_a_forked_child_does_not_wait_for_an_answer_its_parent_was_producing():
+    import os
+
+    provider = mock("a", delay=0.5)
+    router = router_with(provider, cache=True)
+    leader = threading.Thread(target=lambda: router.complete("q", timeout=5))
+    leader.start()
+    time.sleep(0.1)  # the parent's flight for "q" is under way
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its own call, not a wait for the parent's thread that is not here
+        try:
+            answer = router.complete("q", timeout=2)
+            os.write(write, b"ok" if not answer.cached else b"cached")
+        finally:
+            os._exit(0)
+    os.close(write)
+    outcome = os.read(read, 16)
+    os.waitpid(pid, 0)
+    leader.join(5)
+    assert outcome == b"ok"

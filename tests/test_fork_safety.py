@@ -269,3 +269,19 @@ def test_gunicorn_preload_with_two_workers_and_threads_answers_each_request(serv
             process.kill()
             process.wait(5)
         reader.join(5)
+
+
+def test_one_object_failing_to_reset_does_not_stop_the_others(caplog):
+    from multi_llm_orchestrator import forking
+
+    class Broken:
+        def _after_fork(self):
+            raise RuntimeError("cannot reset")
+
+    broken = Broken()
+    forking.register(broken)
+    tokens = TokenCache(lambda deadline: ("fresh-token-value", 60.0), owner="p")
+    with tokens._lock:
+        pid, pipe = in_child(lambda: {"token": tokens.get(time.monotonic() + 2).value})
+    assert child_result(pid, pipe) == {"token": "fresh-token-value"}
+    del broken

@@ -156,11 +156,35 @@ def test_a_window_under_a_second_still_has_one_bucket():
     clock = FakeClock()
     budget = HedgeBudget(1.0, window=0.5, clock=clock)
     budget.record_call()
+    budget.record_call()
     assert budget.try_spend()
-    clock.now += 1
+    clock.now += 1  # the window holds this second only
     budget.record_call()
     assert budget.try_spend()
     assert not budget.try_spend()
+
+
+def test_a_fresh_budget_counts_nothing_even_on_a_clock_starting_at_zero():
+    clock = FakeClock()
+    clock.now = 0.0  # time.monotonic() just after boot
+    assert not HedgeBudget(1.0, window=10, clock=clock).try_spend()  # no calls yet: no hedge
+    budget = HedgeBudget(0.5, window=10, clock=clock)
+    budget.record_call()
+    budget.record_call()
+    assert budget.try_spend()  # one hedge for two calls, no phantom hedges either
+
+
+def test_a_policy_window_under_a_second_is_accepted_and_the_cap_is_an_hour():
+    assert HedgePolicy(after=0.1, window=0.5).window == 0.5
+    assert HedgePolicy(after=0.1, window=3600).window == 3600
+    with pytest.raises(ConfigurationError, match="window"):
+        HedgePolicy(after=0.1, window=3600.5)
+
+
+def test_a_percentile_delay_reads_that_percentile_of_many_samples():
+    latencies = [i / 1000 for i in range(1, 201)]  # 1 .. 200 ms
+    assert HedgePolicy(after="p99").delay(metrics_with(latencies)) == pytest.approx(0.198)
+    assert HedgePolicy(after="p50").delay(metrics_with(latencies)) == pytest.approx(0.100)
 
 
 # race ------------------------------------------------------------------------------------
@@ -297,6 +321,50 @@ def test_an_attempt_that_failed_by_the_deadline_is_an_error_not_a_lost_attempt()
     assert lost == [launch.futures["b"]]
 
 
+class FinishingAsTheDeadlinePasses(Future):
+    """A future that fails just as the race gives up: ``wait`` saw it running, the
+    bookkeeping afterwards sees it failed (the window a real attempt can finish in)."""
+
+    def __init__(self, error):
+        super().__init__()
+        self.error = error
+
+    def done(self):
+        return True
+
+    def exception(self, timeout=None):
+        return self.error
+
+
+def test_an_attempt_failing_as_the_deadline_passes_is_an_error_not_a_lost_attempt():
+    error = ProviderUnavailableError("down", provider="a")
+    lost = []
+    with pytest.raises(RaceFailed) as caught:
+        race(["a"], lambda name, hedge: FinishingAsTheDeadlinePasses(error), deadline=time.monotonic() + 0.05,
+             on_lost=lost.append)
+    assert caught.value.errors == [error] and caught.value.deadline_hit
+    assert lost == []
+
+
+def test_a_wait_returning_early_does_not_upset_the_race(monkeypatch):
+    from multi_llm_orchestrator import hedging
+
+    real_wait, early = hedging.wait, []
+
+    def wait(futures, timeout=None, return_when=None):
+        if not early:  # a wake-up before its timeout, with nothing done
+            early.append(timeout)
+            return set(), set(futures)
+        return real_wait(futures, timeout=timeout, return_when=return_when)
+
+    monkeypatch.setattr(hedging, "wait", wait)
+    launch = Launcher({})
+    with pytest.raises(RaceFailed) as caught:
+        race(["a", "b"], launch, deadline=time.monotonic() + 0.05, on_lost=lambda f: None)
+    assert caught.value.deadline_hit and early
+    assert launch.launched == [("a", False)]
+
+
 def test_an_exception_from_launch_abandons_the_running_attempts():
     lost = []
 
@@ -313,3 +381,26 @@ def test_a_race_failure_lists_errors_and_whether_time_ran_out():
     errors = [ProviderError("x", provider="p")]
     failure = RaceFailed(errors, deadline_hit=True)
     assert failure.errors is errors and failure.deadline_hit
+
+
+def test_a_hedge_refused_by_the_budget_is_not_asked_for_again_in_the_same_call():
+    class CountingBudget(HedgeBudget):
+        asked = 0
+
+        def try_spend(self):
+            CountingBudget.asked += 1
+            return super().try_spend()
+
+    budget = CountingBudget(0.0, reserve=0, clock=FakeClock())
+    launch = Launcher({})
+    with pytest.raises(RaceFailed):
+        race(["a", "b"], launch, deadline=time.monotonic() + 0.1, hedge_delay=lambda s: 0.001, max_hedges=1,
+             budget=budget, on_lost=lambda f: None)
+    assert launch.launched == [("a", False)]
+    assert CountingBudget.asked == 1  # no busy loop asking again until the deadline
+
+
+def test_try_spend_answers_true_or_false():
+    budget = HedgeBudget(0.0, reserve=1, clock=FakeClock())
+    assert budget.try_spend() is True
+    assert budget.try_spend() is False

@@ -392,3 +392,17 @@ def test_structured_output_with_raw_keeps_the_message_and_the_parsing_error():
     parsed = bad.with_structured_output(Joke, method="json_mode", include_raw=True).invoke("Give 'n'")
     assert parsed["parsed"] is None and parsed["parsing_error"] is not None  # {"n": ...} is not a Joke
     assert bad.with_structured_output(schema).invoke("count")["n"] == 1
+
+
+def test_reasoning_effort_reaches_the_provider_and_its_thinking_stays_out_of_the_text():
+    thinker = mock("thinker", "mock-tools")
+    chat = ChatRouter(router=router_with(thinker), reasoning_effort="high")
+    reply = chat.invoke("Why is the sky blue?")
+    assert reply.additional_kwargs["reasoning_content"]
+    assert reply.additional_kwargs["reasoning_content"] not in reply.content
+    chunks = list(chat.stream("Why is the sky blue?"))
+    thinking = "".join(c.additional_kwargs.get("reasoning_content", "") for c in chunks)
+    text = "".join(c.content for c in chunks)
+    assert thinking.strip() == reply.additional_kwargs["reasoning_content"].strip() and text == reply.content
+    with pytest.raises(ConfigurationError, match="reasoning_effort"):
+        chat.invoke("hi", reasoning_effort="enormous")

@@ -16,9 +16,10 @@ below):
   part B, not on main yet); ChatRouter rejects ``model=`` per call instead of ignoring it.
 - image, PDF, audio, video and Anthropic-format inputs: the Router's providers take text.
 - test_stream_time: needs VCR cassettes of a real API; the loopback run covers streaming.
-- Over the loopback server, the tool, structured-output and JSON-mode tests: the fake
-  server answers text only (it has no model to decide on a tool call); they run over the
-  scripted model in TestChatRouterOverMocks.
+- Over the loopback server, the tool-calling tests: the fake server answers text (and
+  JSON for a response_format, so the structured-output and JSON-mode tests do run over the
+  wire) but never decides on a tool call; they run over the scripted model in
+  TestChatRouterOverMocks.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from multi_llm_orchestrator.providers import OpenAICompatibleProvider, ProviderC
 
 from fakes import FakeOpenAIServer
 from fakes.mocks import mock, router_with
-from fakes.scripted import ScriptedProvider
+from fakes.scripted import ScriptedProvider, scripted_reply
 
 MOCK_ROUTER = router_with(mock("mock-a"), ScriptedProvider(ProviderConfig(name="scripted")))
 
@@ -100,7 +101,7 @@ class TestChatRouterOverMocks(ChatModelIntegrationTests):
 
 @pytest.fixture(scope="class")
 def loopback_router(request):
-    with FakeOpenAIServer() as server:
+    with FakeOpenAIServer(reply=scripted_reply) as server:
         router = Router(timeout=30)
         router.add_provider(OpenAICompatibleProvider(
             ProviderConfig(name="loopback", model=server.model, base_url=server.url, api_key="sk-test")
@@ -126,7 +127,11 @@ class TestChatRouterOverLoopbackServer(ChatModelIntegrationTests):
 
     @property
     def has_structured_output(self) -> bool:
-        return False  # see the module docstring
+        return True  # json_schema and json_mode (the default method is json_schema)
+
+    @property
+    def supports_json_mode(self) -> bool:
+        return True
 
     @property
     def supports_model_override(self) -> bool:

@@ -5,6 +5,7 @@ configuration file, streaming and conversations work, errors are llm ModelErrors
 from __future__ import annotations
 
 import json
+import threading
 
 import llm
 import pytest
@@ -18,12 +19,15 @@ class SpyMock(MockProvider):
     """A mock that keeps every call's messages and params (registered as type "spy")."""
 
     calls: list = []
+    threads: list = []
 
     def complete(self, messages, params=None, *, timeout=None):
+        SpyMock.threads.append(threading.current_thread())
         SpyMock.calls.append((self.name, list(messages), params))
         return super().complete(messages, params, timeout=timeout)
 
     def stream(self, messages, params=None, *, timeout=None):
+        SpyMock.threads.append(threading.current_thread())
         SpyMock.calls.append((self.name, list(messages), params))
         return super().stream(messages, params, timeout=timeout)
 
@@ -36,6 +40,7 @@ def llm_home(tmp_path, monkeypatch):
     """llm keeps its logs and keys under LLM_USER_PATH: a fresh one per test."""
     monkeypatch.setenv("LLM_USER_PATH", str(tmp_path / "llm"))
     SpyMock.calls.clear()
+    SpyMock.threads.clear()
     yield
     llm_plugin.close_routers()
 
@@ -137,3 +142,20 @@ def test_the_llm_command_line_runs_a_prompt_and_continues_the_conversation(confi
     assert [m.role for m in messages] == ["user", "assistant", "user"]
     failed = runner.invoke(cli, ["-m", "down", "hi"])
     assert failed.exit_code == 1 and "Mock service unavailable" in failed.output
+
+
+def test_the_async_api_runs_the_router_in_a_thread(config):
+    import asyncio
+
+    async def main():
+        model = llm.get_async_model("router")
+        whole = await model.prompt("hi there", stream=False).text()
+        chunks = [chunk async for chunk in model.prompt("tell me more")]
+        return threading.current_thread(), whole, chunks
+
+    loop_thread, whole, chunks = asyncio.run(main())
+    assert whole == "Mock response to: hi there"
+    assert "".join(chunks) == "Mock response to: tell me more" and len(chunks) == 6
+    assert len(SpyMock.threads) == 2 and loop_thread not in SpyMock.threads
+    with pytest.raises(llm.ModelError, match="Mock service unavailable"):
+        asyncio.run(llm.get_async_model("down").prompt("hi").text())

@@ -484,14 +484,27 @@ def test_from_env_reads_base_url_key_and_model_and_fields_win():
     assert (provider.name, provider.base_url, provider.config.api_key) == ("lmstudio", "http://localhost:1234/v1", None)
 
 
-def test_from_env_defaults_to_local_server_and_needs_a_model(monkeypatch):
+def test_from_env_defaults_to_openais_api_says_so_and_needs_a_model(monkeypatch, caplog):
     for name in ("OPENAI_BASE_URL", "OPENAI_API_KEY", "OPENAI_MODEL"):
         monkeypatch.delenv(name, raising=False)
     with pytest.raises(ConfigurationError, match="OPENAI_MODEL"):
         OpenAICompatibleProvider.from_env()
-    monkeypatch.setenv("OPENAI_MODEL", "served")
-    provider = OpenAICompatibleProvider.from_env()
-    assert (provider.base_url, provider.model, provider.config.api_key) == (BASE, "served", None)
+    monkeypatch.setenv("OPENAI_MODEL", "gpt-4o-mini")
+    caplog.set_level(logging.INFO, logger="multi_llm_orchestrator.providers.openai")
+    provider = OpenAICompatibleProvider.from_env("openai")
+    assert (provider.base_url, provider.model, provider.config.api_key) == (
+        "https://api.openai.com/v1", "gpt-4o-mini", None)
+    assert [r.getMessage() for r in caplog.records] == [
+        "provider 'openai': OpenAI-compatible API at https://api.openai.com/v1 (default: OPENAI_BASE_URL not set)"]
+    caplog.clear()
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://localhost:8000/v1")
+    assert OpenAICompatibleProvider.from_env().base_url == BASE
+    assert "at http://localhost:8000/v1 (OPENAI_BASE_URL)" in caplog.records[0].getMessage()
+    caplog.clear()
+    assert OpenAICompatibleProvider.from_env(base_url="http://gpu:9000/v1").base_url == "http://gpu:9000/v1"
+    assert "(base_url=)" in caplog.records[0].getMessage()
+    # The constructor itself keeps the local default (vLLM's).
+    assert OpenAICompatibleProvider(ProviderConfig(name="local", model="m")).base_url == BASE
 
 
 def test_from_env_bad_url_is_configuration_error():

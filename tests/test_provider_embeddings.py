@@ -52,7 +52,8 @@ def fixture(name: str) -> Any:
 
 
 def giga(**fields: Any) -> GigaChatProvider:
-    return GigaChatProvider(ProviderConfig(name="giga", extra={"access_token": "giga-access-token-1"}, max_retries=0, **fields))
+    fields["extra"] = {"access_token": "giga-access-token-1", **fields.get("extra", {})}
+    return GigaChatProvider(ProviderConfig(name="giga", max_retries=0, **fields))
 
 
 def yandex(base_url: str = "https://llm.api.cloud.yandex.net", **fields: Any) -> YandexGPTProvider:
@@ -457,3 +458,21 @@ def test_parse_vector_refuses_non_finite(value):
 
     with pytest.raises(ResponseFormatError, match="non-finite"):
         parse_vector(value, "p", "where")
+
+
+def test_gigachat_giga_r_queries_get_the_instruction_documents_do_not(rsps):
+    rsps.post(GIGA_API + "/embeddings", json={"data": [{"embedding": [1.0], "index": 0}]})
+    provider = giga(embedding_model="EmbeddingsGigaR")
+    provider.embed(["как сбросить пароль"], purpose="query")
+    provider.embed(["Документ"], purpose="document")
+    giga(embedding_model="EmbeddingsGigaR", extra={"query_prefix": ""}).embed(
+        ["q"], purpose="query")
+    giga().embed(["q"], purpose="query")  # the plain Embeddings model: no instruction
+    inputs = [sent(call)["input"] for call in rsps.calls]
+    assert inputs == [["Дано предложение, необходимо найти его парафраз \nпредложение: как сбросить пароль"],
+                      ["Документ"], ["q"], ["q"]]
+
+
+def test_gigachat_query_prefix_must_be_text():
+    with pytest.raises(ConfigurationError, match="query_prefix"):
+        giga(extra={"query_prefix": 3})

@@ -116,11 +116,13 @@ def gigachat(server):
         name="giga", api_key=AUTH_KEY, base_url=server.gigachat_url, auth_url=server.auth_url))
 
 
-def test_one_oauth_request_for_all_routers_and_the_token_is_not_stored_in_plaintext(redis_url):
+def test_one_oauth_request_for_all_routers_and_the_token_is_not_stored_in_plaintext(redis_url, caplog):
     with FaultServer("gigachat", auth_key=AUTH_KEY, token_ttl=600) as server:
         routers = [router_with(gigachat(server), state=RedisState(redis_url, prefix="t:")) for _ in range(4)]
-        with ThreadPoolExecutor(16) as pool:
+        with caplog.at_level(logging.DEBUG), ThreadPoolExecutor(16) as pool:
             texts = list(pool.map(lambda i: routers[i % 4].route(f"hi {i}", timeout=10), range(32)))
+        logged = "\n".join(record.getMessage() + repr(record.__dict__) for record in caplog.records)
+        assert server.tokens_issued[0] not in logged and AUTH_KEY not in logged
         assert len(texts) == 32 and server.counts["oauth"] == 1
         token = server.tokens_issued[0]
         stored = everything(redis_url)
@@ -359,3 +361,35 @@ def test_a_fleet_waits_for_the_token_being_fetched_only_until_its_deadline(redis
     with pytest.raises(ProviderTimeoutError, match="fleet's access token"):
         store.fetch(lambda deadline: ("never", 60.0), time.monotonic() + 0.1, None)
     assert time.monotonic() - started < 0.5
+
+
+def test_redis_round_trips_never_outlive_the_calls_deadline(caplog):
+    silent = SilentServer()  # a Redis that hangs: every round trip would take the whole timeout
+    state = RedisState(f"redis://127.0.0.1:{silent.port}/0", timeout=0.5, retry_interval=10)
+    router = router_with(mock("a"), mock("b"), state=state)
+    started = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="multi_llm_orchestrator.redis"):
+        answers = [router.complete("q", timeout=0.2).provider for _ in range(5)]
+    assert time.monotonic() - started < 0.5 and answers == ["a", "b", "a", "b", "a"]
+    assert not state.link.down and not caplog.records  # skipped for the deadline, not an outage
+    router.close()
+    silent.close()
+
+
+def test_a_cold_fleet_checks_each_provider_once_for_strategies_that_need_health(redis_url):
+    checks = []
+
+    def slow_checked():
+        provider = mock("a", health_delay=0.2)
+        original = provider.health_check
+        provider.health_check = lambda timeout=None: checks.append(1) or original(timeout)
+        return provider
+
+    routers = [router_with(slow_checked(), state=RedisState(redis_url, prefix="t:"), strategy="first-available",
+                           health_ttl=30) for _ in range(4)]
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(lambda router: router.complete("q", timeout=5).provider, routers))
+    assert answers == ["a"] * 4 and len(checks) == 1
+    assert all(router.health_report(cached=True)["a"].healthy for router in routers) and len(checks) == 1
+    for router in routers:
+        router.close()

@@ -22,7 +22,6 @@ from multi_llm_orchestrator import (
     NoProvidersError,
     ProviderConfig,
     ProviderUnavailableError,
-    Router,
 )
 from multi_llm_orchestrator.embeddings import split_batches
 from multi_llm_orchestrator.providers.base import EmbeddingLimits

@@ -168,3 +168,30 @@ def test_repr_of_a_router_names_its_strategy_or_shows_a_custom_one():
     assert router.complete("hi").provider == "b"
     assert repr(Router(strategy="weighted")) == "Router(strategy='weighted', providers=[])"
     assert repr(BestAvailableStrategy()) == "BestAvailableStrategy()"
+
+
+class Priced(Health):
+    """A health view that also knows each provider's expected cost for the call."""
+
+    def __init__(self, costs):
+        super().__init__()
+        self.costs = costs
+
+    def expected_cost(self, state):
+        return self.costs.get(state.name)
+
+
+def test_cheapest_orders_by_cost_with_free_first_and_unpriced_last():
+    from multi_llm_orchestrator.strategies import CheapestStrategy
+
+    states = [state("unpriced"), state("dear", latency=0.01), state("free", latency=0.9), state("cheap")]
+    order = CheapestStrategy().order(states, Priced({"dear": 0.5, "free": 0.0, "cheap": 0.2}))
+    assert names(order) == ["free", "cheap", "dear", "unpriced"]
+
+
+def test_cheapest_breaks_float_noise_ties_by_latency_and_tries_new_providers_first():
+    from multi_llm_orchestrator.strategies import CheapestStrategy
+
+    fast, slow, new = state("fast", [True], 0.01), state("slow", [True], 0.5), state("new")
+    costs = {"fast": 0.1 + 3e-10, "slow": 0.1, "new": 0.1}  # equal to the ninth decimal
+    assert names(CheapestStrategy().order([slow, fast, new], Priced(costs))) == ["new", "fast", "slow"]

@@ -428,3 +428,20 @@ def test_string_pieces_of_a_gigachat_function_call_are_concatenated():
     end = list(chunk_deltas(events, "g"))[-1]
     assert end.tool_calls[0].name == "get_weather" and end.tool_calls[0].arguments == {"city": "Kazan"}
     assert end.finish_reason == "tool_calls"
+
+
+
+def test_a_provider_skipped_for_its_taken_recovery_probe_says_so():
+    from multi_llm_orchestrator.calls import AttemptRun, Call, Telemetry
+    from multi_llm_orchestrator.strategies import ProviderState
+
+    class NoReservation:
+        def reserve(self, force=False):
+            return None  # open, or another thread holds the probe
+
+    state = ProviderState(Scripted("busy"), NoReservation(), None)
+    call = Call(None, False, Telemetry())
+    assert AttemptRun.reserve(call, state, hedge=True, force=False) is None
+    [attempt] = call.attempt_list()
+    assert (attempt.provider, attempt.outcome, attempt.error_type, attempt.hedge) == ("busy", "skipped", "CircuitOpen", True)
+    assert attempt.error.startswith("circuit open")

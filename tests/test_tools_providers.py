@@ -629,3 +629,17 @@ def test_a_tool_call_answer_is_a_success_for_breaker_and_metrics():
     assert stats["succeeded"] == 3 and stats["providers"]["m"]["successes"] == 3
     assert stats["providers"]["m"]["breaker"]["state"] == "closed"
 
+
+
+def test_gigachat_pairs_calls_that_share_an_id_in_order(wire):
+    # YandexGPT /v1 uses the function name as the id: two calls of one function share it.
+    provider = giga(wire)
+    wire.post(GIGA_CHAT, json=giga_answer({"content": "ok"}))
+    calls = [ToolCall("get_weather", "get_weather", {"city": "Paris"}),
+             ToolCall("get_weather", "get_weather", {"city": "Rome"})]
+    history = [Message("user", "Paris and Rome?"), Message("assistant", "", calls),
+               Message.tool_result(calls[0], "18C"), Message.tool_result(calls[1], "21C")]
+    provider.complete(history, TOOLS)
+    messages = sent(wire.calls[1])["messages"]
+    assert [m.get("content") for m in messages[1:]] == ["", '{"result": "18C"}', "", '{"result": "21C"}']
+    assert [m["function_call"]["arguments"]["city"] for m in messages[1::2]] == ["Paris", "Rome"]

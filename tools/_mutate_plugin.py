@@ -12,6 +12,8 @@ Two jobs, chosen by environment variables set by the tool:
   with ``-x``). A test running past its seconds (a mutant that loops or hangs) ends the
   process after writing a traceback to ``MLO_MUTATE_TIMEOUTS=<file>``: the tool reads
   that as "timed out" without waiting for the whole selection's time limit.
+
+Serving mutants from one pre-collected process is ``_mutate_server``'s job.
 """
 
 from __future__ import annotations

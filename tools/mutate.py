@@ -440,35 +440,135 @@ def select_tests(mutant: Mutant, lines: Dict[str, List[str]], durations: Dict[st
 KILLED, SURVIVED, TIMED_OUT, NO_TESTS = "killed", "survived", "timed out", "no tests"
 
 
-def run_mutant(mutant: Mutant, scratch: Path, durations: Dict[str, float], factor: float, floor: float) -> str:
+def stages(tests: List[str], files: int = 2) -> List[List[str]]:
+    """The tests in two runs: first those of the ``files`` test files holding most of them
+    (most mutants die there, and collecting few files is quick), then the rest."""
+    per_file = Counter(nodeid.split("::", 1)[0] for nodeid in tests)
+    first_files = {name for name, _ in per_file.most_common(files)}
+    first = [nodeid for nodeid in tests if nodeid.split("::", 1)[0] in first_files]
+    rest = [nodeid for nodeid in tests if nodeid.split("::", 1)[0] not in first_files]
+    return [stage for stage in (first, rest) if stage]
+
+
+class Server:
+    """A pytest process in one scratch copy that collected the suite once and runs each
+    mutant's tests in a forked child (see ``_mutate_plugin``); restarted if it dies."""
+
+    def __init__(self, scratch: Path) -> None:
+        self.scratch = scratch
+        self.process: Optional[subprocess.Popen] = None
+
+    def ensure(self) -> None:
+        """Started, on the unmutated tree (a mutant on disk would break its collection)."""
+        if self.process is None or self.process.poll() is not None:
+            self._start()
+
+    def _start(self) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, *PYTEST, "-p", "_mutate_server", "-s", "tests"], cwd=self.scratch, stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, bufsize=1,
+            env=_env(self.scratch, MLO_MUTATE_SERVE="1"),
+        )
+        self.collected = int(self._read("MLO-READY") or 0)
+
+    def _read(self, prefix: str) -> Optional[str]:
+        assert self.process is not None and self.process.stdout is not None
+        for line in self.process.stdout:
+            if line.startswith(prefix):
+                return line[len(prefix):].strip()
+        return None
+
+    def run(self, job: dict) -> Optional[dict]:
+        """``{"status": ..., "killer": test id}``, or None when the server could not say (it died)."""
+        if self.process is None or self.process.poll() is not None:
+            return None
+        assert self.process is not None and self.process.stdin is not None
+        try:
+            self.process.stdin.write(json.dumps(job) + "\n")
+            self.process.stdin.flush()
+        except OSError:
+            self.process = None
+            return None
+        answer = self._read("MLO-RESULT")
+        if answer is None:
+            self.process = None
+            return None
+        return json.loads(answer)
+
+    def close(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        try:
+            assert self.process.stdin is not None
+            self.process.stdin.write("\n")
+            self.process.stdin.close()
+            self.process.wait(timeout=60)
+        except (OSError, subprocess.TimeoutExpired):
+            self.process.kill()
+            self.process.wait()
+
+
+def stages(tests: List[str], files: int = 2) -> List[List[str]]:
+    """The tests in two runs: first those of the ``files`` test files holding most of them
+    (most mutants die there, and collecting few files is quick), then the rest."""
+    per_file = Counter(nodeid.split("::", 1)[0] for nodeid in tests)
+    first_files = {name for name, _ in per_file.most_common(files)}
+    first = [nodeid for nodeid in tests if nodeid.split("::", 1)[0] in first_files]
+    rest = [nodeid for nodeid in tests if nodeid.split("::", 1)[0] not in first_files]
+    return [stage for stage in (first, rest) if stage]
+
+
+def run_mutant(
+    mutant: Mutant, scratch: Path, server: Optional[Server], durations: Dict[str, float], factor: float, floor: float
+) -> Tuple[str, Optional[str]]:
+    """The mutant's status and, when a server ran it and a test killed it, that test."""
     if not mutant.tests:
-        return NO_TESTS
+        return NO_TESTS, None
     target = scratch / PACKAGE / mutant.module
     original = target.read_bytes()
+    if server is not None:
+        server.ensure()
+    # On disk too: tests that start a subprocess (the CLI, the demos) import the package from it.
+    target.write_text(mutant.source, encoding="utf-8")
+    try:
+        if server is not None:
+            answer = server.run({
+                "module": f"{PACKAGE}.{mutant.module[:-3]}", "path": str(target), "report": str(scratch / "killer.txt"),
+                "tests": [[nodeid, floor / 2 + factor * durations.get(nodeid, 0.0)] for nodeid in mutant.tests],
+                "timeout": floor + factor * sum(durations.get(nodeid, 0.0) for nodeid in mutant.tests),
+            })
+            if answer is not None and answer["status"] in (KILLED, SURVIVED, TIMED_OUT):
+                return answer["status"], answer.get("killer")
+        # No server, or the mutant cannot be swapped in (a closure changed): a fresh interpreter.
+        for tests in stages(mutant.tests):
+            status = _run_tests(tests, scratch, durations, factor, floor)
+            if status != SURVIVED:
+                return status, None
+        return SURVIVED, None
+    finally:
+        target.write_bytes(original)
+
+
+def _run_tests(tests: List[str], scratch: Path, durations: Dict[str, float], factor: float, floor: float) -> str:
     selection = scratch / "selection.json"
     timeouts = scratch / "timeouts.txt"
     if timeouts.exists():
         timeouts.unlink()
     # Each test gets its own limit, so a mutant that hangs the first test is caught early.
-    limits = [[nodeid, floor / 3 + factor * durations.get(nodeid, 0.0)] for nodeid in mutant.tests]
-    selection.write_text(json.dumps(limits))
-    files = sorted({nodeid.split("::", 1)[0] for nodeid in mutant.tests})
-    limit = floor + factor * sum(durations.get(nodeid, 0.0) for nodeid in mutant.tests)
-    target.write_text(mutant.source, encoding="utf-8")
+    selection.write_text(json.dumps([[nodeid, floor / 2 + factor * durations.get(nodeid, 0.0)] for nodeid in tests]))
+    files = sorted({nodeid.split("::", 1)[0] for nodeid in tests})
+    limit = floor + factor * sum(durations.get(nodeid, 0.0) for nodeid in tests)
+    process = subprocess.Popen(
+        [sys.executable, *PYTEST, "-x", *files], cwd=scratch, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL, start_new_session=True,
+        env=_env(scratch, MLO_MUTATE_SELECT=str(selection), MLO_MUTATE_TIMEOUTS=str(timeouts)),
+    )
     try:
-        process = subprocess.Popen(
-            [sys.executable, *PYTEST, "-x", *files], cwd=scratch, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL, start_new_session=True,
-            env=_env(scratch, MLO_MUTATE_SELECT=str(selection), MLO_MUTATE_TIMEOUTS=str(timeouts)),
-        )
-        try:
-            code = process.wait(timeout=limit)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-            return TIMED_OUT
-    finally:
-        target.write_bytes(original)
+        code = process.wait(timeout=limit)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        return TIMED_OUT
     if timeouts.exists() and timeouts.stat().st_size:
         return TIMED_OUT
     if code == 0:
@@ -506,9 +606,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("-j", "--jobs", type=int, default=1, help="mutants run in parallel (default: 1)")
     parser.add_argument("--timeout-factor", type=float, default=3.0,
                         help="a mutant times out after floor + factor x its tests' traced time (default: 3)")
-    parser.add_argument("--timeout-floor", type=float, default=15.0, help="seconds (default: 15)")
+    parser.add_argument("--timeout-floor", type=float, default=20.0,
+                        help="seconds; each test gets half of it plus factor x its traced time (default: 20)")
     parser.add_argument("--survivors", action="store_true",
                         help="run only the mutants that survived the previous run (to check new tests quickly)")
+    parser.add_argument("--fresh", action="store_true",
+                        help="run every mutant in a fresh interpreter (slow) instead of a forked, pre-collected one")
     parser.add_argument("--list", action="store_true", help="list the mutants and exit")
     args = parser.parse_args(argv)
 
@@ -549,6 +652,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     jobs = max(1, args.jobs)
     with tempfile.TemporaryDirectory(prefix="mlo-mutate-") as temp:
         scratches = [make_scratch(Path(temp) / f"w{index}") for index in range(jobs)]
+        servers = {scratch: (None if args.fresh else Server(scratch)) for scratch in scratches}
+        for server in servers.values():
+            if server is not None:
+                server.ensure()
+                print(f"server in {server.scratch.name}: {server.collected} tests collected", flush=True)
         data = coverage_map(scratches[0], modules)
         durations: Dict[str, float] = data["durations"]
         failed = set(data["failed"])
@@ -559,12 +667,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 mutant.tests = select_tests(mutant, data["lines"][module], durations, failed)
             free = list(scratches)
 
+            killers: Counter = Counter()  # tests that killed this module's mutants so far
+
             def one(mutant: Mutant) -> Tuple[Mutant, str]:
+                # The tests that killed most mutants first (then the fastest): a mutant usually
+                # dies at its first test, and only survivors run every test of their line.
+                mutant.tests.sort(key=lambda nodeid: (-killers[nodeid], durations.get(nodeid, 0.0), nodeid))
                 scratch = free.pop()
                 try:
-                    return mutant, run_mutant(mutant, scratch, durations, args.timeout_factor, args.timeout_floor)
+                    status, killer = run_mutant(
+                        mutant, scratch, servers[scratch], durations, args.timeout_factor, args.timeout_floor
+                    )
                 finally:
                     free.append(scratch)
+                if killer:
+                    killers[killer] += 1
+                return mutant, status
 
             outcome: Dict[str, List[Mutant]] = defaultdict(list)
             print(f"{module}.py: {len(plan[module])} mutants", end="", flush=True)
@@ -575,10 +693,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         print(".", end="", flush=True)
             results[module] = outcome
             print(" " + row(module, outcome, mutants[module], equivalents, partial), flush=True)
+            for mutant in sorted(outcome[SURVIVED] + outcome[NO_TESTS], key=lambda m: m.line):
+                print(f"    survived: {mutant.key}", flush=True)
             # Re-read first: another run (of other modules) may have written since.
             merged = json.loads(last_file.read_text()) if last_file.exists() else {}
             merged.update({m.key: status for status, found in outcome.items() for m in found})
             last_file.write_text(json.dumps(merged))
+        for server in servers.values():
+            if server is not None:
+                server.close()
 
     print()
     print(f"mutation run: {', '.join(modules)}; "

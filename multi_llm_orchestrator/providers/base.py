@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -19,12 +21,27 @@ from ..validation import check_int
 if TYPE_CHECKING:
     from ..auth import TokenCache
 
-__all__ = ["BaseProvider", "ProviderConfig", "EmbeddingLimits", "PURPOSES"]
+__all__ = ["BaseProvider", "ProviderConfig", "EmbeddingLimits", "PURPOSES", "model_override"]
 
 #: What the texts given to ``embed`` are: documents to index, or search queries
 #: (YandexGPT has a model for each; the others embed both alike).
 PURPOSES = ("document", "query")
 _STR_ONLY = {str}
+#: (provider, model) while one call runs that provider with another model (``model_override``).
+_MODEL_OVERRIDE: "contextvars.ContextVar[Optional[Tuple[BaseProvider, str]]]" = contextvars.ContextVar(
+    "mlo_model_override", default=None
+)
+
+
+@contextlib.contextmanager
+def model_override(provider: "BaseProvider", model: str) -> Iterator[None]:
+    """``provider.model`` is ``model`` in this thread's context until the block ends
+    (``Router.complete(..., provider=..., model=...)``: one call, no shared state changed)."""
+    token = _MODEL_OVERRIDE.set((provider, model))
+    try:
+        yield
+    finally:
+        _MODEL_OVERRIDE.reset(token)
 
 
 @dataclass(frozen=True)
@@ -87,6 +104,9 @@ class BaseProvider(ABC):
 
     @property
     def model(self) -> str:
+        override = _MODEL_OVERRIDE.get()
+        if override is not None and override[0] is self:
+            return override[1]
         return self.config.model or self.default_model
 
     @abstractmethod

@@ -22,7 +22,11 @@ Decisions where GigaChat differs from the common interface:
 - ``embed`` uses ``config.embedding_model`` (default "Embeddings"; "EmbeddingsGigaR" is
   the other) and sends at most 90 texts / 1,000,000 characters per request (GigaChat
   documents no limit; langchain-gigachat split there). Usage is the sum of the items'
-  ``usage.prompt_tokens`` (there is no top-level usage).
+  ``usage.prompt_tokens`` (there is no top-level usage). "EmbeddingsGigaR" works better
+  when search queries carry an instruction: with ``purpose="query"`` each text gets
+  ``extra["query_prefix"]`` in front (default for EmbeddingsGigaR: langchain-gigachat's
+  "Дано предложение, необходимо найти его парафраз \nпредложение: "; "" turns it off;
+  documents never get it).
 - ``count_tokens`` counts each message's text with ``POST /tokens/count`` for the chat
   model and adds them up: GigaChat's own count, without the chat template's few tokens.
 - ``balance`` is ``GET /balance``; a 403 there means a pay-as-you-go account (balances
@@ -103,6 +107,8 @@ TOKEN_REFRESH_MARGIN = 60.0
 DEFAULT_TOKEN_LIFETIME = 30 * 60.0
 DETERMINISTIC_TEMPERATURE = 0.001
 RESERVED_EXTRA_PARAMS = ("messages", "stream")
+#: The instruction langchain-gigachat puts before search queries for EmbeddingsGigaR.
+GIGA_R_QUERY_PREFIX = "Дано предложение, необходимо найти его парафраз \nпредложение: "
 #: ``extra`` keys (of ProviderConfig and of GenerationParams) that are headers, not body fields.
 HEADER_EXTRAS = {"session_id": "X-Session-ID", "request_id": "X-Request-ID", "client_id": "X-Client-ID"}
 REASONING_EFFORTS = {"minimal": "low", "low": "low", "medium": "medium", "high": "high", "xhigh": "high", "max": "high"}
@@ -181,6 +187,10 @@ class GigaChatProvider(HttpProvider):
         self._tokens = TokenCache(
             self._fetch_token if auth_key else None, owner=self.name, token=access_token, share_failures=True
         )
+        default_prefix = GIGA_R_QUERY_PREFIX if self.embedding_model == "EmbeddingsGigaR" else ""
+        self._query_prefix = config.extra.get("query_prefix", default_prefix)
+        if not isinstance(self._query_prefix, str):
+            raise ConfigurationError(f"extra['query_prefix'] of GigaChat provider {config.name!r} must be a str")
 
     def token_sharing(self) -> Optional[Tuple[TokenCache, str, Optional[str]]]:
         """OAuth tokens are shared per authorization key, scope and OAuth endpoint, and
@@ -294,6 +304,8 @@ class GigaChatProvider(HttpProvider):
         """Vectors from ``POST /embeddings`` (1024 numbers each for "Embeddings")."""
         started = time.perf_counter()
         texts = self._embedding_input(texts, purpose)
+        if purpose == "query" and self._query_prefix:
+            texts = [self._query_prefix + text for text in texts]
         limit = self._timeout(timeout)
         response = self._send(
             "POST", "/embeddings", time.monotonic() + limit, json_body={"model": self.embedding_model, "input": texts}
@@ -529,14 +541,22 @@ def _wire_messages(messages: List[Message]) -> List[Dict[str, Any]]:
             while index < len(rest) and rest[index].role == "tool":
                 results.append(rest[index])
                 index += 1
-            by_id = {result.tool_call_id: result for result in results if result.tool_call_id}
-            in_order = [result for result in results if not result.tool_call_id]  # answer the calls in order
+            # Ids may repeat (YandexGPT /v1 uses the function name as the id): a list per id.
+            by_id: Dict[str, List[Message]] = {}
+            in_order = []  # results without an id answer the calls in order
+            for result in results:
+                if result.tool_call_id:
+                    by_id.setdefault(result.tool_call_id, []).append(result)
+                else:
+                    in_order.append(result)
             for position, call in enumerate(message.tool_calls):
                 wire.append(_function_call(call, message.content if position == 0 else ""))
-                result = by_id.pop(call.id, None) or (in_order.pop(0) if in_order else None)
+                same_id = by_id.get(call.id)
+                result = same_id.pop(0) if same_id else (in_order.pop(0) if in_order else None)
                 if result is not None:
                     wire.append(_function_result(result.name or call.name, result.content))
-            rest[index:index] = list(by_id.values()) + in_order  # results of no call here: sent by name
+            # Results of no call here are sent by their own name.
+            rest[index:index] = [result for group in by_id.values() for result in group] + in_order
         else:
             wire.append({"role": message.role, "content": message.content})
     return wire

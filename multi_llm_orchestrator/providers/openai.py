@@ -63,6 +63,9 @@ __all__ = ["OpenAICompatibleProvider"]
 
 logger = logging.getLogger("multi_llm_orchestrator.providers.openai")
 
+#: Where ``from_env`` points when no base URL is given (the OpenAI SDK's default too).
+OPENAI_API_URL = "https://api.openai.com/v1"
+
 # error.type / error.code values that mean billing, not timing (OpenAI, OpenRouter).
 QUOTA_CODES = frozenset({
     "insufficient_quota",
@@ -95,7 +98,7 @@ class OpenAICompatibleProvider(HttpProvider):
 
     Configuration: ``model`` (required: the id the server serves, see ``list_models()``),
     ``base_url`` (default ``http://localhost:8000/v1``, vLLM's; OpenAI itself is
-    ``https://api.openai.com/v1``), ``api_key`` (optional; sent as
+    ``https://api.openai.com/v1``, which ``from_env`` uses when no base URL is set), ``api_key`` (optional; sent as
     ``Authorization: Bearer``). ``extra``: ``headers`` (added to every request, e.g.
     ``{"OpenAI-Organization": "org-..."}`` or OpenRouter's ``HTTP-Referer``),
     ``stream_usage`` (False: never send ``stream_options``).
@@ -148,10 +151,11 @@ class OpenAICompatibleProvider(HttpProvider):
     ) -> "OpenAICompatibleProvider":
         """A provider configured from ``OPENAI_BASE_URL``, ``OPENAI_API_KEY`` and
         ``OPENAI_MODEL``; keyword ``fields`` of ProviderConfig win over the environment.
-        Without ``OPENAI_BASE_URL`` the default is ``http://localhost:8000/v1``, not OpenAI.
+        Without ``OPENAI_BASE_URL`` (or ``base_url=``) it is OpenAI's own API,
+        ``https://api.openai.com/v1``, as with the OpenAI SDK; the URL used is logged (INFO).
 
-        >>> OpenAICompatibleProvider.from_env(environ={"OPENAI_MODEL": "qwen"}).model
-        'qwen'
+        >>> OpenAICompatibleProvider.from_env(environ={"OPENAI_MODEL": "gpt-4o-mini"}).base_url
+        'https://api.openai.com/v1'
         """
         env = os.environ if environ is None else environ
         settings: Dict[str, Any] = {"name": name}
@@ -161,7 +165,15 @@ class OpenAICompatibleProvider(HttpProvider):
             if env.get(variable, "").strip():
                 settings[field_name] = env[variable].strip()
         settings.update(fields)
-        return cls(provider_config("OpenAICompatibleProvider.from_env", settings))
+        source = "OPENAI_BASE_URL" if env.get("OPENAI_BASE_URL", "").strip() else "default: OPENAI_BASE_URL not set"
+        if "base_url" in fields:
+            source = "base_url="
+        if not settings.get("base_url"):
+            settings["base_url"] = OPENAI_API_URL
+        provider = cls(provider_config("OpenAICompatibleProvider.from_env", settings))
+        logger.info("provider %r: OpenAI-compatible API at %s (%s)", provider.name, provider.base_url, source,
+                    extra={"provider": provider.name, "base_url": provider.base_url})
+        return provider
 
     # Public interface -------------------------------------------------------------------
 

@@ -26,7 +26,7 @@ from typing import Any, Dict, Iterator, List, Optional, Union
 from multi_llm_orchestrator.providers.base import BaseProvider
 from multi_llm_orchestrator.types import Completion, GenerationParams, Prompt, StreamEnd, TextStream, Tool, ToolCall, Usage
 
-__all__ = ["ScriptedProvider"]
+__all__ = ["ScriptedProvider", "scripted_reply"]
 
 _ids = itertools.count(1)
 
@@ -121,3 +121,16 @@ def _instance(response_format: Union[str, Dict[str, Any]], prompt: str) -> Dict[
         kind = spec.get("type") or next((o.get("type") for o in spec.get("anyOf", []) if o.get("type") != "null"), "string")
         instance[name] = {"integer": 1, "number": 1.0, "boolean": True, "array": [], "object": {}}.get(kind, f"{name} text")
     return instance
+
+
+def scripted_reply(payload: Dict[str, Any]) -> str:
+    """A ``FakeOpenAIServer`` reply by the same rules, for requests without tools: JSON for
+    a ``response_format`` (json_schema or json_object), else an echo of the last message."""
+    last = payload["messages"][-1]
+    prompt = last.get("content") if isinstance(last.get("content"), str) else ""
+    response_format = payload.get("response_format") or {}
+    if response_format.get("type") == "json_schema":
+        return json.dumps(_instance(response_format["json_schema"]["schema"], prompt))
+    if response_format.get("type") == "json_object":
+        return json.dumps(_instance("json", prompt))
+    return f"Scripted answer to: {prompt}"

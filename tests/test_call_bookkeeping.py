@@ -1,0 +1,234 @@
+"""The bookkeeping of one Router call (calls.py), pinned down (issue 18): errors turned
+into ProviderErrors, the attempt list, how a failed call is described and reported once,
+listeners. Mostly direct, with Routers over mock providers where the path matters."""
+
+import logging
+import time
+
+import pytest
+
+from multi_llm_orchestrator import (
+    AllProvidersFailedError,
+    ConfigurationError,
+    DeadlineExceededError,
+    InvalidRequestError,
+    ProviderTimeoutError,
+    ProviderUnavailableError,
+    ResponseFormatError,
+)
+from multi_llm_orchestrator.calls import AttemptRun, Call, Telemetry, as_provider_error, checked_completion
+from multi_llm_orchestrator.errors import ProviderError
+from multi_llm_orchestrator.types import Attempt, Completion
+
+from fakes.mocks import mock, router_with
+
+
+# as_provider_error / checked_completion ---------------------------------------------------
+
+
+def test_a_provider_error_keeps_its_identity_and_gets_the_provider_name_if_missing():
+    anonymous = ProviderUnavailableError("down")
+    assert as_provider_error(anonymous, "a") is anonymous and anonymous.provider == "a"
+    named = ProviderUnavailableError("down", provider="upstream")
+    assert as_provider_error(named, "a").provider == "upstream"
+
+
+def test_other_exceptions_become_typed_provider_errors():
+    invalid = as_provider_error(ConfigurationError("temperature must be in [0, 2]"), "a")
+    assert type(invalid) is InvalidRequestError and invalid.provider == "a"
+    assert invalid.message == "temperature must be in [0, 2]"
+    silent = as_provider_error(TimeoutError(), "a")
+    assert type(silent) is ProviderTimeoutError and silent.message == "timed out" and silent.provider == "a"
+    assert as_provider_error(TimeoutError("read took too long"), "a").message == "read took too long"
+    other = as_provider_error(KeyError("x"), "a")
+    assert type(other) is ProviderError and other.message == "unexpected KeyError: 'x'" and other.provider == "a"
+
+
+def test_only_a_completion_with_text_passes_the_check():
+    completion = Completion("hi", "a", "m")
+    assert checked_completion(completion, "a") is completion
+    with pytest.raises(ResponseFormatError, match="the provider returned a dict, not a Completion") as caught:
+        checked_completion({"text": "hi"}, "a")
+    assert caught.value.provider == "a"
+    with pytest.raises(ResponseFormatError, match="the answer's text is a int, not a str"):
+        checked_completion(Completion(123, "a", "m"), "a")
+
+
+# Telemetry ----------------------------------------------------------------------------
+
+
+def test_listeners_are_checked_removed_one_by_one_and_isolated_from_each_other(caplog):
+    telemetry = Telemetry()
+    with pytest.raises(ConfigurationError, match="A listener must be callable; got int"):
+        telemetry.add_listener(3)
+    seen = []
+
+    def broken(event):
+        raise RuntimeError("listener bug")
+
+    def first(event):
+        seen.append(("first", event))
+
+    def second(event):
+        seen.append(("second", event))
+
+    for listener in (broken, first, second):
+        telemetry.add_listener(listener)
+    with caplog.at_level(logging.ERROR, logger="multi_llm_orchestrator"):
+        telemetry.emit("event")
+    assert seen == [("first", "event"), ("second", "event")]
+    assert "A Router listener raised; the call goes on" in caplog.text
+    telemetry.remove_listener(first)
+    assert telemetry.listeners == (broken, second)
+
+
+def test_totals_are_a_copy():
+    telemetry = Telemetry()
+    telemetry.count("calls")
+    totals = telemetry.totals()
+    totals["calls"] = 99
+    assert telemetry.totals()["calls"] == 1
+
+
+# Call ----------------------------------------------------------------------------------
+
+
+def test_a_call_without_budget_has_no_deadline():
+    call = Call(None, False, Telemetry())
+    assert call.deadline is None and call.remaining() is None
+    timed = Call(30.0, False, Telemetry())
+    assert 29 < timed.remaining() <= 30 and timed.deadline == pytest.approx(time.monotonic() + 30, abs=1)
+
+
+def test_attempts_are_listed_in_start_order_and_frozen_once_the_call_is_over():
+    call = Call(None, False, Telemetry())
+    first, second = call.next_order(), call.next_order()
+    assert (first, second) == (1, 2)
+    call.record(Attempt("b", "ok"), second)  # a hedge finishing first
+    call.record(Attempt("a", "lost"), first)
+    assert [a.provider for a in call.attempt_list()] == ["a", "b"]
+    call.failed([ProviderUnavailableError("down", provider="a")], deadline_hit=False)
+    call.record(Attempt("c", "error"), call.next_order())
+    assert [a.provider for a in call.attempt_list()] == ["a", "b"]
+
+
+def test_a_failed_call_lists_every_error_names_the_last_as_cause_and_is_reported_once():
+    telemetry = Telemetry()
+    events = []
+    telemetry.add_listener(events.append)
+    call = Call(None, False, telemetry)
+    errors = [ProviderUnavailableError("down", provider="a"), InvalidRequestError("bad", provider="b")]
+    failure = call.failed(errors, deadline_hit=False)
+    assert type(failure) is AllProvidersFailedError and failure.errors == errors
+    assert failure.__cause__ is errors[-1] and failure.__suppress_context__
+    call.failed(errors, deadline_hit=False)
+    call.abort(RuntimeError("late"))
+    totals = telemetry.totals()
+    assert (totals["calls"], totals["succeeded"], totals["failed"]) == (1, 0, 1)
+    [event] = events
+    assert (event.kind, event.outcome, event.attempts, event.error_type) == ("call", "error", 2, "AllProvidersFailedError")
+
+
+def test_a_call_whose_every_breaker_refused_says_so():
+    failure = Call(None, False, Telemetry()).failed([], deadline_hit=False)
+    assert type(failure) is AllProvidersFailedError and failure.__cause__ is None
+    assert "every circuit breaker is open or already probing; retry shortly" in str(failure)
+
+
+def test_a_timeout_at_the_very_end_of_the_budget_is_the_deadline_running_out():
+    call = Call(0.01, False, Telemetry())  # less than the 20 ms slack left from the start
+    failure = call.failed([ProviderTimeoutError("read timed out", provider="a")], deadline_hit=False)
+    assert isinstance(failure, DeadlineExceededError)
+    early = Call(60.0, False, Telemetry())
+    failure = early.failed([ProviderTimeoutError("read timed out", provider="a")], deadline_hit=False)
+    assert type(failure) is AllProvidersFailedError
+    near = Call(0.01, False, Telemetry())
+    failure = near.failed([ProviderUnavailableError("refused", provider="a")], deadline_hit=False)
+    assert type(failure) is AllProvidersFailedError
+
+
+def test_a_deadline_failure_names_the_budget():
+    failure = Call(2.5, False, Telemetry()).failed([], deadline_hit=True)
+    assert isinstance(failure, DeadlineExceededError) and "2.5" in str(failure)
+    unbounded = Call(None, False, Telemetry()).failed([], deadline_hit=True)
+    assert isinstance(unbounded, DeadlineExceededError)
+
+
+def test_an_aborted_call_is_reported_once_with_its_attempt_count():
+    telemetry = Telemetry()
+    events = []
+    telemetry.add_listener(events.append)
+    call = Call(None, True, telemetry)
+    call.record(Attempt("a", "skipped"), call.next_order())
+    call.abort(RuntimeError("strategy bug"))
+    call.abort(RuntimeError("again"))
+    [event] = events
+    assert (event.outcome, event.attempts, event.error_type, event.streaming) == ("error", 1, "RuntimeError", True)
+    assert event.provider is None and event.error == "strategy bug"
+    assert telemetry.totals()["failed"] == 1
+
+
+# Attempts through a Router -------------------------------------------------------------
+
+
+def test_attempt_and_call_events_describe_a_fallback(caplog):
+    router = router_with(mock("bad", failure_rate=1.0), mock("good"), breaker=False)
+    events = []
+    router.add_listener(events.append)
+    with caplog.at_level(logging.INFO, logger="multi_llm_orchestrator"):
+        completion = router.complete("hi")
+    assert [(a.provider, a.outcome) for a in completion.attempts] == [("bad", "error"), ("good", "ok")]
+    assert completion.attempts[0].error_type == "ProviderUnavailableError" and completion.attempts[0].error
+    attempt_events = [e for e in events if e.kind == "attempt"]
+    assert [(e.provider, e.outcome) for e in attempt_events] == [("bad", "error"), ("good", "ok")]
+    assert attempt_events[0].error_type == "ProviderUnavailableError" and attempt_events[1].error is None
+    [call_event] = [e for e in events if e.kind == "call"]
+    assert (call_event.provider, call_event.outcome, call_event.attempts) == ("good", "ok", 2)
+    assert call_event.model == "mock-normal" and call_event.error is None and not call_event.streaming
+    warning = next(r for r in caplog.records if r.levelno == logging.WARNING)
+    assert warning.getMessage().startswith("attempt on bad failed after ")
+    assert warning.provider == "bad" and warning.error_type == "ProviderUnavailableError"
+    info = next(r for r in caplog.records if r.getMessage().startswith("call answered by good (mock-normal)"))
+    assert info.attempts == 2 and info.outcome == "ok" and info.provider == "good"
+    stats = router.stats()
+    assert stats["providers"]["bad"]["failures"] and stats["providers"]["good"]["successes"] == 1
+    assert (stats["calls"], stats["succeeded"], stats["failed"]) == (1, 1, 0)
+
+
+def test_a_failed_call_is_logged_with_its_error_type(caplog):
+    router = router_with(mock("bad", failure_rate=1.0), breaker=False)
+    with caplog.at_level(logging.INFO, logger="multi_llm_orchestrator"):
+        with pytest.raises(AllProvidersFailedError):
+            router.complete("hi")
+    record = next(r for r in caplog.records if r.getMessage().startswith("call failed in "))
+    assert record.getMessage().endswith("after 1 attempt(s): AllProvidersFailedError")
+    assert record.outcome == "error" and record.provider is None and record.attempts == 1
+
+
+def test_an_attempt_with_no_time_left_is_an_error_without_calling_the_provider():
+    router = router_with(mock("a"))
+    call = router._call(1e-9, False, None, None)  # a budget gone before the attempt starts
+    state = router._states[0]
+    attempt = AttemptRun.reserve(call, state, hedge=False, force=False)
+    with pytest.raises(ProviderTimeoutError, match="no time left in the Router timeout"):
+        attempt.run(lambda p, remaining: pytest.fail("the provider must not be called"))
+    [recorded] = call.attempt_list()
+    assert (recorded.provider, recorded.outcome, recorded.error_type) == ("a", "error", "ProviderTimeoutError")
+    assert state.breaker.is_available() and state.metrics.calls == 0
+    router.close()
+
+
+def test_an_interrupt_inside_a_provider_is_accounted_then_raised():
+    router = router_with(mock("a"), breaker=False)
+    call = router._call(None, False, None, None)
+    state = router._states[0]
+    attempt = AttemptRun.reserve(call, state, hedge=False, force=False)
+
+    def interrupted(provider, remaining):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        attempt.run(interrupted)
+    assert state.metrics.in_flight == 0 and state.metrics.failures == {"ProviderError": 1}
+    [recorded] = call.attempt_list()
+    assert recorded.outcome == "error" and recorded.error == "interrupted"
