@@ -71,7 +71,11 @@ class BodyChunks:
         self.transfer = getattr(response, TRANSFER_ATTR, None)
         self.received = 0
         self._reads = 0
-        self._read1 = response.raw.read1
+        read1 = getattr(getattr(response, "raw", None), "read1", None)
+        if read1 is None:  # a response object without urllib3 underneath (e.g. a test double)
+            blocks = response.iter_content(chunk_size=None)
+            read1 = lambda amount, decode_content=True: next(blocks, b"")  # noqa: E731
+        self._read1 = read1
 
     def next_block(self) -> bytes:
         """The next decoded bytes (``b""`` at the end); typed errors only."""

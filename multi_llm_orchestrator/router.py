@@ -380,8 +380,8 @@ class Router:
                     and time.monotonic() >= call.deadline - DEADLINE_SLACK_S:
                 # The provider's reader only knows its own share of the budget.
                 error = ProviderTimeoutError(
-                    f"the stream was cut by the Router timeout of {call.budget:g} s while text was arriving "
-                    f"({len(stream.text)} characters received)",
+                    f"the stream did not finish within the Router timeout of {call.budget:g} s: it was cut "
+                    f"while text was arriving ({len(stream.text)} characters received)",
                     provider=attempt.state.name,
                 )
             if error is exc:
