@@ -103,7 +103,8 @@ class RouterTracer:
 
     def start_call(self, call: Call) -> Optional["_CallTrace"]:
         try:
-            return _CallTrace(self, call)
+            traced = _CallTrace(self, call)
+            return traced if traced.context is not None else None
         except Exception:  # a tracing failure must never fail the call
             logger.exception("Could not start the span of a Router call; the call goes on untraced")
             return None
@@ -120,6 +121,12 @@ class _CallTrace:
         # No explicit context: the caller's current span (on the caller's thread) is the parent.
         self.span = owner.tracer.start_span(call.operation, kind=SpanKind.INTERNAL)
         self.recording = self.span.is_recording()
+        self.call: Optional[Call] = None
+        if not self.recording and not self.span.get_span_context().is_valid:
+            # The API's no-op tracer (no SDK configured) outside any trace: nothing to record
+            # and no trace context to hand on, so the call and its attempts go untraced.
+            self.context = None
+            return
         self.context = trace.set_span_in_context(self.span)
         if self.recording:
             attributes = {"gen_ai.operation.name": call.operation, "mlo.streaming": call.streaming}
@@ -127,7 +134,7 @@ class _CallTrace:
             if owner.capture_content and call.messages:
                 attributes["gen_ai.input.messages"] = _messages_json(call.messages)
             self.span.set_attributes(attributes)
-        self.call: Optional[Call] = call if self.recording else None
+            self.call = call
 
     def attempt(self, run: AttemptRun) -> Any:
         try:

@@ -83,8 +83,14 @@ def apply_checks(states: Sequence["ProviderState"], call: "Call", checks: Sequen
     request = call
     if call.params is None or not checks:
         return states
-    reasons = [(check, reason) for check in checks for reason in (check.prepare(request),) if reason is not None]
-    if not reasons:
+    reasons = None  # built only when a check has something to say: the plain path allocates nothing
+    for check in checks:
+        reason_of = check.prepare(request)
+        if reason_of is not None:
+            if reasons is None:
+                reasons = []
+            reasons.append((check, reason_of))
+    if reasons is None:
         return states
     kept: List["ProviderState"] = []
     skips: List[Skip] = []

@@ -278,7 +278,7 @@ class Message:
             "" if content is None else content,
             [ToolCall.from_openai(c) if isinstance(c, Mapping) else c for c in calls] if calls else None,
             data.get("tool_call_id"),
-            data.get("name") if role == "tool" or data.get("name") is not None else None,
+            data.get("name"),
         )
 
     def to_openai(self) -> Dict[str, Any]:

@@ -336,3 +336,18 @@ def test_every_call_of_a_batch_is_a_child_of_the_callers_span(exporter, provider
     calls, _ = spans_by_kind(exporter)
     assert len(calls) == 3
     assert {call.parent.span_id for call in calls} == {outer.get_span_context().span_id}
+
+
+def test_with_a_no_op_tracer_the_callers_trace_context_still_reaches_the_attempt_thread(provider):
+    # The Router's tracer records nothing (NoOpTracerProvider), but the application's span
+    # (from its own SDK provider) must still be the current one where the provider runs,
+    # so HTTP spans of an instrumented client stay in the application's trace.
+    spy = CurrentSpanProvider(ProviderConfig(name="spy", extra={"delay": 0}))
+    router = router_with(spy, timeout=10.0)
+    instrument(router, tracer_provider=trace.NoOpTracerProvider())
+    with provider.get_tracer("app").start_as_current_span("handle request") as outer:
+        router.complete("hi")
+    assert spy.seen[0] == outer.get_span_context().span_id and spy.seen[1].startswith("mlo-router")
+    router.complete("outside any trace")
+    assert spy.seen[0] == 0  # no trace: nothing current, nothing made up
+    router.close()

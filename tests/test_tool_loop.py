@@ -216,3 +216,14 @@ def test_the_example_runs_the_whole_loop_on_mocks_without_keys():
     assert "calculator: 50.0" in lines[0]
     assert "  plain-mock: skipped (does not support tools)" in lines
     assert lines[-1] == "structured: {'city': 'mock', 'temperature': 1} (by tools-mock)"
+
+
+def test_a_routed_stream_relays_reasoning_apart_and_the_tool_calls_at_the_end():
+    router = router_of(MockProvider(ProviderConfig(name="plain", extra={"delay": 0})), mock())
+    stream = router.route_stream("Weather?", GenerationParams(tools=[get_weather], reasoning_effort="low"))
+    pieces = list(stream.events())
+    assert pieces and all(isinstance(piece, ReasoningDelta) for piece in pieces)
+    assert stream.reasoning == "Mock reasoning (low) about: Weather? " and stream.text == ""
+    assert stream.tool_calls[0].name == "get_weather" and stream.finish_reason == "tool_calls"
+    assert [(a.provider, a.outcome) for a in stream.attempts] == [("plain", "skipped"), ("tools", "ok")]
+    assert router.stats()["providers"]["tools"]["successes"] == 1
