@@ -129,7 +129,7 @@ def main() -> None:
         print("  [otel] not installed: pip install 'multi-llm-orchestrator[otel]' (and opentelemetry-sdk) for the traced rows")
     for label, values in traced_rounds.items():
         print(rounds_line(f"  {label}", values, " us/call", 1e6, 2)
-              + f"; +{(median(values) - median(routed)) * 1e6:.2f} us over router.route")
+              + f"; {(median(values) - median(routed)) * 1e6:+.2f} us over router.route")
     if overhead * 1e6 > PROFILE_THRESHOLD_US or "--profile" in sys.argv:
         profile(router)
     for item in (router, deadline, hedged, *traced.values()):

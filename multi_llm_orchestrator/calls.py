@@ -39,6 +39,7 @@ from .errors import (
     RateLimitError,
     ResponseFormatError,
 )
+from .failover import fallback_ready
 from .limits import Refusal, attempt_feedback
 from .providers.base import BaseProvider
 from .strategies import ProviderState
@@ -336,6 +337,9 @@ class AttemptRun:
         self.scope = CancelScope()  # the requests in flight, cut when the attempt is stopped
         #: Called by ``cut`` once the provider has answered (a stream being relayed).
         self.on_cut: Optional[Callable[[ProviderError], None]] = None
+        # Another provider is planned after this one: the transport then fails over
+        # instead of retrying a connection error (see failover.py).
+        self.fallback = False
 
     @classmethod
     def reserve(cls, call: Call, state: ProviderState, *, hedge: bool, force: bool) -> Optional["AttemptRun"]:
@@ -378,7 +382,7 @@ class AttemptRun:
         grant = self.grant
         limiter = grant.state.admission.limiter if grant is not None and grant.reservation is not None else None
         try:
-            with attempt_feedback(limiter), self.scope.active():
+            with attempt_feedback(limiter), fallback_ready(self.fallback), self.scope.active():
                 if call_trace is None:
                     result = invoke(provider, remaining)
                 else:  # the attempt's span is current while the provider runs, on this thread
@@ -528,10 +532,12 @@ def try_in_turn(
     result and attempt (recorded as won; the caller finishes it with the usage). When
     every one fails, raises the call's ``AllProvidersFailedError``."""
     errors: List[ProviderError] = []
-    for state in order:
+    last = len(order) - 1
+    for index, state in enumerate(order):
         attempt = AttemptRun.reserve(call, state, hedge=False, force=state is forced)
         if attempt is None:
             continue
+        attempt.fallback = index < last
         try:
             return attempt.run(invoke), attempt.won()
         except ProviderError as error:

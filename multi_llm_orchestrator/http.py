@@ -17,7 +17,9 @@ provider may drop some: ``HttpProvider.retry_statuses``) are retried up to
 processed the body) is never retried; backoff is exponential with jitter;
 ``Retry-After`` is honoured up to ``RETRY_AFTER_CAP`` seconds and never slept past the
 call's own deadline: when the wait would pass it, the 429/503 is returned at once and
-surfaces as ``RateLimitError(retry_after=...)`` so the Router can fall back.
+surfaces as ``RateLimitError(retry_after=...)`` so the Router can fall back. While the
+Router has another provider planned after the current attempt, connection errors are
+not retried either: it fails over at once (see ``failover.py``).
 """
 
 from __future__ import annotations
@@ -64,6 +66,7 @@ from .errors import (
     RateLimitError,
     ResponseFormatError,
 )
+from .failover import has_fallback
 from .limits import report_response
 from .providers.base import BaseProvider
 from .reading import TRANSFER_ATTR, BodyChunks, close_response, read_body, read_prefix
@@ -138,6 +141,9 @@ class DeadlineRetry(Retry):
         return float(max(0.0, min(self.backoff_max, backoff)))
 
     def increment(self, method=None, url=None, response=None, error=None, _pool=None, _stacktrace=None):
+        if error is not None and self._is_connection_error(error) and has_fallback():
+            # Another provider is waiting: failing over beats retrying with backoff.
+            raise MaxRetryError(_pool, url, error)
         new = super().increment(method, url, response, error, _pool, _stacktrace)
         wait = new.get_retry_after(response) if response is not None else None
         if wait is not None and wait > RETRY_AFTER_CAP:

@@ -54,7 +54,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 from . import forking
 from .auth import Fetch
 from .cache import MemoryResponseStore, ResponseStore
-from .breaker import NORMAL, OPEN, PROBE, BreakerPolicy, CircuitBreaker
+from .breaker import HALF_OPEN, NORMAL, OPEN, PROBE, BreakerPolicy, CircuitBreaker
 from .errors import (
     AuthenticationError,
     ConfigurationError,
@@ -76,7 +76,8 @@ T = TypeVar("T")
 SHARED_PROBE = "shared-probe:"  # + the lease's token: the probe reserved in Redis
 POLL_S = 0.005  # how often a waiter looks for a token or a cached answer
 KEY_TTL_MS = 24 * 3600 * 1000  # breaker and counter keys of a provider gone quiet expire
-NO_EXPIRY_TOKEN_MS = 12 * 3600 * 1000  # a token valid "until a 401" is kept at most this long
+NO_EXPIRY_TOKEN_MS = 12 * 3600 * 1000
+PROBING_RECHECK_MS = 50  # while another process probes, this one asks Redis again after this long  # a token valid "until a 401" is kept at most this long
 
 _NOW = """
 local t = redis.call('TIME')
@@ -444,6 +445,10 @@ class SharedBreaker(CircuitBreaker):
         except RedisUnavailable:
             return super().reserve(force)
         reservation, state, failures, open_ms = (_text(reply[0]), _text(reply[1]), reply[2], reply[3])
+        if not reservation and state == HALF_OPEN:
+            # Another process holds the probe: plan around this provider for a moment
+            # rather than asking Redis (and recording a skip) on every call meanwhile.
+            state, open_ms = OPEN, PROBING_RECHECK_MS
         self._remember(state, failures, open_ms)
         if reservation == "probe":
             return SHARED_PROBE + token

@@ -443,6 +443,7 @@ class Router:
             attempt = AttemptRun.reserve(call, state, hedge=hedge, force=state is forced)
             if attempt is None:
                 return None
+            attempt.fallback = state is not order[-1]
             try:
                 with self._lock:  # close() must see every future it may cancel
                     future = self._pool_locked().submit(attempt.run, invoke)

@@ -36,7 +36,8 @@ def pair(url, *providers_of, **settings):
     """Two Routers on one Redis, each with its own connections (two 'processes')."""
     routers = []
     for _ in range(2):
-        router = Router(state=RedisState(url, prefix="t:"), **settings)
+        # A generous timeout: on a loaded machine a slow round trip must not look like an outage.
+        router = Router(state=RedisState(url, prefix="t:", timeout=2.0), **settings)
         for make in providers_of:
             router.add_provider(make())
         routers.append(router)
@@ -63,6 +64,10 @@ def test_breaker_failures_are_counted_across_routers_and_the_probe_is_one_lease(
     assert sum(p is not None for p in probes) == 1  # exactly one probe, fleet-wide
     probe = next(p for p in probes if p is not None)
     owner = (a1, a2)[probes.index(probe) % 2]
+    other = a2 if owner is a1 else a1
+    assert not other.is_available() and 0 < other.remaining() <= 0.05  # planned around while probing
+    time.sleep(0.06)
+    assert other.is_available() and other.reserve() is None  # asks again: still probing
     owner.record_success(probe)
     assert a1.reserve() == NORMAL and a2.reserve() == NORMAL
     assert a2.snapshot() == {"state": "closed", "consecutive_failures": 0, "open_for_s": 0.0, "shared": True}
@@ -105,7 +110,7 @@ def test_health_results_are_shared_so_a_second_router_does_not_probe(redis_url):
 
 
 def test_the_hedge_budget_is_spent_fleet_wide(redis_url):
-    one, two = (RedisState(redis_url, prefix="t:") for _ in range(2))
+    one, two = (RedisState(redis_url, timeout=2.0, prefix="t:") for _ in range(2))
     budgets = [state.hedge_budget(0.0, 10.0, 3) for state in (one, two)]
     spent = [budget.try_spend() for budget in budgets * 3]
     assert spent.count(True) == 3  # the reserve of 3 per window, for the fleet
@@ -118,7 +123,7 @@ def gigachat(server):
 
 def test_one_oauth_request_for_all_routers_and_the_token_is_not_stored_in_plaintext(redis_url, caplog):
     with FaultServer("gigachat", auth_key=AUTH_KEY, token_ttl=600) as server:
-        routers = [router_with(gigachat(server), state=RedisState(redis_url, prefix="t:")) for _ in range(4)]
+        routers = [router_with(gigachat(server), state=RedisState(redis_url, timeout=2.0, prefix="t:")) for _ in range(4)]
         with caplog.at_level(logging.DEBUG), ThreadPoolExecutor(16) as pool:
             texts = list(pool.map(lambda i: routers[i % 4].route(f"hi {i}", timeout=10), range(32)))
         logged = "\n".join(record.getMessage() + repr(record.__dict__) for record in caplog.records)
@@ -139,7 +144,7 @@ def test_one_oauth_request_for_all_routers_and_the_token_is_not_stored_in_plaint
 
 def test_a_401_makes_one_refresh_for_the_fleet(redis_url):
     with FaultServer("gigachat", auth_key=AUTH_KEY) as server:
-        routers = [router_with(gigachat(server), state=RedisState(redis_url, prefix="t:")) for _ in range(3)]
+        routers = [router_with(gigachat(server), state=RedisState(redis_url, timeout=2.0, prefix="t:")) for _ in range(3)]
         for router in routers:
             router.route("warm up", timeout=5)
         with server._lock:
@@ -157,7 +162,7 @@ def test_yandex_token_provider_is_called_once_for_the_fleet(redis_url):
         time.sleep(0.05)
         return "t1.yandex-iam-token"
 
-    states = [RedisState(redis_url, prefix="t:", token_secret="s3cret") for _ in range(3)]
+    states = [RedisState(redis_url, timeout=2.0, prefix="t:", token_secret="s3cret") for _ in range(3)]
     providers = [
         YandexGPTProvider(ProviderConfig(name="ya", folder_id="b1gfolder", base_url="http://127.0.0.1:9"),
                           token_provider=token_provider)
@@ -193,7 +198,7 @@ def test_the_response_cache_is_shared_and_bounded_in_redis(redis_url):
 
 def test_every_key_starts_with_the_prefix(redis_url):
     with FaultServer("gigachat", auth_key=AUTH_KEY) as server:
-        router = router_with(gigachat(server), mock("m"), state=RedisState(redis_url, prefix="app1:"),
+        router = router_with(gigachat(server), mock("m"), state=RedisState(redis_url, timeout=2.0, prefix="app1:"),
                              cache=True, hedge_after=0.5, health_ttl=5)
         router.route("hi", timeout=5)
         router.route("hi", timeout=5)
@@ -289,7 +294,7 @@ def test_rate_limits_are_one_fleet_wide_window(redis_url):
     from multi_llm_orchestrator.limits import Limits, Refusal
 
     limits = Limits(rpm=3, max_concurrency=2, tpm=100, window=0.3)
-    one, two = (RedisState(redis_url, prefix="t:").limiter("p", limits) for _ in range(2))
+    one, two = (RedisState(redis_url, timeout=2.0, prefix="t:").limiter("p", limits) for _ in range(2))
     first, second = one.acquire(10), two.acquire(10)
     refused = one.acquire(10)
     assert isinstance(refused, Refusal) and "max_concurrency 2" in refused.reason and "fleet-wide" in refused.reason
@@ -302,11 +307,11 @@ def test_rate_limits_are_one_fleet_wide_window(redis_url):
     assert isinstance(refused, Refusal) and refused.reason.startswith("rpm 3") and 0 < refused.retry_after <= 0.3
     two.reconcile(third, 90)
     assert two.snapshot()["tokens_in_window"] == 110 and two.snapshot()["shared"] is True
-    tokens_only = RedisState(redis_url, prefix="t:").limiter("q", Limits(tpm=100))
+    tokens_only = RedisState(redis_url, timeout=2.0, prefix="t:").limiter("q", Limits(tpm=100))
     assert tokens_only.acquire(101).retry_after == math.inf
     one.penalize(5.0)
     assert "429" in two.acquire(1).reason
-    unsent = RedisState(redis_url, prefix="u:").limiter("p", limits)
+    unsent = RedisState(redis_url, timeout=2.0, prefix="u:").limiter("p", limits)
     grant = unsent.acquire(5)
     unsent.release(grant, sent=False)  # never left: refunded
     assert unsent.snapshot()["requests_in_window"] == 0
@@ -316,7 +321,7 @@ def test_a_budget_is_one_fleet_wide_ledger(redis_url):
     from multi_llm_orchestrator.budgets import Budget
     from multi_llm_orchestrator.limits import Refusal
 
-    one, two = (RedisState(redis_url, prefix="t:").ledger("router", Budget(limit=1.0, period="month")) for _ in range(2))
+    one, two = (RedisState(redis_url, timeout=2.0, prefix="t:").ledger("router", Budget(limit=1.0, period="month")) for _ in range(2))
     hold_one, hold_two = one.acquire(0.4), two.acquire(0.4)
     refused = one.acquire(0.4)
     assert isinstance(refused, Refusal) and "0.8000 held" in refused.reason and refused.retry_after > 0
@@ -324,7 +329,7 @@ def test_a_budget_is_one_fleet_wide_ledger(redis_url):
     two.release(hold_two)
     assert two.spent() == pytest.approx(0.3)
     assert isinstance(two.acquire(0.8), Refusal) and not isinstance(two.acquire(0.7), Refusal)
-    rolling = RedisState(redis_url, prefix="t:").ledger("p", Budget(limit=1.0, period=0.2))
+    rolling = RedisState(redis_url, timeout=2.0, prefix="t:").ledger("p", Budget(limit=1.0, period=0.2))
     rolling.reconcile(rolling.acquire(0.9), 0.9)
     refused = rolling.acquire(0.5)
     assert isinstance(refused, Refusal) and 0 < refused.retry_after <= 0.2
@@ -354,7 +359,7 @@ def test_limits_budgets_and_tokens_work_locally_while_redis_is_down():
 def test_a_fleet_waits_for_the_token_being_fetched_only_until_its_deadline(redis_url):
     from multi_llm_orchestrator.errors import ProviderTimeoutError
 
-    state = RedisState(redis_url, prefix="t:")
+    state = RedisState(redis_url, timeout=2.0, prefix="t:")
     store = TokenStore(state, "id", "secret", owner="giga")
     redis.Redis.from_url(redis_url).set(store._lock_key, "someone else", px=5000)  # a fetch under way elsewhere
     started = time.monotonic()
@@ -385,7 +390,7 @@ def test_a_cold_fleet_checks_each_provider_once_for_strategies_that_need_health(
         provider.health_check = lambda timeout=None: checks.append(1) or original(timeout)
         return provider
 
-    routers = [router_with(slow_checked(), state=RedisState(redis_url, prefix="t:"), strategy="first-available",
+    routers = [router_with(slow_checked(), state=RedisState(redis_url, timeout=2.0, prefix="t:"), strategy="first-available",
                            health_ttl=30) for _ in range(4)]
     with ThreadPoolExecutor(4) as pool:
         answers = list(pool.map(lambda router: router.complete("q", timeout=5).provider, routers))
