@@ -195,3 +195,25 @@ def test_cheapest_breaks_float_noise_ties_by_latency_and_tries_new_providers_fir
     fast, slow, new = state("fast", [True], 0.01), state("slow", [True], 0.5), state("new")
     costs = {"fast": 0.1 + 3e-10, "slow": 0.1, "new": 0.1}  # equal to the ninth decimal
     assert names(CheapestStrategy().order([slow, fast, new], Priced(costs))) == ["new", "fast", "slow"]
+
+
+def test_least_busy_takes_its_round_robin_tiebreak_from_the_shared_state():
+    from multi_llm_orchestrator.state import LocalSequence, LocalState
+
+    class SharedState(LocalState):
+        """One position for every strategy using it (as Redis shares it between processes)."""
+
+        def __init__(self):
+            super().__init__()
+            self.position = LocalSequence()
+
+        def sequence(self, name):
+            return self.position
+
+    shared = SharedState()
+    one, two = LeastBusyStrategy(), LeastBusyStrategy()
+    one.use_state(shared)
+    two.use_state(shared)
+    states = [state("a"), state("b")]
+    firsts = [strategy.order(states, Health())[0].name for strategy in (one, two, one, two)]
+    assert firsts == ["a", "b", "a", "b"]

@@ -101,6 +101,7 @@ class Mutant:
     edits: List[Edit]
     key: str = ""
     source: str = ""
+    function: str = ""  # the innermost function around the mutant ("" at module or class level)
     tests: List[str] = field(default_factory=list)
 
     @property
@@ -281,6 +282,11 @@ def mutants_of(module: str, source: str) -> List[Mutant]:
     finder.visit(ast.parse(source))
     seen: Counter = Counter()
     mutants = []
+    spans = sorted(
+        ((node.lineno, node.end_lineno, node.name) for node in ast.walk(ast.parse(source))
+         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))),
+        key=lambda span: span[1] - span[0],
+    )
     for node, mutation, edits in sorted(finder.found, key=lambda f: (f[0].lineno, f[0].col_offset, f[1])):  # type: ignore[attr-defined]
         mutated = apply(lines, edits)
         if mutated == source:
@@ -296,6 +302,7 @@ def mutants_of(module: str, source: str) -> List[Mutant]:
         mutants.append(Mutant(
             module, node.lineno, node.end_lineno, key_mutation, line_text, edits,  # type: ignore[attr-defined]
             key=SEPARATOR.join((module, line_text, key_mutation)), source=mutated,
+            function=next((name for low, high, name in spans if low <= node.lineno <= high), ""),  # type: ignore[attr-defined]
         ))
     return mutants
 
@@ -430,6 +437,15 @@ def select_tests(mutant: Mutant, lines: Dict[str, List[str]], durations: Dict[st
     if not chosen and import_only:
         for ids in lines.values():
             chosen.update(i for i in ids if i != IMPORT)
+    if not chosen and mutant.function:
+        # Never seen running: maybe it runs where the tracer cannot see (a forked child, a
+        # subprocess). Try the test files named after a word of its function (_after_fork:
+        # test_fork_*.py).
+        words = {word for word in mutant.function.lower().split("_") if len(word) >= 4}
+        chosen.update(
+            nodeid for nodeid in durations
+            if words & set(Path(nodeid.split("::", 1)[0]).stem.lower().split("_"))
+        )
     chosen -= failed
     return sorted(chosen, key=lambda nodeid: (durations.get(nodeid, 0.0), nodeid))
 
