@@ -16,6 +16,7 @@ from fakes.hostile_server import TRICKLE_S, HostileServer
 from multi_llm_orchestrator import (
     AllProvidersFailedError,
     ConfigurationError,
+    Embeddings,
     OrchestratorError,
     ProviderConfig,
     ProviderError,
@@ -355,3 +356,26 @@ def test_a_stream_never_read_does_not_stay_in_flight_after_close(server, leaks, 
     assert router.stats()["succeeded"] + router.stats()["failed"] == 1
     with pytest.raises(OrchestratorError):
         "".join(stream)  # cut by close(): a typed error, not a hang or a half answer
+
+
+def test_close_wakes_an_embed_whose_batch_workers_were_still_queued(leaks):
+    # 1 worker, 4 batch workers submitted: 3 are cancelled by close() while queued (a
+    # cancel alone never wakes concurrent.futures.wait; embed() also waits on close()).
+    from multi_llm_orchestrator.providers.mock import MockProvider
+
+    router = Router(max_workers=1)
+    router.add_provider(MockProvider(ProviderConfig(name="m", extra={"delay": 30})))
+    outcome = []
+    caller = threading.Thread(
+        target=lambda: outcome.append(timed(lambda: router.embed([f"text {n}" for n in range(64)], max_parallel=4))),
+        daemon=True)
+    caller.start()
+    time.sleep(0.3)
+    closed_at = time.monotonic()
+    router.close(grace=0.2)
+    caller.join(3)
+    assert not caller.is_alive(), "embed() still blocked after close()"
+    result, _ = outcome[0]
+    # Returned (the running worker finished every batch as the closed mock woke) or typed.
+    assert isinstance(result, (Embeddings, OrchestratorError)), result
+    assert time.monotonic() - closed_at < 0.2 + MARGIN + 0.2
