@@ -4,8 +4,14 @@
 (totals, one log record, listeners). ``AttemptRun`` is one provider tried: it reserves the
 breaker, runs the provider with the time left, and records the outcome once in the
 provider's metrics and breaker, the call's attempt list, the log and the listeners.
-``Telemetry`` holds what outlives calls: the Router's call totals, its listeners and an
-optional tracer.
+``Telemetry`` holds what outlives calls: the Router's call totals, its listeners, an
+optional tracer, and the attempts running now (``LiveAttempts``, for ``close()``).
+
+An attempt the Router gives up on (hedge lost, Router deadline passed, Router closed)
+is stopped, not left to run: its ``CancelScope`` cuts the requests it has in flight
+(see ``transfers.py``), which frees its worker thread at once. One stopped by a lost
+race or by ``close()`` ends as ``AttemptStopped``: counted as "abandoned", neither a
+success nor a failure, and its breaker reservation is given back.
 
 A tracer (see ``multi_llm_orchestrator.otel``) is any object with ``start_call(call)``
 returning a call trace or None; a call trace has ``attempt(attempt_run)`` returning an
@@ -37,11 +43,12 @@ from .failover import fallback_ready
 from .limits import Refusal, attempt_feedback
 from .providers.base import BaseProvider
 from .strategies import ProviderState
+from .transfers import CancelScope
 from .types import Attempt, Completion, RouterEvent, TextStream
 
 __all__ = [
     "Call", "AttemptRun", "OpenedStream", "Telemetry", "Listener", "as_provider_error", "checked_completion",
-    "try_in_turn",
+    "try_in_turn", "LiveAttempts", "AttemptStopped",
 ]
 
 # Records keep the Router's logger name: it is what users filter on.
@@ -50,6 +57,51 @@ logger = logging.getLogger("multi_llm_orchestrator.router")
 Listener = Callable[[RouterEvent], None]
 DEADLINE_SLACK_S = 0.02
 OPEN_CIRCUIT = "circuit open (or its recovery probe is taken)"
+
+
+class AttemptStopped(ProviderError):
+    """An attempt the Router stopped before it ended: it lost a race or the Router was
+    closed. Not the provider's fault: no breaker failure, counted as "abandoned"."""
+
+
+class LiveAttempts:
+    """The attempts running now (streams until they end), so that ``close()`` can wait
+    for them and then stop them. Thread-safe."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._attempts: Dict[int, "AttemptRun"] = {}
+        self.closed: Optional[ProviderError] = None
+
+    def add(self, attempt: "AttemptRun") -> None:
+        with self._cond:
+            if self.closed is None:
+                self._attempts[id(attempt)] = attempt
+                return
+        raise AttemptStopped(self.closed.message, provider=attempt.state.name)
+
+    def discard(self, attempt: "AttemptRun") -> None:
+        with self._cond:
+            if self._attempts.pop(id(attempt), None) is not None and not self._attempts:
+                self._cond.notify_all()
+
+    def close(self, grace: float, error: ProviderError) -> None:
+        """Refuse new attempts, wait up to ``grace`` seconds for the running ones, then
+        stop those still running with ``error``."""
+        deadline = time.monotonic() + grace
+        with self._cond:
+            self.closed = error
+            while self._attempts:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(left)
+            attempts = list(self._attempts.values())
+        for attempt in attempts:
+            try:
+                attempt.cut(error)
+            except Exception:  # e.g. a stream being read on another thread right now
+                logger.debug("stopping an attempt at close() failed", exc_info=True)
 
 
 class Telemetry:
@@ -61,6 +113,7 @@ class Telemetry:
         self._totals = {"calls": 0, "succeeded": 0, "failed": 0, "cache_hits": 0, "cache_misses": 0}
         self.listeners: Tuple[Listener, ...] = ()
         self.tracer: Optional[Any] = None
+        self.live = LiveAttempts()
 
     def count(self, key: str) -> None:
         with self._lock:
@@ -281,6 +334,9 @@ class AttemptRun:
         self.trace: Optional[Any] = None
         self.grant: Optional[Grant] = None  # admission control's capacity and budget, if any
         self.result: Any = None
+        self.scope = CancelScope()  # the requests in flight, cut when the attempt is stopped
+        #: Called by ``cut`` once the provider has answered (a stream being relayed).
+        self.on_cut: Optional[Callable[[ProviderError], None]] = None
         # Another provider is planned after this one: the transport then fails over
         # instead of retrying a connection error (see failover.py).
         self.fallback = False
@@ -314,13 +370,19 @@ class AttemptRun:
             error = ProviderTimeoutError("no time left in the Router timeout", provider=provider.name)
             self.call.record(Attempt(provider.name, "error", 0.0, error.message, type(error).__name__, self.hedge), self.order)
             raise error
+        try:
+            self.call.telemetry.live.add(self)
+        except AttemptStopped as error:  # the Router is closing
+            self.release()
+            self.call.record(Attempt(provider.name, "error", 0.0, error.message, type(error).__name__, self.hedge), self.order)
+            raise
         self.state.metrics.started()
         self.started = time.monotonic()
         call_trace = self.call.trace
         grant = self.grant
         limiter = grant.state.admission.limiter if grant is not None and grant.reservation is not None else None
         try:
-            with attempt_feedback(limiter), fallback_ready(self.fallback):
+            with attempt_feedback(limiter), fallback_ready(self.fallback), self.scope.active():
                 if call_trace is None:
                     result = invoke(provider, remaining)
                 else:  # the attempt's span is current while the provider runs, on this thread
@@ -364,6 +426,7 @@ class AttemptRun:
             return
         self.finished = True
         state, latency = self.state, time.monotonic() - self.started
+        self.call.telemetry.live.discard(self)
         admission = self.call.admission
         if admission is not None:
             if isinstance(error, RateLimitError):
@@ -375,6 +438,11 @@ class AttemptRun:
         if error is None:
             state.metrics.succeeded(latency, usage)
             state.breaker.record_success(self.reservation)
+        elif isinstance(error, AttemptStopped):  # the Router's doing, not the provider's
+            state.metrics.abandoned()
+            state.breaker.release(self.reservation)
+            if not self.lost:
+                self.call.record(Attempt(state.name, "error", latency, error.message, type(error).__name__, self.hedge), self.order)
         else:
             state.metrics.failed(error)
             state.breaker.record_failure(error, self.reservation)
@@ -395,8 +463,16 @@ class AttemptRun:
         if self.trace is not None:
             self.trace.end(error, usage, result)
 
+    def cut(self, error: ProviderError) -> None:
+        """Stop the attempt now: cut its requests in flight (their reads fail with
+        ``error`` at once); an answered stream is ended through ``on_cut``."""
+        self.scope.cancel(error)
+        if self.on_cut is not None:
+            self.on_cut(error)
+
     def abandon(self, future: Future) -> None:
-        """The race ended without this attempt: discard its result when it arrives."""
+        """The race ended without this attempt: stop it, and discard its result if it
+        arrives anyway."""
         self.lost = True
         if self.hedge:
             self.state.metrics.hedge("lost")
@@ -406,6 +482,15 @@ class AttemptRun:
             return
         latency = time.monotonic() - self.started if self.started else 0.0
         self.call.record(Attempt(self.state.name, "lost", latency, hedge=self.hedge), self.order)
+        remaining = self.call.remaining()
+        if remaining is not None and remaining <= DEADLINE_SLACK_S:
+            # What it would have ended with a moment later anyway: a breaker failure.
+            stop: ProviderError = ProviderTimeoutError(
+                f"still running when the Router timeout of {self.call.budget:g} s ran out", provider=self.state.name
+            )
+        else:
+            stop = AttemptStopped("stopped by the Router: the call ended without it", provider=self.state.name)
+        self.scope.cancel(stop)
 
         def discard(done: Future) -> None:
             if done.cancelled() or done.exception() is not None:

@@ -7,9 +7,10 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Optional, Union
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from dataclasses_json import DataClassJsonMixin, config as json_field
 
+from .jsonable import LazyJsonMixin, json_field
 from .errors import ConfigurationError
+from .reading import DEFAULT_MAX_RESPONSE_BYTES
 from .validation import check_int, check_nesting, check_number
 
 __all__ = ["ProviderConfig", "redact", "is_secret_key", "scrub_secrets"]
@@ -117,7 +118,7 @@ def _as_is(value: Any) -> Any:  # checked in __post_init__; dataclasses-json can
 
 
 @dataclass(repr=False)
-class ProviderConfig(DataClassJsonMixin):
+class ProviderConfig(LazyJsonMixin):
     """Settings of one provider. Only ``name`` is required; each provider type documents
     which other fields it uses and its defaults.
 
@@ -128,6 +129,9 @@ class ProviderConfig(DataClassJsonMixin):
       replaces the trust store (GigaChat needs the Russian Trusted Root CA).
     - ``max_retries``: transport retries of connect errors and 429/5xx (0 disables).
     - ``weight``: share for the "weighted" strategy.
+    - ``max_response_bytes``: the most one answer may hold after decompression (a body,
+      one stream line or event), default 16 MiB; more is a ResponseFormatError. Error
+      bodies are read only up to their first 64 KiB.
     - ``price_per_1k_prompt_tokens`` / ``price_per_1k_completion_tokens``: optional, for
       cost in ``Router.stats()``; none is built in. ``price_per_1k_cached_prompt_tokens``:
       the price of prompt tokens served from the provider's cache (default: the prompt price).
@@ -176,6 +180,7 @@ class ProviderConfig(DataClassJsonMixin):
     prices: Optional[Dict[str, Any]] = None
     limits: Optional[Dict[str, Any]] = None
     budget: Union[Dict[str, Any], List[Dict[str, Any]], None] = field(default=None, metadata=json_field(decoder=_as_is))
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
@@ -204,6 +209,7 @@ class ProviderConfig(DataClassJsonMixin):
         check_number(field_name("weight"), self.weight, 0)
         # urllib3 fills a pool's queue up front: a pool of 10**9 would hang the first call.
         check_int(field_name("pool_size"), self.pool_size, 1, MAX_POOL_SIZE)
+        check_int(field_name("max_response_bytes"), self.max_response_bytes, 1024)
         for price in ("price_per_1k_prompt_tokens", "price_per_1k_completion_tokens",
                       "price_per_1k_cached_prompt_tokens"):
             check_number(field_name(price), getattr(self, price), 0, allow_none=True)

@@ -40,8 +40,8 @@ from urllib.parse import urlsplit, urlunsplit
 from dataclasses import dataclass, field, fields
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Type, Union, get_args, get_origin, get_type_hints
 
-from dataclasses_json import DataClassJsonMixin, config as json_field
 
+from .jsonable import LazyJsonMixin, json_field
 from .breaker import BreakerPolicy
 from .budgets import Budget, Price
 from .limits import Limits
@@ -90,7 +90,7 @@ class ProviderSpec:
 
 
 @dataclass(repr=True)
-class RouterConfig(DataClassJsonMixin):
+class RouterConfig(LazyJsonMixin):
     """Everything needed to build a Router. ``None`` means the Router's own default
     (see ``Router`` for each setting); ``providers`` lists ``ProviderSpec`` entries.
 

@@ -31,9 +31,10 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import Counter
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from concurrent.futures import FIRST_COMPLETED, FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 from .calls import DEADLINE_SLACK_S, AttemptRun, Call, try_in_turn
 from .errors import ConfigurationError, NoProvidersError, OrchestratorError, ProviderTimeoutError, ResponseFormatError
@@ -136,10 +137,13 @@ class EmbeddingJob:
         strictest = EmbeddingLimits(min(l.max_texts for l in limits), min(l.max_chars for l in limits))
         return cls(space, members, split_batches(texts, strictest), purpose, max_parallel)
 
-    def run(self, call: Call, *, plan: Plan, pool: Callable[[], ThreadPoolExecutor]) -> Embeddings:
-        """Run every batch (in parallel when there are several) and join the vectors."""
+    def run(
+        self, call: Call, *, plan: Plan, pool: Callable[[], ThreadPoolExecutor], closing: Optional[Future] = None
+    ) -> Embeddings:
+        """Run every batch (in parallel when there are several) and join the vectors.
+        ``closing`` completes when the Router closes (see ``hedging.race``)."""
         try:
-            results = self._run_all(call, plan, pool)
+            results = self._run_all(call, plan, pool, closing)
             return self._joined(call, results)
         except BaseException as exc:
             call.abort(exc)  # no-op when call.failed already reported it
@@ -147,7 +151,9 @@ class EmbeddingJob:
 
     # Running ------------------------------------------------------------------------------
 
-    def _run_all(self, call: Call, plan: Plan, pool: Callable[[], ThreadPoolExecutor]) -> List[Tuple[Embeddings, AttemptRun]]:
+    def _run_all(
+        self, call: Call, plan: Plan, pool: Callable[[], ThreadPoolExecutor], closing: Optional[Future] = None
+    ) -> List[Tuple[Embeddings, AttemptRun]]:
         results: List[Optional[Tuple[Embeddings, AttemptRun]]] = [None] * len(self.batches)
         if len(self.batches) == 1 and call.deadline is None:  # nothing to wait for: no pool hop
             results[0] = self._run_batch(call, plan, 0)
@@ -172,8 +178,11 @@ class EmbeddingJob:
         remaining = call.remaining()
         # The grace lets an attempt given the last of the budget report its own timeout.
         timeout = None if remaining is None else max(0.0, remaining) + 5 * DEADLINE_SLACK_S
-        done, pending = wait(futures, timeout=timeout, return_when=FIRST_EXCEPTION)
+        done, pending = self._wait(futures, timeout, closing)
         stop.set()
+        if closing is not None and closing.done():
+            wait([future for future in futures if not future.cancelled()], timeout=timeout)  # cut by close()
+            raise OrchestratorError("This Router was closed during the call: create a new one")
         for future in futures:
             if future in done and future.cancelled():
                 raise OrchestratorError("This Router was closed during the call: create a new one")
@@ -190,6 +199,28 @@ class EmbeddingJob:
             ]
             raise call.failed(errors, deadline_hit=True)
         return results  # type: ignore[return-value]
+
+    @staticmethod
+    def _wait(
+        futures: List[Future], timeout: Optional[float], closing: Optional[Future]
+    ) -> Tuple[Set[Future], Set[Future]]:
+        """``wait(futures, timeout, FIRST_EXCEPTION)`` that also returns once ``closing``
+        completes: shutdown(cancel_futures=True) cancels queued workers without waking
+        ``wait()``."""
+        if closing is None:
+            return wait(futures, timeout=timeout, return_when=FIRST_EXCEPTION)
+        until = None if timeout is None else time.monotonic() + timeout
+        pending = set(futures)
+        while pending and not closing.done():
+            left = None if until is None else max(0.0, until - time.monotonic())
+            finished, _ = wait(pending | {closing}, timeout=left, return_when=FIRST_COMPLETED)
+            finished.discard(closing)
+            if not finished and not closing.done():
+                break  # timed out
+            pending -= finished
+            if any(not future.cancelled() and future.exception() is not None for future in finished):
+                break
+        return set(futures) - pending, pending
 
     def _take(self) -> Optional[int]:
         with self._lock:

@@ -158,12 +158,15 @@ def race(
     budget: Optional[HedgeBudget] = None,
     on_lost: Callable[[Future], None],
     name_of: Callable[[S], str] = str,
+    stop: Optional[Future] = None,
 ) -> Future:
     """Run attempts until one succeeds; return its (done) Future.
 
     ``launch(candidate, hedge)`` submits an attempt and returns its Future, or None when
     the candidate must be skipped (open circuit). Failed attempts' futures raise
     ProviderError. ``on_lost`` is called for attempts still running when the race ends.
+    ``stop`` is a Future completed when the executor shuts down: ``shutdown(cancel_futures=True)``
+    cancels queued attempts without waking ``wait()``, so the race waits on it too.
     """
     queue = list(candidates)
     pending: Dict[Future, Tuple[S, bool]] = {}
@@ -199,7 +202,12 @@ def race(
         while pending:
             now = time.monotonic()
             waits = [moment - now for moment in (deadline, hedge_at) if moment is not None]
-            done, _ = wait(list(pending), timeout=max(0.0, min(waits)) if waits else None, return_when=FIRST_COMPLETED)
+            watched = list(pending)
+            if stop is not None and not stop.done():
+                watched.append(stop)
+            done, _ = wait(watched, timeout=max(0.0, min(waits)) if waits else None, return_when=FIRST_COMPLETED)
+            if stop is not None and stop.done():
+                done = {future for future in pending if future.done()}  # cancelled ones count as done
             for future in done:
                 candidate, hedge = pending.pop(future)
                 if future.cancelled():  # the pool was shut down before it ran

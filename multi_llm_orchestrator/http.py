@@ -6,6 +6,11 @@
   turns every failure (status + error body, requests/urllib3 exceptions, bad JSON) into
   the typed errors of ``errors.py``.
 
+Every request is a ``transfers.Transfer`` (cut at its deadline, or when the Router
+abandons its attempt) and its body is read by ``reading.py`` under the deadline and
+``ProviderConfig.max_response_bytes``: ``timeout`` bounds the whole request, body
+included, and no answer can fill memory.
+
 Retry policy, in one place: connection errors and statuses 429/500/502/503/504 (a
 provider may drop some: ``HttpProvider.retry_statuses``) are retried up to
 ``config.max_retries`` times, POST included; a read error (the server may have
@@ -19,6 +24,7 @@ not retried either: it fails over at once (see ``failover.py``).
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 import json
@@ -39,6 +45,9 @@ import requests
 import urllib3
 from requests.adapters import HTTPAdapter
 from requests.structures import CaseInsensitiveDict
+from urllib3 import poolmanager
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import MaxRetryError, ResponseError
 from urllib3.util.retry import Retry
 from urllib3.util.timeout import Timeout
@@ -60,7 +69,9 @@ from .errors import (
 from .failover import has_fallback
 from .limits import report_response
 from .providers.base import BaseProvider, report_health_failure
-from .streaming import iter_lines
+from .reading import TRANSFER_ATTR, BodyChunks, close_response, read_body, read_prefix
+from .streaming import LineReader
+from .transfers import Transfer, TransferCut, current_transfer, stop_reaper_if_idle
 from .validation import capped_growth
 from .types import TextStream
 
@@ -179,6 +190,73 @@ class DeadlineTimeout(Timeout):
         return DeadlineTimeout(self._connect, self._read, self.deadline)
 
 
+# Connections that join the Transfer of the request taking them (see transfers.py) ------
+
+
+class _TrackedConnectionMixin:
+    def connect(self) -> None:
+        super().connect()  # type: ignore[misc]
+        transfer = getattr(self, "_mlo_transfer", None)
+        if transfer is not None:
+            transfer.connected(self)
+
+
+class _TrackedHTTPConnection(_TrackedConnectionMixin, HTTPConnection):
+    pass
+
+
+class _TrackedHTTPSConnection(_TrackedConnectionMixin, HTTPSConnection):
+    pass
+
+
+class _TrackedPoolMixin:
+    def _get_conn(self, timeout: Optional[float] = None) -> Any:
+        transfer: Optional[Transfer] = current_transfer()
+        if transfer is not None and transfer.error is not None:
+            raise TransferCut(str(transfer.error))
+        connection = super()._get_conn(timeout)  # type: ignore[misc]
+        if transfer is not None:
+            try:
+                transfer.attach(connection)
+            except TransferCut:  # cut meanwhile: the connection goes back unused, not dropped open
+                self._put_conn(connection)
+                raise
+        return connection
+
+    def _put_conn(self, connection: Any) -> None:
+        transfer = getattr(connection, "_mlo_transfer", None)
+        if transfer is not None:
+            transfer.detach(connection)
+        super()._put_conn(connection)  # type: ignore[misc]
+
+
+class _TrackedHTTPPool(_TrackedPoolMixin, HTTPConnectionPool):
+    ConnectionCls = _TrackedHTTPConnection
+
+
+class _TrackedHTTPSPool(_TrackedPoolMixin, HTTPSConnectionPool):
+    ConnectionCls = _TrackedHTTPSConnection
+
+
+_POOL_CLASSES = {"http": _TrackedHTTPPool, "https": _TrackedHTTPSPool}
+
+
+class TrackingAdapter(HTTPAdapter):
+    """An ``HTTPAdapter`` whose connections join the active ``Transfer`` (see module doc)."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = _POOL_CLASSES
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        # A SOCKS manager brings its own pool classes: those stay (untracked, but each
+        # read is still bounded by the socket timeout).
+        if manager.pool_classes_by_scheme is poolmanager.pool_classes_by_scheme:
+            manager.pool_classes_by_scheme = _POOL_CLASSES
+        return manager
+
+
 def make_retry(max_retries: int, statuses: Collection[int] = RETRY_STATUSES) -> Retry:
     """The transport retry policy for ``max_retries`` attempts (0 disables retrying).
 
@@ -212,7 +290,7 @@ def build_session(config: ProviderConfig, retry_statuses: Collection[int] = RETR
     """
     session = requests.Session()
     session.trust_env = False
-    adapter = HTTPAdapter(
+    adapter = TrackingAdapter(
         pool_connections=4,
         pool_maxsize=config.pool_size,
         max_retries=make_retry(config.max_retries, retry_statuses),
@@ -389,7 +467,7 @@ def error_from_exception(exc: BaseException, *, provider: str, timeout: float, t
         TimeoutError,
     )
     if isinstance(exc, timeouts) or isinstance(root, timeouts):
-        return ProviderTimeoutError(f"no answer within {timeout:g} s", provider=provider)
+        return ProviderTimeoutError(f"no answer within {round(timeout, 3):g} s", provider=provider)
     if isinstance(exc, (requests.exceptions.ChunkedEncodingError, urllib3.exceptions.ProtocolError)):
         return ProviderUnavailableError(
             f"the connection broke while reading the response ({_short(root)})", provider=provider
@@ -467,6 +545,7 @@ class HttpProvider(BaseProvider):
 
     def close(self) -> None:
         self.session.close()
+        stop_reaper_if_idle()
 
     def _after_fork(self) -> None:
         """In a forked child (see forking.py): a Session of its own. The inherited one's
@@ -541,7 +620,10 @@ class HttpProvider(BaseProvider):
     ) -> requests.Response:
         """Send one request; return a 2xx response or raise the typed error.
 
-        ``timeout`` bounds connecting, each read, and every retry wait together.
+        ``timeout`` bounds everything together: connecting, retry waits, the headers and
+        the body. Without ``stream`` the body is read here (at most
+        ``config.max_response_bytes``) and ``response.content`` holds it; with ``stream``
+        read it with ``iter_lines``/``lines``, which keep to the same deadline.
         """
         body = data
         send_headers = dict(headers or ())
@@ -558,12 +640,16 @@ class HttpProvider(BaseProvider):
                 ) from None
             send_headers.setdefault("Content-Type", "application/json")
         started = time.monotonic()
-        _call.deadline = started + timeout
+        deadline = _call.deadline = started + timeout
+        transfer = Transfer(deadline, ProviderTimeoutError(f"no answer within {round(timeout, 3):g} s", provider=self.name))
+        transfer.start()
         try:
             response = self.session.send(
                 self._prepare_request(method, url, send_headers, body),
-                timeout=DeadlineTimeout(min(CONNECT_TIMEOUT_CAP, timeout), timeout, _call.deadline),
-                stream=stream,  # verify and cert: Session.send takes the session's
+                timeout=DeadlineTimeout(min(CONNECT_TIMEOUT_CAP, timeout), timeout, deadline),
+                # Always streamed: requests would read a body inside send(), where only
+                # each socket read is bounded. verify and cert: send() takes the session's.
+                stream=True,
                 proxies=self._proxies_for(url),
                 allow_redirects=False,
             )
@@ -572,11 +658,17 @@ class HttpProvider(BaseProvider):
         except requests.exceptions.InvalidHeader as exc:
             # Not chained: its message quotes the header value (a key or token), and a
             # logged traceback would print it.
+            transfer.finish()
             raise self.map_exception(exc, timeout) from None
         except Exception as exc:
+            transfer.finish()
+            if transfer.error is not None:  # cut: at the deadline or abandoned
+                raise self.scrub_error(_fresh(transfer.error)) from None
             raise self.map_exception(exc, timeout) from exc
         finally:
             _call.deadline = None
+            transfer.sent()
+        setattr(response, TRANSFER_ATTR, transfer)
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug(
                 "%s %s -> %s in %.1f ms",
@@ -592,9 +684,32 @@ class HttpProvider(BaseProvider):
                     error = self.error_for_response(response)
                 error = self.scrub_error(error)
             finally:
-                response.close()
+                close_response(response)
             raise error
+        if not stream:
+            try:
+                content = read_body(self.body_chunks(response, timeout), self.config.max_response_bytes)
+            except ProviderError as error:
+                raise self.scrub_error(error) from None
+            response._content = content
+            response._content_consumed = True
         return response
+
+    def body_chunks(self, response: requests.Response, timeout: float) -> BodyChunks:
+        """A reader of ``response``'s body under its request's deadline (see reading.py)."""
+        transfer = getattr(response, TRANSFER_ATTR, None)
+        return BodyChunks(
+            response,
+            provider=self.name,
+            deadline=transfer.deadline if transfer is not None else time.monotonic() + timeout,
+            timeout=timeout,
+            map_exception=lambda exc: self.map_exception(exc, timeout),
+        )
+
+    def lines(self, response: requests.Response, timeout: float) -> LineReader:
+        """The lines of a streamed ``response`` (from ``request(..., stream=True)``), read
+        under its deadline, each at most ``config.max_response_bytes``."""
+        return LineReader(self.body_chunks(response, timeout), self.config.max_response_bytes)
 
     def _prepare_request(
         self, method: str, url: str, headers: Dict[str, str], body: Any
@@ -653,14 +768,7 @@ class HttpProvider(BaseProvider):
         ``timeout`` bounds the whole stream, not only each read; the connection is
         released when the iterator ends, fails or is closed.
         """
-        deadline = time.monotonic() + timeout
-        response = self.request(method, url, timeout=timeout, stream=True, **kwargs)
-        return iter_lines(
-            response,
-            provider=self.name,
-            deadline=deadline,
-            map_exception=lambda exc: self.map_exception(exc, timeout),
-        )
+        return self.lines(self.request(method, url, timeout=timeout, stream=True, **kwargs), timeout)
 
     def parse_json(self, content: bytes, *, preview: bool = True) -> Any:
         """``content`` parsed as JSON; ResponseFormatError quoting its start unless
@@ -685,9 +793,10 @@ class HttpProvider(BaseProvider):
 
     @staticmethod
     def read_error_body(response: requests.Response) -> Tuple[Any, str]:
-        """The error body as parsed JSON (or None) and as text, never raising."""
+        """The error body as parsed JSON (or None) and as text, never raising. Only its
+        first ``ERROR_BODY_PREFIX`` bytes are read, under the request's deadline."""
         try:
-            raw = response.content
+            raw = _error_prefix(response)
         except Exception:
             return None, ""
         text = raw.decode("utf-8", "replace")
@@ -709,6 +818,29 @@ class HttpProvider(BaseProvider):
             proxies = requests.utils.get_environ_proxies(url)
             self._proxies[host] = proxies
         return proxies
+
+
+def _error_prefix(response: requests.Response) -> bytes:
+    content = getattr(response, "_content", False)
+    if content is not False:  # already read (a body read in full, or a prefix read before)
+        return content or b""
+    transfer = getattr(response, TRANSFER_ATTR, None)
+    chunks = BodyChunks(
+        response,
+        provider="",
+        deadline=transfer.deadline if transfer is not None else None,
+        timeout=None,
+        map_exception=lambda exc: ProviderError(str(exc)),
+    )
+    prefix = read_prefix(chunks)
+    response._content = prefix
+    response._content_consumed = True
+    return prefix
+
+
+def _fresh(error: ProviderError) -> ProviderError:
+    """A new instance of ``error`` to raise: one cut error may end several requests."""
+    return copy.copy(error)
 
 
 def _scrubbing(method: Callable[..., Any]) -> Callable[..., Any]:

@@ -45,6 +45,7 @@ class ProviderMetrics:
         self._price_completion = price_per_1k_completion
         self._price_cached = price_per_1k_cached_prompt
         self.in_flight = 0
+        self.abandoned_attempts = 0
         self.calls = 0
         self.successes = 0
         self.failures: Counter = Counter()
@@ -84,6 +85,12 @@ class ProviderMetrics:
                 self.completion_tokens += usage.completion_tokens
                 self.cached_prompt_tokens += usage.cached_prompt_tokens
                 self.reasoning_tokens += usage.reasoning_tokens
+
+    def abandoned(self) -> None:
+        """An attempt the Router stopped (lost race, close()): neither success nor failure."""
+        with self._lock:
+            self.in_flight -= 1
+            self.abandoned_attempts += 1
 
     def failed(self, error: BaseException) -> None:
         with self._lock:
@@ -135,6 +142,7 @@ class ProviderMetrics:
                 "failures": sum(failures.values()),
                 "failures_by_type": failures,
                 "in_flight": self.in_flight,
+                "abandoned": self.abandoned_attempts,
                 "prompt_tokens": self.prompt_tokens,
                 "completion_tokens": self.completion_tokens,
                 "total_tokens": self.prompt_tokens + self.completion_tokens,

@@ -43,7 +43,10 @@ from .metrics import ProviderMetrics
 from .providers.base import BaseProvider
 from .admission import Admission, CostCap
 from .answers import answer_check
-from .calls import AttemptRun, Call, Listener, OpenedStream, Telemetry, as_provider_error, checked_completion, try_in_turn
+from .calls import (
+    DEADLINE_SLACK_S, AttemptRun, AttemptStopped, Call, Listener, LiveAttempts, OpenedStream, Telemetry,
+    as_provider_error, checked_completion, try_in_turn,
+)
 from .call_options import CallOptions, PinnedProviders
 from .capabilities import CapabilityCheck
 from .display import HealthReport, Stats
@@ -53,6 +56,7 @@ from .state import State, call_deadline, make_state
 from .strategies import ProviderState, Strategy, make_strategy
 from .validation import check_int, check_number
 from .tokens import ContextWindows
+from .transfers import stop_reaper_if_idle
 from .types import Completion, Embeddings, GenerationParams, Message, Prompt, StreamEnd, TextStream, TokenCount
 
 __all__ = ["Router"]
@@ -154,7 +158,8 @@ class Router:
         self._health = HealthChecker(timeout=health_timeout, ttl=health_ttl, store=self._state.health_store())
         self._max_workers = max_workers
         self._executor: Optional[ThreadPoolExecutor] = None
-        self._running: Set[Future] = set()  # attempts submitted and not finished, for close()
+        self._running: Set[Future] = set()  # attempts submitted and not finished
+        self._closing: Future = Future()  # done once close() has begun
         self._lock = threading.Lock()
         self._states: Tuple[ProviderState, ...] = ()
         self._names: Set[str] = set()  # of _states, so adding thousands of providers stays linear
@@ -336,6 +341,7 @@ class Router:
                 attempt.finish(error, stream.usage, stream)
                 call.finish(attempt, error, stream.usage, stream)
 
+        attempt.on_cut = settle  # close(): a stream nobody reads any more still ends
         result = TextStream(
             self._relay(opened, call, attempt, settle),
             provider=attempt.state.name,
@@ -348,23 +354,37 @@ class Router:
     def _relay(
         self, opened: OpenedStream, call: Call, attempt: AttemptRun, settle: Callable[[Optional[ProviderError]], None]
     ) -> Iterator[Union[str, StreamEnd]]:
-        stream, error = opened.stream, None
+        stream, error, scope = opened.stream, None, attempt.scope
         try:
             if opened.first:
+                if scope.error is not None:  # close() ended it before its first read
+                    raise AttemptStopped(scope.error.message, provider=attempt.state.name)
                 yield opened.first
             for chunk in stream.events():
+                if scope.error is not None:  # a closed stream ends early: not the whole answer
+                    raise AttemptStopped(scope.error.message, provider=attempt.state.name)
                 if call.deadline is not None and time.monotonic() > call.deadline:
                     raise ProviderTimeoutError(
                         f"the stream did not finish within the Router timeout of {call.budget:g} s",
                         provider=attempt.state.name,
                     )
                 yield chunk
+            if scope.error is not None:
+                raise AttemptStopped(scope.error.message, provider=attempt.state.name)
             check = answer_check(call.params)
             if check is not None:  # too late to fall back: the caller has the text already
                 check(stream.text, stream.tool_calls, attempt.state.name)
             yield StreamEnd(stream.usage, stream.finish_reason, stream.model, stream.tool_calls)
         except Exception as exc:
             error = as_provider_error(exc, attempt.state.name)
+            if isinstance(error, ProviderTimeoutError) and call.deadline is not None \
+                    and time.monotonic() >= call.deadline - DEADLINE_SLACK_S:
+                # The provider's reader only knows its own share of the budget.
+                error = ProviderTimeoutError(
+                    f"the stream did not finish within the Router timeout of {call.budget:g} s: it was cut "
+                    f"while text was arriving ({len(stream.text)} characters received)",
+                    provider=attempt.state.name,
+                )
             if error is exc:
                 raise
             raise error from exc
@@ -426,13 +446,13 @@ class Router:
                 return None
             attempt.fallback = state is not order[-1]
             try:
-                future = self._pool().submit(attempt.run, invoke)
+                with self._lock:  # close() must see every future it may cancel
+                    future = self._pool_locked().submit(attempt.run, invoke)
+                    self._running.add(future)
             except (RuntimeError, OrchestratorError):  # close() shut the pool since the plan
                 attempt.release()
                 raise OrchestratorError("This Router is closed: create a new one") from None
             future.add_done_callback(attempt.release_if_cancelled)
-            with self._lock:
-                self._running.add(future)
             future.add_done_callback(self._forget_running)
             attempts[future] = attempt
             return future
@@ -450,6 +470,7 @@ class Router:
                 budget=self._hedge_budget,
                 on_lost=lambda future: attempts[future].abandon(future),
                 name_of=lambda s: s.name,
+                stop=self._closing,
             )
         except RaceFailed as failure:
             raise call.failed(failure.errors, deadline_hit=failure.deadline_hit)
@@ -479,14 +500,15 @@ class Router:
             self._running.discard(future)
 
     def _pool(self) -> ThreadPoolExecutor:
-        executor = self._executor  # read once: close() may set it to None meanwhile
-        if executor is None:
-            with self._lock:
-                self._check_open()
-                if self._executor is None:
-                    self._executor = ThreadPoolExecutor(self._max_workers, thread_name_prefix="mlo-router")
-                executor = self._executor
-        return executor
+        with self._lock:
+            return self._pool_locked()
+
+    def _pool_locked(self) -> ThreadPoolExecutor:
+        """The executor, created on first use; call with ``self._lock`` held."""
+        self._check_open()
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(self._max_workers, thread_name_prefix="mlo-router")
+        return self._executor
 
     # Embeddings and token counts --------------------------------------------------------
 
@@ -512,7 +534,7 @@ class Router:
         """
         job = EmbeddingJob.prepare(texts, self._states, space=space, purpose=purpose, max_parallel=max_parallel)
         call = self._call(timeout, False, None, None, "embeddings")
-        return job.run(call, plan=lambda among: self._plan(call, among), pool=self._pool)
+        return job.run(call, plan=lambda among: self._plan(call, among), pool=self._pool, closing=self._closing)
 
     def embedding_spaces(self) -> Dict[str, List[str]]:
         """Each embedding space and the names of its providers, in the order added."""
@@ -618,9 +640,11 @@ class Router:
     def close(self, grace: float = 1.0) -> None:
         """Stop background work and release every provider; idempotent.
 
-        Attempts not started yet are cancelled; attempts still running get up to
-        ``grace`` seconds to finish before their providers are closed under them (a hedge
-        loser may otherwise hold ``close()`` for its whole timeout); then every library
+        Attempts not started yet are cancelled; attempts still running (streams being
+        read included) get up to ``grace`` seconds to finish, then are stopped: their
+        requests are cut and their callers get a typed error at once. No caller of
+        ``route``/``complete``/``route_stream`` waits longer than ``grace`` after
+        ``close()`` (plus the moment a cut read takes to return); then every library
         thread is joined.
         """
         with self._lock:
@@ -628,11 +652,12 @@ class Router:
                 return
             self._closed = True
             executor, self._executor = self._executor, None
-            running = list(self._running)
         self._health.close(wait_for_checks=False)
         if executor is not None:
             executor.shutdown(wait=False, cancel_futures=True)
-            wait(running, timeout=grace)
+        # Wakes the races (and embedding jobs) whose queued attempts were just cancelled.
+        self._closing.set_exception(OrchestratorError("This Router was closed during the call"))
+        self._telemetry.live.close(grace, AttemptStopped("the Router was closed while this attempt ran"))
         for state in self._states:
             try:
                 state.provider.close()
@@ -642,6 +667,7 @@ class Router:
         if executor is not None:
             executor.shutdown(wait=True)
         self._state.close()
+        stop_reaper_if_idle()
 
     def _after_fork(self) -> None:
         """In a forked child (see forking.py): no executor, attempts or locks of the
@@ -651,6 +677,7 @@ class Router:
         self._running = set()
         for part in (self._strategy, self._telemetry):
             forking.fresh_locks(part)
+        self._telemetry.live = LiveAttempts()  # the parent's attempts are not this process's
 
     def _check_open(self) -> None:
         if self._closed:

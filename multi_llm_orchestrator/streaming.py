@@ -6,38 +6,95 @@ ISO-8859-1), enforce the call's deadline between reads, and raise only typed err
 
 - a connection that breaks or times out mid-stream -> ProviderUnavailableError /
   ProviderTimeoutError (via ``HttpProvider.map_exception``);
-- bytes that are not UTF-8, data that is not JSON -> ResponseFormatError;
+- bytes that are not UTF-8, data that is not JSON, a line or an event larger than
+  ``max_response_bytes`` -> ResponseFormatError;
 - an ``{"error": ...}`` object inside the stream -> the error it describes.
 """
 
 from __future__ import annotations
 
 import json
-import time
 from typing import Any, Callable, Dict, Iterator, List, Optional
 
-from .errors import ProviderError, ProviderTimeoutError, ProviderUnavailableError, ResponseFormatError
+from .errors import ProviderError, ProviderUnavailableError, ResponseFormatError
+from .reading import DEFAULT_MAX_RESPONSE_BYTES, BodyChunks, close_response
+from .reading import cap_read_timeout as _cap_read_timeout  # noqa: F401  (its old home; tests pin it)
 
-__all__ = ["iter_lines", "iter_sse_data", "iter_sse_json", "iter_json_lines", "stream_error", "drain"]
+__all__ = [
+    "iter_lines", "LineReader", "iter_sse_data", "iter_sse_json", "iter_json_lines", "stream_error", "drain",
+]
 
 ErrorMapper = Callable[[BaseException], ProviderError]
 #: ``error_of(event, provider)``: the typed error an event reports, or None for data.
 EventErrors = Callable[[Dict[str, Any], str], Optional[ProviderError]]
 
 
-def _raw_chunks(response: Any) -> Iterator[bytes]:
-    raw = getattr(response, "raw", None)
-    read1 = getattr(raw, "read1", None)
-    if read1 is None:  # pragma: no cover - urllib3 < 2.2
-        yield from response.iter_content(chunk_size=None)
-        return
-    while True:
-        # requests opens the raw response with decode_content=False: without this a
-        # gzip-encoded stream (some proxies compress SSE) would reach the parser compressed.
-        chunk = read1(65536, decode_content=True)
-        if not chunk:
-            return
-        yield chunk
+class LineReader(Iterator[str]):
+    """The lines of a streamed response, decoded as UTF-8, without their line ending.
+
+    Reads through ``reading.BodyChunks`` (deadline, cut transfers, decoded sizes), in
+    time linear in the bytes read: a partial line is kept as a list of blocks, joined
+    once when its end arrives. A line longer than ``limit`` bytes is a
+    ResponseFormatError as soon as it passes the limit. ``limit`` also bounds one SSE
+    event (``iter_sse_data`` reads it from here). The response is closed when the
+    reader ends, fails or is closed.
+    """
+
+    def __init__(self, chunks: BodyChunks, limit: int) -> None:
+        self.chunks = chunks
+        self.limit = limit
+        self._lines = self._read()
+        self._released = False
+
+    def __next__(self) -> str:
+        return next(self._lines)
+
+    def close(self) -> None:
+        self._lines.close()
+        self._release()  # a reader closed before its first line never ran its finally
+
+    def __del__(self) -> None:
+        # A reader dropped before its first line never ran its generator's finally: the
+        # socket would stay open until the connection object is collected.
+        try:
+            self._release()
+        except Exception:
+            pass
+
+    def _release(self) -> None:
+        if not self._released:
+            self._released = True
+            close_response(self.chunks.response)
+
+    def _read(self) -> Iterator[str]:
+        chunks, limit, provider = self.chunks, self.limit, self.chunks.provider
+        pending: List[bytes] = []  # the start of a line whose end has not arrived
+        pending_size = 0
+        try:
+            while True:
+                block = chunks.next_block()
+                if not block:
+                    break
+                if b"\n" not in block:
+                    pending.append(block)
+                    pending_size += len(block)
+                    if pending_size > limit:
+                        raise chunks.too_large("a line of the stream", limit)
+                    continue
+                lines = block.split(b"\n")
+                if pending:
+                    pending.append(lines[0])
+                    lines[0] = b"".join(pending)
+                    if len(lines[0]) > limit:
+                        raise chunks.too_large("a line of the stream", limit)
+                rest = lines.pop()
+                pending, pending_size = ([rest], len(rest)) if rest else ([], 0)
+                for line in lines:
+                    yield _decode(line, provider)
+            if pending:
+                yield _decode(b"".join(pending), provider)
+        finally:
+            self._release()
 
 
 def iter_lines(
@@ -46,50 +103,20 @@ def iter_lines(
     provider: str,
     deadline: Optional[float],
     map_exception: ErrorMapper,
-) -> Iterator[str]:
-    """Lines of a streamed response, decoded as UTF-8, without their line ending.
+    timeout: Optional[float] = None,
+    limit: int = DEFAULT_MAX_RESPONSE_BYTES,
+) -> LineReader:
+    """Lines of a streamed response (see ``LineReader``).
 
     ``deadline`` is a ``time.monotonic()`` value after which the stream is abandoned with
-    ProviderTimeoutError; ``map_exception`` turns transport exceptions into typed errors.
-    The response is closed when the iterator ends, fails or is closed.
+    ProviderTimeoutError (``timeout``: the seconds it stands for, for the message);
+    ``map_exception`` turns transport exceptions into typed errors; ``limit`` bounds
+    one line (and one SSE event).
     """
-    pending = b""
-    try:
-        chunks = _raw_chunks(response)
-        while True:
-            _cap_read_timeout(response, deadline)
-            try:
-                chunk = next(chunks, None)
-            except Exception as exc:
-                raise map_exception(exc) from exc
-            if chunk is None:
-                break
-            pending += chunk
-            *complete, pending = pending.split(b"\n")
-            for line in complete:
-                yield _decode(line, provider)
-            if deadline is not None and time.monotonic() > deadline:
-                raise ProviderTimeoutError("the stream did not finish within the timeout", provider=provider)
-        if pending:
-            yield _decode(pending, provider)
-    finally:
-        response.close()
-
-
-def _cap_read_timeout(response: Any, deadline: Optional[float]) -> None:
-    """Shorten the socket's read timeout to the time left before ``deadline``: otherwise a
-    stream that trickles and then stalls outlives it by up to one whole read timeout.
-    urllib3 sets the timeout afresh when the connection is reused."""
-    sock = getattr(getattr(getattr(response, "raw", None), "connection", None), "sock", None)
-    if deadline is None or sock is None:
-        return
-    left = max(0.001, deadline - time.monotonic())
-    try:
-        current = sock.gettimeout()
-        if current is None or left < current:
-            sock.settimeout(left)
-    except OSError:  # already closed: the read reports it
-        pass
+    chunks = BodyChunks(
+        response, provider=provider, deadline=deadline, timeout=timeout, map_exception=map_exception
+    )
+    return LineReader(chunks, limit)
 
 
 def _decode(line: bytes, provider: str) -> str:
@@ -111,12 +138,16 @@ def iter_sse_data(lines: Iterator[str], *, provider: str, require_done: bool = T
     it is read and dropped, so the connection goes back to the pool). With
     ``require_done`` a stream that ends without ``[DONE]`` was cut: ProviderUnavailableError.
     """
+    # One event may not hold more than a line may (LineReader.limit): a server sending
+    # "data:" lines without the blank line that ends an event would grow it for ever.
+    limit = getattr(lines, "limit", DEFAULT_MAX_RESPONSE_BYTES)
     data: List[str] = []
+    size = 0
     for line in lines:
         if not line:
             if data:
                 payload = "\n".join(data)
-                data = []
+                data, size = [], 0
                 if payload.strip() == "[DONE]":
                     drain(lines)
                     return
@@ -129,6 +160,13 @@ def iter_sse_data(lines: Iterator[str], *, provider: str, require_done: bool = T
             value = value[1:]
         if field == "data":
             data.append(value)
+            size += len(value) + 1
+            if size > limit:
+                raise ResponseFormatError(
+                    f"an event of the stream is larger than max_response_bytes={limit}: raise it in the "
+                    "provider's ProviderConfig if answers this large are expected",
+                    provider=provider,
+                )
     if data:
         payload = "\n".join(data)
         if payload.strip() == "[DONE]":

@@ -1,7 +1,7 @@
 """Value types passed in and out of the Router: messages, parameters, usage, results.
 
 All are dataclasses serialisable with dataclasses-json (``to_dict()``, ``to_json()``,
-``from_dict()``).
+``from_dict()``), which is imported the first time one of them is used (``jsonable.py``).
 """
 
 from __future__ import annotations
@@ -13,9 +13,8 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Union
 
-from dataclasses_json import dataclass_json
-
 from .errors import ConfigurationError, ResponseFormatError
+from .jsonable import lazy_dataclass_json
 from .validation import check_int, check_number
 
 __all__ = [
@@ -83,7 +82,7 @@ def _fast_init(cls: Any) -> Any:
     return cls
 
 
-@dataclass_json
+@lazy_dataclass_json
 @dataclass(frozen=True)
 class Tool:
     """A function the model may call: ``name``, what it does, and its ``parameters`` as a
@@ -149,7 +148,7 @@ class Tool:
                 "function": {"name": self.name, "description": self.description, "parameters": self.parameters}}
 
 
-@dataclass_json
+@lazy_dataclass_json
 @dataclass(frozen=True)
 class ToolCall:
     """A call of a tool requested by the model: ``arguments`` already parsed to a dict.
@@ -196,7 +195,7 @@ class ToolCall:
         return cls(str(data.get("id") or ""), function["name"], arguments if arguments is not None else {})
 
 
-@dataclass_json
+@lazy_dataclass_json
 @_fast_init
 @dataclass(frozen=True, repr=False)
 class Message:
@@ -365,7 +364,7 @@ def to_messages(prompt: Prompt) -> List[Message]:
     return messages
 
 
-@dataclass_json
+@lazy_dataclass_json
 @_fast_init
 @dataclass(frozen=True)
 class GenerationParams:
@@ -471,7 +470,7 @@ def _response_format(value: Any) -> Optional[Union[str, Dict[str, Any]]]:
     )
 
 
-@dataclass_json
+@lazy_dataclass_json
 @_fast_init
 @dataclass(frozen=True, repr=False)
 class Usage:
@@ -565,7 +564,7 @@ def _token_count(value: Any) -> Optional[int]:
     return value if value is not None and 0 <= value <= MAX_TOKEN_COUNT else None
 
 
-@dataclass_json
+@lazy_dataclass_json
 @_fast_init
 @dataclass(frozen=True)
 class Attempt:
@@ -587,7 +586,7 @@ class Attempt:
     hedge: bool = False
 
 
-@dataclass_json
+@lazy_dataclass_json
 @_fast_init
 @dataclass(frozen=True)
 class Completion:
@@ -639,7 +638,7 @@ class Completion:
         return parse_json_answer(self.text, None, self.provider)
 
 
-@dataclass_json
+@lazy_dataclass_json
 @dataclass(frozen=True)
 class Embeddings:
     """Vectors for a list of texts, in the order of the texts, and where they came from.

@@ -85,7 +85,8 @@ from ..errors import (
     ResponseFormatError,
 )
 from ..http import HttpProvider, error_from_status, error_message_from_body, parse_retry_after, provider_config
-from ..streaming import iter_lines, iter_sse_json, stream_error
+from ..reading import close_response
+from ..streaming import iter_sse_json, stream_error
 from ..validation import is_real
 from ..types import Completion, Embeddings, GenerationParams, Message, Prompt, TextStream, TokenCount, ToolCall
 from .base import EmbeddingLimits
@@ -274,18 +275,15 @@ class GigaChatProvider(HttpProvider):
         content_type = response.headers.get("Content-Type", "text/event-stream")
         if not content_type.startswith("text/event-stream"):
             _, text = self.read_error_body(response)
-            response.close()
+            close_response(response)
             raise ResponseFormatError(
                 f"GigaChat answered a stream request with {content_type!r}, not text/event-stream: {text[:120]!r}",
                 provider=self.name,
             )
-        lines = iter_lines(
-            response, provider=self.name, deadline=deadline, map_exception=lambda exc: self.map_exception(exc, limit)
-        )
-        events = iter_sse_json(lines, provider=self.name, error_of=self._event_error)
+        events = iter_sse_json(self.lines(response, limit), provider=self.name, error_of=self._event_error)
         # on_close also covers a stream dropped before its first read (the generator's
         # own cleanup only runs once it has started).
-        return self._text_stream(chunk_deltas(events, self.name), on_close=response.close)
+        return self._text_stream(chunk_deltas(events, self.name), on_close=lambda: close_response(response))
 
     def health_check(self, timeout: Optional[float] = None) -> bool:
         """True when ``GET /models`` answers with our token; never raises."""

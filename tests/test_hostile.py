@@ -1,0 +1,381 @@
+"""Hostile servers (issue 11, part A): every byte under the deadline, bounded reads,
+abandoned attempts that free their workers, a close() that never hangs.
+
+The server runs in its own process (``fakes/hostile_server.py``), so the threads and
+file descriptors counted here are the client's alone.
+"""
+
+import gc
+import os
+import threading
+import time
+
+import pytest
+from fakes.hostile_server import TRICKLE_S, HostileServer
+
+from multi_llm_orchestrator import (
+    AllProvidersFailedError,
+    ConfigurationError,
+    Embeddings,
+    OrchestratorError,
+    ProviderConfig,
+    ProviderError,
+    ProviderTimeoutError,
+    ProviderUnavailableError,
+    ResponseFormatError,
+    Router,
+)
+from multi_llm_orchestrator.hedging import HedgePolicy
+from multi_llm_orchestrator.providers.gigachat import GigaChatProvider
+from multi_llm_orchestrator.strategies import Strategy
+from multi_llm_orchestrator.providers.ollama import OllamaProvider
+from multi_llm_orchestrator.providers.openai import OpenAICompatibleProvider
+
+TIMEOUT = 0.6
+MARGIN = 0.35  # "its timeout plus a small margin", generous for a loaded machine
+SMALL_LIMIT = 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def server():
+    with HostileServer() as server:
+        yield server
+
+
+def open_fds():
+    return len(os.listdir("/proc/self/fd"))
+
+
+def library_threads():
+    return [t for t in threading.enumerate() if t.name.startswith("mlo-") and t.is_alive()]
+
+
+def settle(condition, seconds=3.0):
+    deadline = time.monotonic() + seconds
+    while True:
+        gc.collect()
+        if condition() or time.monotonic() > deadline:
+            return condition()
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def leaks():
+    """Asserts that the test left no library thread and no file descriptor behind."""
+    gc.collect()
+    before = open_fds()
+    yield
+    assert settle(lambda: not library_threads()), library_threads()
+    assert settle(lambda: open_fds() <= before), f"{open_fds()} fds open, {before} before"
+
+
+def openai(server, behaviour, **fields):
+    fields.setdefault("timeout", TIMEOUT)
+    fields.setdefault("max_retries", 0)
+    return OpenAICompatibleProvider(ProviderConfig(
+        name=fields.pop("name", behaviour), model="hostile-model", base_url=server.url(behaviour) + "/v1", **fields))
+
+
+def timed(call):
+    started = time.monotonic()
+    try:
+        return call(), time.monotonic() - started
+    except Exception as exc:
+        return exc, time.monotonic() - started
+
+
+# 1. Deadlines cover every byte -----------------------------------------------------------
+
+
+def test_a_body_trickling_one_byte_at_a_time_ends_at_the_provider_timeout(server, leaks):
+    with openai(server, "trickle") as provider:
+        error, wall = timed(lambda: provider.complete("hi"))
+    assert isinstance(error, ProviderTimeoutError), error
+    assert "still arriving" in str(error) and "0.6 s" in str(error)
+    assert TIMEOUT - 0.05 < wall < TIMEOUT + MARGIN, wall
+
+
+def test_headers_trickling_one_byte_at_a_time_end_at_the_provider_timeout(server, leaks):
+    # Each byte comes well within the read timeout: only a deadline over the whole
+    # request ends it.
+    with openai(server, "trickle-headers") as provider:
+        error, wall = timed(lambda: provider.complete("hi"))
+        assert isinstance(error, ProviderTimeoutError), error
+        assert TIMEOUT - 0.05 < wall < TIMEOUT + MARGIN, wall
+        error, wall = timed(lambda: "".join(provider.stream("hi")))
+        assert isinstance(error, ProviderTimeoutError), error
+        assert wall < TIMEOUT + MARGIN, wall
+
+
+def test_the_provider_timeout_bounds_a_call_through_a_router_without_timeout(server, leaks):
+    with Router() as router:
+        router.add_provider(openai(server, "trickle"))
+        error, wall = timed(lambda: router.route("hi"))
+    assert isinstance(error, AllProvidersFailedError) and isinstance(error.errors[0], ProviderTimeoutError), error
+    assert wall < TIMEOUT + MARGIN, wall
+
+
+def test_health_checks_and_the_gigachat_oauth_answer_are_bounded_too(server, leaks):
+    with openai(server, "trickle") as provider:
+        healthy, wall = timed(lambda: provider.health_check())
+        assert healthy is False and wall < TIMEOUT + MARGIN, wall
+        models, wall = timed(lambda: provider.list_models())
+        assert isinstance(models, ProviderTimeoutError) and wall < TIMEOUT + MARGIN, (models, wall)
+    giga = GigaChatProvider(ProviderConfig(
+        name="giga", api_key="aG9zdGlsZTpzZWNyZXQ=", base_url=server.url("ok") + "/api/v1",
+        auth_url=server.url("trickle") + "/oauth", timeout=TIMEOUT, max_retries=0))
+    with giga:
+        error, wall = timed(lambda: giga.complete("hi"))
+        assert isinstance(error, ProviderTimeoutError), error
+        assert wall < TIMEOUT + MARGIN, wall
+        healthy, wall = timed(lambda: giga.health_check())
+        assert healthy is False and wall < TIMEOUT + MARGIN, wall
+    with Router(health_timeout=TIMEOUT) as router:
+        router.add_provider(openai(server, "trickle-headers"))
+        report, wall = timed(lambda: router.health_check())
+        assert report == {"trickle-headers": False} and wall < TIMEOUT + MARGIN, (report, wall)
+
+
+def test_a_body_cut_by_a_reset_is_a_typed_error_and_the_pool_recovers(server, leaks):
+    with openai(server, "reset-mid-body") as provider:
+        error, wall = timed(lambda: provider.complete("hi"))
+        assert isinstance(error, ProviderUnavailableError), error
+    with openai(server, "ok") as provider:
+        assert provider.complete("hi").text == "Answer to: hi"
+        assert provider.complete("again").text == "Answer to: again"
+
+
+# 4. Reads are bounded --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("behaviour", ["huge", "huge-length", "gzip-bomb"])
+def test_a_body_over_max_response_bytes_fails_as_soon_as_it_passes_the_limit(server, leaks, behaviour):
+    with openai(server, behaviour, timeout=20, max_response_bytes=SMALL_LIMIT) as provider:
+        error, wall = timed(lambda: provider.complete("hi"))
+    assert isinstance(error, ResponseFormatError), error
+    assert f"max_response_bytes={SMALL_LIMIT}" in str(error)
+    assert wall < 2.0, wall  # 200 MB (or 64 MB inflated) were on offer
+
+
+def test_the_default_limit_stops_a_200_mb_answer(server, leaks):
+    with openai(server, "huge", timeout=20) as provider:
+        error, wall = timed(lambda: provider.complete("hi"))
+    assert isinstance(error, ResponseFormatError) and "max_response_bytes=16777216" in str(error), error
+    assert wall < 5.0, wall
+
+
+@pytest.mark.parametrize("behaviour", ["huge-line", "endless-event"])
+def test_a_stream_line_or_event_over_the_limit_fails_at_once(server, leaks, behaviour):
+    with openai(server, behaviour, timeout=20, max_response_bytes=SMALL_LIMIT) as provider:
+        error, wall = timed(lambda: "".join(provider.stream("hi")))
+    assert isinstance(error, ResponseFormatError), error
+    assert f"max_response_bytes={SMALL_LIMIT}" in str(error)
+    assert wall < 2.0, wall
+
+
+def test_an_ndjson_line_over_the_limit_fails_at_once(server, leaks):
+    provider = OllamaProvider(ProviderConfig(
+        name="ollama", model="m", base_url=server.url("huge-line"), timeout=20, max_retries=0,
+        max_response_bytes=SMALL_LIMIT))
+    with provider:
+        error, wall = timed(lambda: "".join(provider.stream("hi")))
+    assert isinstance(error, ResponseFormatError) and "a line of the stream" in str(error), error
+    assert wall < 2.0, wall
+
+
+def test_only_the_start_of_an_endless_error_body_is_read(server, leaks):
+    with openai(server, "error-huge", timeout=20) as provider:
+        error, wall = timed(lambda: provider.complete("hi"))
+    assert isinstance(error, ProviderUnavailableError) and error.status_code == 500, error
+    assert wall < 1.0, wall
+
+
+def test_max_response_bytes_is_validated():
+    with pytest.raises(ConfigurationError, match="max_response_bytes"):
+        ProviderConfig(name="p", max_response_bytes=0)
+    with pytest.raises(ConfigurationError, match="max_response_bytes"):
+        ProviderConfig(name="p", max_response_bytes="1MB")
+
+
+# 5. The line reader is linear ------------------------------------------------------------
+
+
+class ScriptedRaw:
+    def __init__(self, blocks):
+        self.blocks = iter(blocks)
+
+    def read1(self, amount, decode_content=None):
+        return next(self.blocks, b"")
+
+
+class ScriptedResponse:
+    def __init__(self, blocks):
+        self.raw = ScriptedRaw(blocks)
+
+    def close(self):
+        pass
+
+
+def test_a_long_line_in_small_blocks_is_read_in_linear_time():
+    # 8 MB in 1 KB blocks: re-joining the partial line on every block copies ~32 GB.
+    from multi_llm_orchestrator.streaming import iter_lines
+
+    blocks = [b"x" * 1024] * 8192 + [b"\nnext\n"]
+    started = time.monotonic()
+    lines = list(iter_lines(
+        ScriptedResponse(blocks), provider="p", deadline=None, map_exception=lambda exc: ProviderError(str(exc))))
+    wall = time.monotonic() - started
+    assert [len(line) for line in lines] == [8 * 1024 * 1024, 4]
+    assert wall < 1.0, wall
+
+
+# 2. Abandoned attempts free their workers ---------------------------------------------------
+
+
+class InOrder(Strategy):
+    """The providers in the order they were added, every call."""
+
+    name = "in-order"
+
+    def order(self, states, health):
+        return list(states)
+
+
+def eager_hedging(after=0.05):
+    return HedgePolicy(after, budget=1.0, budget_reserve=1000)
+
+
+def test_lost_hedges_free_their_workers_and_close_does_not_wait_for_them(server, leaks):
+    # Every call starts on the slow provider and is won by a hedge to the healthy one.
+    # With 4 workers, losers that kept their workers until their own timeout starved
+    # the 5th call onwards; close() then waited for them.
+    router = Router(InOrder(), hedge_after=eager_hedging(), max_workers=4)
+    router.add_provider(openai(server, "slow", name="slow", timeout=5))
+    router.add_provider(openai(server, "ok", name="healthy", timeout=5))
+    try:
+        for index in range(8):
+            completion, wall = timed(lambda: router.complete(f"call {index}"))
+            assert not isinstance(completion, Exception), (index, completion)
+            assert completion.provider == "healthy" and wall < 1.0, (index, wall)
+            assert [a.outcome for a in completion.attempts] == ["lost", "ok"]
+    finally:
+        _, closing = timed(router.close)
+    assert closing < 0.5, closing
+    slow = router.stats()["providers"]["slow"]
+    assert slow["in_flight"] == 0 and slow["abandoned"] == 8 and slow["failures"] == 0, slow
+    assert slow["breaker"]["state"] == "closed"
+
+
+def test_an_attempt_past_the_router_deadline_is_stopped_at_once(server, leaks):
+    router = Router(timeout=0.3, max_workers=2)
+    router.add_provider(openai(server, "slow", name="slow", timeout=5))
+    try:
+        for _ in range(4):  # 2 workers: attempts left running would starve the 3rd call
+            error, wall = timed(lambda: router.route("hi"))
+            assert isinstance(error, AllProvidersFailedError) and wall < 0.3 + MARGIN, (error, wall)
+    finally:
+        _, closing = timed(router.close)
+    assert closing < 0.5, closing
+    slow = router.stats()["providers"]["slow"]
+    assert slow["in_flight"] == 0 and slow["failures_by_type"] == {"ProviderTimeoutError": 4}, slow
+
+
+# 3. A stream cut by the Router deadline says so --------------------------------------------
+
+
+def test_a_stream_cut_by_the_router_deadline_while_text_arrives_says_so(server, leaks):
+    with Router(timeout=0.6) as router:
+        router.add_provider(openai(server, "stream-trickle", timeout=20))
+        started = time.monotonic()
+        stream = router.route_stream("hi")
+        with pytest.raises(ProviderTimeoutError) as caught:
+            for _ in stream:
+                pass
+        wall = time.monotonic() - started
+    message = str(caught.value)
+    assert "did not finish within the Router timeout of 0.6 s: it was cut while text was arriving" in message, message
+    assert "no answer" not in message
+    assert stream.text.startswith("word0 word1")
+    assert wall < 0.6 + MARGIN, wall
+
+
+# 6. close() never hangs ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("timeout, hedged", [(None, True), (30.0, True), (None, False)],
+                         ids=["hedged-no-timeout", "hedged-timeout", "on-the-callers-threads"])
+def test_close_wakes_every_caller_within_grace(server, leaks, timeout, hedged):
+    # 64 callers, 4 workers: most attempts are still queued when close() cancels them.
+    # Without hedging or timeout the attempts run on the callers' own threads.
+    router = Router(InOrder(), timeout=timeout, hedge_after=eager_hedging(0.02) if hedged else None, max_workers=4)
+    router.add_provider(openai(server, "slow", name="slow-a", timeout=20))
+    router.add_provider(openai(server, "slow", name="slow-b", timeout=20))
+    outcomes = []
+    lock = threading.Lock()
+
+    def caller(index):
+        try:
+            if index % 2:
+                result = "".join(router.route_stream(f"call {index}"))
+            else:
+                result = router.route(f"call {index}")
+        except Exception as exc:  # collected: typed or not
+            result = exc
+        with lock:
+            outcomes.append((result, time.monotonic()))
+
+    threads = [threading.Thread(target=caller, args=(n,), daemon=True, name=f"test-caller-{n}") for n in range(64)]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.3)  # every caller inside route/route_stream, hedges started
+    grace = 0.3
+    closed_at = time.monotonic()
+    router.close(grace=grace)
+    closing = time.monotonic() - closed_at
+    for thread in threads:
+        thread.join(grace + 2.0)
+    assert not [t for t in threads if t.is_alive()], "callers still blocked after close()"
+    assert len(outcomes) == 64
+    untyped = [result for result, _ in outcomes if not isinstance(result, OrchestratorError)]
+    assert untyped == []
+    latest = max(at for _, at in outcomes) - closed_at
+    assert latest < grace + MARGIN + 0.2, latest
+    assert closing < grace + 1.0, closing
+    for name, provider in router.stats()["providers"].items():
+        assert provider["in_flight"] == 0, (name, provider)
+
+
+@pytest.mark.parametrize("hedged", [False, True])
+def test_a_stream_never_read_does_not_stay_in_flight_after_close(server, leaks, hedged):
+    router = Router(hedge_after=eager_hedging() if hedged else None)
+    router.add_provider(openai(server, "ok", timeout=5))
+    stream = router.route_stream("hi")
+    assert router.stats()["providers"]["ok"]["in_flight"] == 1
+    router.close(grace=0.1)
+    assert router.stats()["providers"]["ok"]["in_flight"] == 0
+    assert router.stats()["succeeded"] + router.stats()["failed"] == 1
+    with pytest.raises(OrchestratorError):
+        "".join(stream)  # cut by close(): a typed error, not a hang or a half answer
+
+
+def test_close_wakes_an_embed_whose_batch_workers_were_still_queued(leaks):
+    # 1 worker, 4 batch workers submitted: 3 are cancelled by close() while queued (a
+    # cancel alone never wakes concurrent.futures.wait; embed() also waits on close()).
+    from multi_llm_orchestrator.providers.mock import MockProvider
+
+    router = Router(max_workers=1)
+    router.add_provider(MockProvider(ProviderConfig(name="m", extra={"delay": 30})))
+    outcome = []
+    caller = threading.Thread(
+        target=lambda: outcome.append(timed(lambda: router.embed([f"text {n}" for n in range(64)], max_parallel=4))),
+        daemon=True)
+    caller.start()
+    time.sleep(0.3)
+    closed_at = time.monotonic()
+    router.close(grace=0.2)
+    caller.join(3)
+    assert not caller.is_alive(), "embed() still blocked after close()"
+    result, _ = outcome[0]
+    # Returned (the running worker finished every batch as the closed mock woke) or typed.
+    assert isinstance(result, (Embeddings, OrchestratorError)), result
+    assert time.monotonic() - closed_at < 0.2 + MARGIN + 0.2
