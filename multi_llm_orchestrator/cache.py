@@ -358,6 +358,13 @@ class Responses:
             left = None if deadline is None else deadline - time.monotonic()
             token = store.claim(key, min(MAX_CLAIM_S, left) if left is not None else MAX_CLAIM_S)
             if token is not None:
+                # The answer may have landed, and its claim been given back, between this
+                # call's miss and its claim (a slow or preempted process): look once more
+                # rather than call the provider a second time.
+                entry = store.get(key)
+                if entry is not None:
+                    store.unclaim(key, token)
+                    return self._share(key, flight, entry)
                 self._count("cache_misses")
                 return None, _Ticket(self, key, flight, token)
             while store.claimed(key):
@@ -372,9 +379,13 @@ class Responses:
                 time.sleep(POLL_S)
             entry = store.get(key)
             if entry is not None:
-                flight.entry = entry
-                self._landed(key, flight)
-                return self._hit(entry)
+                return self._share(key, flight, entry)
+
+    def _share(self, key: str, flight: _Flight, entry: Dict[str, Any]) -> Tuple[Dict[str, Any], None]:
+        """Another process's answer, found by this process's leader: a hit for it and its waiters."""
+        flight.entry = entry
+        self._landed(key, flight)
+        return self._hit(entry)
 
     def _hit(self, entry: Dict[str, Any]) -> Tuple[Dict[str, Any], None]:
         for name in ("calls", "succeeded", "cache_hits"):  # a hit is a call answered

@@ -132,6 +132,27 @@ def test_64_identical_concurrent_calls_make_one_provider_call():
     assert router.stats()["cache_hits"] == 63
 
 
+def test_an_answer_landing_between_a_miss_and_the_claim_is_used_not_produced_again():
+    # A thread preempted after its miss: meanwhile another call produced the answer and
+    # its flight ended, so this thread leads a new flight; it must find the answer.
+    provider = mock("a")
+    router = router_with(provider, cache=True)
+    store = router._responses.store
+    miss, raced = store.get, []
+
+    def get_then_let_another_call_finish(key):
+        entry = miss(key)
+        if entry is None and not raced:
+            raced.append(key)
+            assert not router.complete("same question").cached
+        return entry
+
+    store.get = get_then_let_another_call_finish
+    assert router.complete("same question", timeout=5).cached
+    assert provider.calls == 1
+    assert router.stats()["cache_hits"] == 1 and router.stats()["cache_misses"] == 1
+
+
 def test_waiters_share_the_producers_failure_and_the_provider_is_called_once():
     provider = mock("a", model="mock-unavailable", delay=0.2)
     router = router_with(provider, cache=True, breaker=False)

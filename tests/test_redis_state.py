@@ -398,3 +398,24 @@ def test_a_cold_fleet_checks_each_provider_once_for_strategies_that_need_health(
     assert all(router.health_report(cached=True)["a"].healthy for router in routers) and len(checks) == 1
     for router in routers:
         router.close()
+
+
+def test_an_answer_landing_between_a_miss_and_the_claim_is_used_not_produced_again(redis_url):
+    # The race a loaded fleet hits: this process reads no answer, another process puts
+    # its answer and gives its claim back, then this process claims the (now free) key.
+    made = []
+    one, two = pair(redis_url, lambda: made.append(mock("a")) or made[-1], cache=True)
+    store = one._responses.store
+    miss = store.get
+
+    def get_then_let_the_other_process_finish(key):
+        entry = miss(key)
+        if entry is None and not made[1].calls:
+            assert not two.complete("same question").cached
+        return entry
+
+    store.get = get_then_let_the_other_process_finish
+    answer = one.complete("same question", timeout=5)
+    assert answer.cached and answer.text == "Mock response to: same question"
+    assert (made[0].calls, made[1].calls) == (0, 1)
+    assert one.stats()["cache_hits"] == 1 and one.stats()["cache_misses"] == 0
