@@ -15,7 +15,8 @@ from __future__ import annotations
 import re
 import threading
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, wait
+from concurrent.futures import FIRST_COMPLETED, CancelledError, Future, wait
+from concurrent.futures import TimeoutError as WaitTimeout
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, TypeVar, Union
 
@@ -202,10 +203,25 @@ def race(
         while pending:
             now = time.monotonic()
             waits = [moment - now for moment in (deadline, hedge_at) if moment is not None]
-            watched = list(pending)
-            if stop is not None and not stop.done():
-                watched.append(stop)
-            done, _ = wait(watched, timeout=max(0.0, min(waits)) if waits else None, return_when=FIRST_COMPLETED)
+            timeout = max(0.0, min(waits)) if waits else None
+            if len(pending) == 1:
+                # One attempt in flight (nearly every call): wait on that Future's own
+                # condition. wait() would build a waiter and lock every Future for it,
+                # work the worker thread waits behind. A cancel by shutdown notifies the
+                # condition, so ``stop`` is not needed to wake this wait.
+                only = next(iter(pending))
+                try:
+                    only.exception(timeout)
+                    done = {only}
+                except CancelledError:
+                    done = {only}
+                except WaitTimeout:  # not done when the wait ended, as wait() would report it
+                    done = set()
+            else:
+                watched = list(pending)
+                if stop is not None and not stop.done():
+                    watched.append(stop)
+                done, _ = wait(watched, timeout=timeout, return_when=FIRST_COMPLETED)
             if stop is not None and stop.done():
                 done = {future for future in pending if future.done()}  # cancelled ones count as done
             for future in done:
