@@ -4,6 +4,8 @@ listeners. Mostly direct, with Routers over mock providers where the path matter
 
 import logging
 import time
+import traceback
+from concurrent.futures import Future
 
 import pytest
 
@@ -18,7 +20,8 @@ from multi_llm_orchestrator import (
 )
 from multi_llm_orchestrator.calls import AttemptRun, Call, Telemetry, as_provider_error, checked_completion
 from multi_llm_orchestrator.errors import ProviderError
-from multi_llm_orchestrator.types import Attempt, Completion
+from multi_llm_orchestrator.calls import OpenedStream
+from multi_llm_orchestrator.types import Attempt, Completion, TextStream
 
 from fakes.mocks import mock, router_with
 
@@ -205,16 +208,123 @@ def test_a_failed_call_is_logged_with_its_error_type(caplog):
     assert record.outcome == "error" and record.provider is None and record.attempts == 1
 
 
-def test_an_attempt_with_no_time_left_is_an_error_without_calling_the_provider():
-    router = router_with(mock("a"))
-    call = router._call(1e-9, False, None, None)  # a budget gone before the attempt starts
+def half_open_router(**provider_settings):
+    """A Router over provider "a" whose breaker is half-open: the next reservation is its probe."""
+    router = router_with(mock("a", **provider_settings), breaker={"failure_threshold": 1, "cooldown": 0})
     state = router._states[0]
+    state.breaker.record_failure(ProviderUnavailableError("down"), state.breaker.reserve())
+    return router, state
+
+
+def test_an_attempt_with_no_time_left_is_an_error_without_calling_the_provider_and_frees_its_probe():
+    router, state = half_open_router()
+    call = router._call(1e-9, False, None, None)  # a budget gone before the attempt starts
     attempt = AttemptRun.reserve(call, state, hedge=False, force=False)
+    assert attempt.reservation == "probe"
     with pytest.raises(ProviderTimeoutError, match="no time left in the Router timeout"):
         attempt.run(lambda p, remaining: pytest.fail("the provider must not be called"))
     [recorded] = call.attempt_list()
-    assert (recorded.provider, recorded.outcome, recorded.error_type) == ("a", "error", "ProviderTimeoutError")
-    assert state.breaker.is_available() and state.metrics.calls == 0
+    assert recorded == Attempt("a", "error", 0.0, "no time left in the Router timeout", "ProviderTimeoutError", False)
+    assert state.metrics.calls == 0
+    assert state.breaker.is_available()  # the probe slot is free for the next call
+    router.close()
+
+
+def test_a_reservation_is_given_back_once_only():
+    router, state = half_open_router()
+    call = router._call(None, False, None, None)
+    attempt = AttemptRun.reserve(call, state, hedge=False, force=False)
+    attempt.release()
+    other = state.breaker.reserve()  # another call takes the freed probe
+    assert other == "probe"
+    attempt.release()  # e.g. a cancel callback after the deadline path released it
+    assert state.breaker.reserve() is None  # the other call's probe is still held
+    router.close()
+
+
+def test_an_attempt_cancelled_before_it_ran_frees_its_probe():
+    router, state = half_open_router()
+    call = router._call(None, False, None, None)
+    attempt = AttemptRun.reserve(call, state, hedge=False, force=False)
+    running = Future()
+    attempt.release_if_cancelled(running)
+    assert not state.breaker.is_available()  # not cancelled: still its probe
+    running.cancel()
+    attempt.release_if_cancelled(running)
+    assert state.breaker.is_available()
+    router.close()
+
+
+def test_an_attempt_abandoned_while_queued_is_lost_at_zero_latency_and_frees_its_probe():
+    router, state = half_open_router()
+    call = router._call(None, False, None, None)
+    attempt = AttemptRun.reserve(call, state, hedge=True, force=False)
+    attempt.abandon(Future())  # still queued: cancelled before the provider was called
+    assert call.attempt_list() == [Attempt("a", "lost", 0.0, hedge=True)]
+    assert state.breaker.is_available()
+    assert state.metrics.snapshot()["hedges_lost"] == 1
+    router.close()
+
+
+def test_an_abandoned_stream_that_answers_late_is_closed():
+    router = router_with(mock("a"))
+    call = router._call(None, True, None, None)
+    state = router._states[0]
+    attempt = AttemptRun.reserve(call, state, hedge=False, force=False)
+    running = Future()
+    running.set_running_or_notify_cancel()  # too late to cancel
+    attempt.started = time.monotonic()
+    state.metrics.started()
+    attempt.abandon(running)
+    stream = state.provider.stream("late answer")
+    opened = OpenedStream.open(stream)
+    running.set_result(opened)
+    assert stream.done  # closed: its connection goes back, nobody will read it
+    assert state.metrics.successes == 1 and state.metrics.in_flight == 0  # counted once, as a success
+    router.close()
+
+
+def test_a_stream_failing_before_its_first_chunk_is_closed_and_its_error_raised():
+    closed = []
+
+    def broken():
+        raise ProviderUnavailableError("refused", provider="a")
+        yield "never"
+
+    stream = TextStream(broken(), provider="a", model="m", on_close=lambda: closed.append(True))
+    with pytest.raises(ProviderUnavailableError, match="refused"):
+        OpenedStream.open(stream)
+    assert closed
+
+
+def test_a_provider_error_is_raised_as_itself_without_a_self_cause():
+    router = router_with(mock("bad", failure_rate=1.0), breaker=False)
+    with pytest.raises(AllProvidersFailedError) as caught:
+        router.complete("hi")
+    [error] = caught.value.errors
+    assert type(error) is ProviderUnavailableError and error.__cause__ is None
+
+
+def test_a_failed_call_does_not_show_the_internals_it_was_raised_from():
+    call = Call(None, False, Telemetry())
+    try:
+        try:
+            raise KeyError("internal bookkeeping")
+        except KeyError:
+            raise call.failed([], deadline_hit=False)
+    except AllProvidersFailedError as exc:
+        shown = "".join(traceback.format_exception(exc))
+    assert "internal bookkeeping" not in shown and "every circuit breaker is open" in shown
+
+
+def test_a_provider_skipped_for_its_open_circuit_is_listed_with_why():
+    router = router_with(mock("a"), mock("b"), breaker={"failure_threshold": 1, "cooldown": 60})
+    first = router._states[0]
+    first.breaker.record_failure(ProviderUnavailableError("down"), first.breaker.reserve())
+    call = router._call(None, False, None, None)
+    assert AttemptRun.reserve(call, first, hedge=False, force=False) is None
+    [skipped] = call.attempt_list()
+    assert skipped == Attempt("a", "skipped", 0.0, "circuit open (or its recovery probe is taken)", "CircuitOpen", False)
     router.close()
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sys
 import time
 from typing import Any, Dict
 
