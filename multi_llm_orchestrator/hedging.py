@@ -149,6 +149,19 @@ class RaceFailed(Exception):
         self.deadline_hit = deadline_hit
 
 
+def _wait_one(future: Future, timeout: Optional[float]) -> "set[Future]":
+    """``{future}`` once it is done (or cancelled), ``set()`` when ``timeout`` passes
+    first: what ``wait([future], timeout, FIRST_COMPLETED)`` returns as done, waiting on
+    the Future's own condition only."""
+    try:
+        future.exception(timeout)
+    except CancelledError:
+        pass
+    except WaitTimeout:  # not done when the wait ended, as wait() would report it
+        return set()
+    return {future}
+
+
 def race(
     candidates: Sequence[S],
     launch: Callable[[S, bool], Optional[Future]],
@@ -209,14 +222,7 @@ def race(
                 # condition. wait() would build a waiter and lock every Future for it,
                 # work the worker thread waits behind. A cancel by shutdown notifies the
                 # condition, so ``stop`` is not needed to wake this wait.
-                only = next(iter(pending))
-                try:
-                    only.exception(timeout)
-                    done = {only}
-                except CancelledError:
-                    done = {only}
-                except WaitTimeout:  # not done when the wait ended, as wait() would report it
-                    done = set()
+                done = _wait_one(next(iter(pending)), timeout)
             else:
                 watched = list(pending)
                 if stop is not None and not stop.done():
