@@ -33,6 +33,7 @@ from .errors import (
 from .limits import Limits
 from .providers import BaseProvider, MockProvider
 from .cache import ResponseCache
+from .display import HealthReport, Stats
 from .router import Router
 from .state import LocalState, State
 from .tool_loop import run_tools
@@ -90,6 +91,8 @@ __all__ = [
     "TextStream",
     "RouterEvent",
     "ResponseCache",
+    "Stats",
+    "HealthReport",
     "State",
     "LocalState",
     "RedisState",

@@ -1,7 +1,9 @@
 """The ``multi-llm-orchestrator`` command: a thin shell over the Router.
 
-    multi-llm-orchestrator ask "What is Python?"        # three mock providers: no config, no keys
-    multi-llm-orchestrator --config router.json ask --stream "Tell me a story"
+    multi-llm-orchestrator "What is Python?"            # = ask; three mock providers: no config, no keys
+    cat notes.txt | multi-llm-orchestrator "summarise"  # stdin, then the prompt
+    multi-llm-orchestrator -s "Answer briefly" -m mock-2 "Hi"   # system prompt, pinned provider
+    multi-llm-orchestrator --config router.json ask --no-stream "Tell me a story"
     multi-llm-orchestrator --config router.json health
     multi-llm-orchestrator --config router.json models
     multi-llm-orchestrator --config router.json batch prompts.txt --workers 8 > answers.jsonl
@@ -12,6 +14,9 @@
 
 The configuration file comes from ``--config`` or the ``MULTI_LLM_ORCHESTRATOR_CONFIG``
 environment variable (format: see ``multi_llm_orchestrator.configuration``).
+
+The first argument that is not a command name is a prompt for ``ask``. ``ask`` streams
+when stdout is a terminal (``--no-stream`` turns that off, ``--stream`` forces it).
 
 Exit status: 0 success; 1 every provider failed (``batch``: some prompt failed;
 ``health``: no provider is healthy); 2 usage or configuration error. Errors are one
@@ -49,7 +54,11 @@ DEFAULT_CONFIG: Dict[str, Any] = {
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the command line; returns the exit status."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    implicit = _implicit_ask(parser, argv)
+    args = parser.parse_args(["ask", *argv] if implicit else argv)
+    if implicit:
+        args.implicit = True
     if getattr(args, "handler", None) is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
@@ -86,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", "-c", metavar="FILE", default=argparse.SUPPRESS,
                         help=f"router configuration (JSON); default ${CONFIG_ENV}, else three mock providers")
-    common.add_argument("--strategy", "-s", metavar="NAME", default=argparse.SUPPRESS,
+    common.add_argument("--strategy", metavar="NAME", default=argparse.SUPPRESS,
                         help="override the strategy: round-robin, random, first-available, best-available, "
                              "weighted, least-busy, cheapest")
     common.add_argument("--timeout", "-t", type=float, metavar="SECONDS", default=argparse.SUPPRESS,
@@ -103,19 +112,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+    parser.set_defaults(commands=commands.choices)
 
-    ask = commands.add_parser("ask", parents=[common], help="answer one prompt")
-    ask.add_argument("prompt", help='the prompt ("-" reads it from stdin)')
-    ask.add_argument("--system", metavar="TEXT", help="a system message sent before the prompt")
+    ask = commands.add_parser(
+        "ask", parents=[common], help="answer one prompt (the default command)",
+        description="Text piped on stdin comes first, then the prompt argument (a blank line between).",
+    )
+    ask.add_argument("prompt", nargs="?", help='the prompt ("-": only stdin); may be left out when stdin has it')
+    ask.add_argument("--system", "-s", metavar="TEXT", help="a system message sent before the prompt")
+    ask.add_argument("--provider", "-m", metavar="NAME",
+                     help="send the prompt to this provider only (still with retries, breaker and --timeout)")
+    ask.add_argument("--model", metavar="ID", help="the model to ask for, this call only (needs --provider "
+                                                   "unless there is one provider)")
     ask.add_argument("--temperature", type=float, metavar="T")
     ask.add_argument("--max-tokens", type=int, metavar="N")
     ask.add_argument("--json-schema", metavar="FILE",
                      help="answer JSON that fits the JSON Schema in FILE (structured output; providers "
                           "without it are skipped, an answer that does not fit falls back)")
     output = ask.add_mutually_exclusive_group()
-    output.add_argument("--stream", action="store_true", help="print the answer while it arrives")
+    output.add_argument("--stream", action="store_true", default=None,
+                        help="print the answer while it arrives (the default when stdout is a terminal)")
     output.add_argument("--json", action="store_true",
                         help="print the whole Completion as JSON (text, provider, usage, attempts)")
+    ask.add_argument("--no-stream", dest="stream", action="store_false", default=None,
+                     help="print the answer once it is complete")
     ask.set_defaults(handler=_ask)
 
     health = commands.add_parser("health", parents=[common], help="check every provider, in parallel")
@@ -159,7 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
     balance.add_argument("--json", action="store_true", help="print JSON")
     balance.set_defaults(handler=_balance)
 
-    demo = commands.add_parser("demo", parents=[common], help="a tour of strategies and fallback over mocks")
+    demo = commands.add_parser("demo", parents=[common], help="a tour of strategies and fallback over mocks "
+                                                              "(its own providers: no --config, --strategy, --timeout)")
     demo.set_defaults(handler=_demo)
     return parser
 
@@ -168,28 +189,89 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _ask(args: argparse.Namespace) -> int:
-    prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
+    prompt = _prompt(args)
+    if prompt is None:
+        if getattr(args, "implicit", False):  # a bare `multi-llm-orchestrator` on a terminal
+            build_parser().print_help(sys.stderr)
+            return EXIT_USAGE
+        raise _UsageError('no prompt: give one as an argument, or pipe it in (echo "Hi" | multi-llm-orchestrator)')
     messages: Any = prompt
     if args.system:
         messages = [{"role": "system", "content": args.system}, {"role": "user", "content": prompt}]
     params = _params(args)
+    pin = {name: value for name, value in (("provider", args.provider), ("model", args.model)) if value is not None}
+    stream = args.stream if args.stream is not None else (not args.json and _is_terminal(sys.stdout))
     with _router(args) as router:
-        if args.stream:
-            stream = router.route_stream(messages, params)
+        if stream:
+            chunks = router.route_stream(messages, params, **pin)
             try:
-                for chunk in stream:
+                for chunk in chunks:
                     sys.stdout.write(chunk)
                     sys.stdout.flush()
             finally:
                 sys.stdout.write("\n")
                 sys.stdout.flush()
             return EXIT_OK
-        completion = router.complete(messages, params)
+        completion = router.complete(messages, params, **pin)
         if args.json:
             print(json.dumps(completion.to_dict(), ensure_ascii=False, indent=2))
         else:
             print(completion.text)
     return EXIT_OK
+
+
+def _prompt(args: argparse.Namespace) -> Optional[str]:
+    """Piped stdin, then the prompt argument (simonw/llm's order); None when neither."""
+    if args.prompt == "-":
+        return sys.stdin.read()
+    piped = _piped_stdin()
+    if piped is None or not piped.strip():
+        return args.prompt
+    if args.prompt is None:
+        return piped
+    return piped.rstrip("\n") + "\n\n" + args.prompt
+
+
+def _piped_stdin() -> Optional[str]:
+    """What was piped or redirected to stdin; None on a terminal (never wait for typing)."""
+    stdin = sys.stdin
+    try:
+        if stdin is None or stdin.isatty():
+            return None
+        return stdin.read()
+    except (OSError, ValueError):  # closed, or not readable (e.g. captured by a test runner)
+        return None
+
+
+def _is_terminal(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
+def _implicit_ask(parser: argparse.ArgumentParser, argv: Sequence[str]) -> bool:
+    """True when ``argv`` names no command: it is then ``ask``'s (a prompt, or nothing).
+
+    Skips options and their values (of ``ask`` and the global ones) to find the first
+    positional argument; ``--help`` and ``--version`` alone keep their meaning.
+    """
+    commands = parser.get_default("commands")
+    ask = commands["ask"]
+    with_value = {
+        option for action in [*parser._actions, *ask._actions] if action.nargs != 0
+        for option in action.option_strings
+    }
+    index = 0
+    while index < len(argv):
+        token = argv[index]
+        if token == "--":
+            return True
+        if token.startswith("-") and token != "-":
+            index += 2 if token in with_value else 1
+            continue
+        return token not in commands
+    return not any(token in ("-h", "--help", "--version") for token in argv)
 
 
 def _health(args: argparse.Namespace) -> int:
@@ -337,6 +419,12 @@ def _balance(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
+    unused = [option for option in ("config", "strategy", "timeout") if getattr(args, option, None) is not None]
+    if unused:
+        raise _UsageError(
+            f"demo runs on its own mock providers and does not use {', '.join('--' + o for o in unused)}: "
+            "leave it out, or try `ask` or `health` with it"
+        )
     return run_demo()
 
 

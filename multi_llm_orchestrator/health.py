@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from . import forking
-from .providers.base import BaseProvider
+from .providers.base import BaseProvider, take_health_failure
 
 if TYPE_CHECKING:
     from .state import HealthStore
@@ -98,12 +98,14 @@ class HealthChecker:
     def _check_one(self, provider: BaseProvider, timeout: float) -> HealthResult:
         started = self._clock()
         error: Optional[str] = None
+        take_health_failure()  # a reason left by an earlier check on this thread is not this one's
         try:
             healthy = bool(provider.health_check(timeout=timeout))
         except Exception as exc:  # a provider's check must not break the others
             healthy, error = False, f"{type(exc).__name__}: {exc}"
+        reason = take_health_failure()
         if not healthy and error is None:
-            error = "health check failed"
+            error = reason or "health check failed"
         return HealthResult(provider.name, healthy, self._clock() - started, error, self._clock())
 
     def _check_for_fleet(self, provider: BaseProvider, timeout: float) -> HealthResult:

@@ -68,7 +68,7 @@ from .errors import (
 )
 from .failover import has_fallback
 from .limits import report_response
-from .providers.base import BaseProvider
+from .providers.base import BaseProvider, report_health_failure
 from .reading import TRANSFER_ATTR, BodyChunks, close_response, read_body, read_prefix
 from .streaming import LineReader
 from .transfers import Transfer, TransferCut, current_transfer, stop_reaper_if_idle
@@ -567,7 +567,9 @@ class HttpProvider(BaseProvider):
             call()
             return True
         except Exception as exc:  # a health check reports, it does not fail
-            logger.debug("health check of %r failed: %s", self.name, self.scrub(str(exc)), extra={"provider": self.name})
+            reason = self.scrub(str(exc))
+            logger.debug("health check of %r failed: %s", self.name, reason, extra={"provider": self.name})
+            report_health_failure(f"{type(exc).__name__}: {reason}")  # shown by health_report / `health`
             return False
 
     # Secrets ------------------------------------------------------------------------

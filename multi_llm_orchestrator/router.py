@@ -49,6 +49,7 @@ from .calls import (
 )
 from .call_options import CallOptions, PinnedProviders
 from .capabilities import CapabilityCheck
+from .display import HealthReport, Stats
 from .embeddings import EmbeddingJob, embedding_spaces
 from .planning import PlanCheck, apply_checks
 from .state import State, call_deadline, make_state
@@ -593,8 +594,9 @@ class Router:
         """Check every provider now, in parallel: {name: healthy}."""
         return {name: result.healthy for name, result in self.health_report(timeout).items()}
 
-    def health_report(self, timeout: Optional[float] = None, *, cached: bool = False) -> Dict[str, HealthResult]:
-        """Like ``health_check`` with each check's latency and error.
+    def health_report(self, timeout: Optional[float] = None, *, cached: bool = False) -> HealthReport:
+        """Like ``health_check`` with each check's latency and error ({name: HealthResult};
+        ``.breakers`` gives each breaker's state; a table in a notebook).
 
         ``cached=True`` reuses results younger than ``health_ttl`` and checks only the
         others (what a frequently polled status endpoint wants).
@@ -605,10 +607,12 @@ class Router:
         reused = {p.name: self._health.cached(p.name) for p in providers} if cached else {}
         stale = [p for p in providers if reused.get(p.name) is None]
         fresh = self._health.check(stale, timeout) if stale else {}
-        return {p.name: reused.get(p.name) or fresh[p.name] for p in providers}
+        return HealthReport({p.name: reused.get(p.name) or fresh[p.name] for p in providers},
+                            {state.name: state.breaker.snapshot()["state"] for state in self._states})
 
-    def stats(self) -> Dict[str, Any]:
-        """Counters for the Router and for each provider (see README, "Metrics")."""
+    def stats(self) -> Stats:
+        """Counters for the Router and for each provider (see README, "Metrics"); a dict
+        (shown as tables in a notebook)."""
         totals = self._telemetry.totals()
         providers = {}
         for state in self._states:
@@ -618,7 +622,7 @@ class Router:
             if state.admission is not None:
                 snapshot.update(state.admission.snapshot())
             providers[state.name] = snapshot
-        return {**totals, **self._admission.snapshot(), "providers": providers}
+        return Stats({**totals, **self._admission.snapshot(), "providers": providers})
 
     def add_listener(self, listener: Listener) -> None:
         """Call ``listener(event)`` after every attempt and every finished call.

@@ -614,6 +614,17 @@ class Completion:
     def __str__(self) -> str:
         return self.text
 
+    # Notebook display (display.py): an HTML table, and one line of plain text.
+    def _repr_html_(self) -> str:
+        from .display import completion_html
+
+        return completion_html(self)
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        from .display import completion_text
+
+        printer.text(completion_text(self))
+
     @property
     def message(self) -> Message:
         """The answer as an assistant Message (with its tool calls), for the next turn."""
@@ -785,6 +796,12 @@ class TextStream(Iterator[str]):
 
     def __iter__(self) -> "TextStream":
         return self
+
+    def _ipython_display_(self) -> None:
+        """As a notebook cell's result: the text shown while it arrives (display.py)."""
+        from .display import show_stream
+
+        show_stream(self)
 
     def __next__(self) -> str:
         while True:

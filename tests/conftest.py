@@ -1,5 +1,8 @@
 """Fixtures shared by several test modules."""
 
+import io
+import sys
+
 import pytest
 
 from fakes.redis_server import RedisServer
@@ -21,3 +24,11 @@ def redis_url(redis_server, request):
     client.flushall()
     client.close()
     return redis_server.url
+
+
+@pytest.fixture(autouse=True)
+def _no_runner_stdin(monkeypatch):
+    """The CLI reads piped stdin (``cat f | multi-llm-orchestrator "summarise"``): a test
+    calling it in process must not read, or wait on, the test runner's own stdin (under
+    ``pytest -s`` that may be a pipe that never closes). Tests that pipe text set their own."""
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))

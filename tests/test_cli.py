@@ -24,9 +24,11 @@ def run(*args, env=None, stdin=None, cwd=None, timeout=60):
     environ = {k: v for k, v in os.environ.items() if k != "MULTI_LLM_ORCHESTRATOR_CONFIG"}
     environ["PYTHONPATH"] = str(ROOT) + os.pathsep + environ.get("PYTHONPATH", "")
     environ.update(env or {})
+    # No input: stdin is empty (the CLI reads piped stdin; the test runner's must not leak in).
+    feed = {"input": stdin} if stdin is not None else {"stdin": subprocess.DEVNULL}
     return subprocess.run(
         [sys.executable, "-m", "multi_llm_orchestrator", *map(str, args)],
-        input=stdin, capture_output=True, text=True, timeout=timeout, env=environ, cwd=cwd or ROOT,
+        capture_output=True, text=True, timeout=timeout, env=environ, cwd=cwd or ROOT, **feed,
     )
 
 
@@ -105,7 +107,7 @@ def test_ask_stream_prints_chunks_while_they_arrive(tmp_path):
     environ["PYTHONPATH"] = str(ROOT)
     process = subprocess.Popen(
         [sys.executable, "-m", "multi_llm_orchestrator", "--config", str(path), "ask", "--stream", "a b c d"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=environ,
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=environ,
     )
     try:
         first = process.stdout.read1(100)  # returns as soon as the first chunk is flushed
@@ -165,7 +167,7 @@ def test_bad_json_config_exits_2_naming_line_and_column(tmp_path):
 
 def test_argparse_errors_and_no_command_exit_2():
     missing = run("ask")
-    assert missing.returncode == 2 and "required: prompt" in missing.stderr
+    assert missing.returncode == 2 and "no prompt: give one as an argument, or pipe it in" in missing.stderr
     nothing = run()
     assert nothing.returncode == 2 and "COMMAND" in nothing.stderr
     assert run("--version").stdout.startswith("multi-llm-orchestrator ")

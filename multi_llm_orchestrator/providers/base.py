@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import threading
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -21,7 +22,8 @@ from ..validation import check_int
 if TYPE_CHECKING:
     from ..auth import TokenCache
 
-__all__ = ["BaseProvider", "ProviderConfig", "EmbeddingLimits", "PURPOSES", "model_override"]
+__all__ = ["BaseProvider", "ProviderConfig", "EmbeddingLimits", "PURPOSES", "model_override",
+           "report_health_failure", "take_health_failure"]
 
 #: What the texts given to ``embed`` are: documents to index, or search queries
 #: (YandexGPT has a model for each; the others embed both alike).
@@ -31,6 +33,24 @@ _STR_ONLY = {str}
 _MODEL_OVERRIDE: "contextvars.ContextVar[Optional[Tuple[BaseProvider, str]]]" = contextvars.ContextVar(
     "mlo_model_override", default=None
 )
+
+
+#: Why the last health check on this thread said "unhealthy" (``report_health_failure``).
+_HEALTH_FAILURE = threading.local()
+
+
+def report_health_failure(reason: str) -> None:
+    """Called by a ``health_check`` about to return False: why, e.g. "AuthenticationError:
+    ...". The health checker reads it on the same thread and shows it in its report, so
+    ``health`` says why a provider is unhealthy without ``health_check`` raising."""
+    _HEALTH_FAILURE.reason = reason
+
+
+def take_health_failure() -> Optional[str]:
+    """The reason reported on this thread since the last call (None if none), cleared."""
+    reason = getattr(_HEALTH_FAILURE, "reason", None)
+    _HEALTH_FAILURE.reason = None
+    return reason
 
 
 @contextlib.contextmanager
