@@ -41,7 +41,7 @@ from multi_llm_orchestrator.providers.openai import OpenAICompatibleProvider
 from multi_llm_orchestrator.providers.yandexgpt import YandexGPTProvider
 
 BLOCK = 8  # streams per block
-BLOCKS = 16  # blocks per client and mode
+BLOCKS = 8  # blocks per client and mode
 THREADS = 8
 PROMPT = "Say hello"
 TARGET_NAIVE = 1.0

@@ -15,7 +15,8 @@ from __future__ import annotations
 import re
 import threading
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, wait
+from concurrent.futures import FIRST_COMPLETED, CancelledError, Future, wait
+from concurrent.futures import TimeoutError as WaitTimeout
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, TypeVar, Union
 
@@ -148,6 +149,19 @@ class RaceFailed(Exception):
         self.deadline_hit = deadline_hit
 
 
+def _wait_one(future: Future, timeout: Optional[float]) -> "set[Future]":
+    """``{future}`` once it is done (or cancelled), ``set()`` when ``timeout`` passes
+    first: what ``wait([future], timeout, FIRST_COMPLETED)`` returns as done, waiting on
+    the Future's own condition only."""
+    try:
+        future.exception(timeout)
+    except CancelledError:
+        pass
+    except WaitTimeout:  # not done when the wait ended, as wait() would report it
+        return set()
+    return {future}
+
+
 def race(
     candidates: Sequence[S],
     launch: Callable[[S, bool], Optional[Future]],
@@ -202,10 +216,18 @@ def race(
         while pending:
             now = time.monotonic()
             waits = [moment - now for moment in (deadline, hedge_at) if moment is not None]
-            watched = list(pending)
-            if stop is not None and not stop.done():
-                watched.append(stop)
-            done, _ = wait(watched, timeout=max(0.0, min(waits)) if waits else None, return_when=FIRST_COMPLETED)
+            timeout = max(0.0, min(waits)) if waits else None
+            if len(pending) == 1:
+                # One attempt in flight (nearly every call): wait on that Future's own
+                # condition. wait() would build a waiter and lock every Future for it,
+                # work the worker thread waits behind. A cancel by shutdown notifies the
+                # condition, so ``stop`` is not needed to wake this wait.
+                done = _wait_one(next(iter(pending)), timeout)
+            else:
+                watched = list(pending)
+                if stop is not None and not stop.done():
+                    watched.append(stop)
+                done, _ = wait(watched, timeout=timeout, return_when=FIRST_COMPLETED)
             if stop is not None and stop.done():
                 done = {future for future in pending if future.done()}  # cancelled ones count as done
             for future in done:

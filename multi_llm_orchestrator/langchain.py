@@ -14,6 +14,17 @@ Router, with its fallback, breakers, hedging and deadline::
     ChatRouter(provider=GigaChatProvider(...))    # one provider, no Router
     ChatRouter()                                  # Router.from_config($MULTI_LLM_ORCHESTRATOR_CONFIG)
 
+Per call, ``model=`` asks for another model and ``provider=``/``providers=`` pin the call
+(the Router's call options, ``call_options.py``)::
+
+    chat.invoke("Hi", provider="giga", model="GigaChat-Pro")
+    ChatRouter(router=router, provider="giga").invoke("Hi", model="GigaChat-Pro")  # every call pinned
+
+``model=`` needs the call pinned to one provider, as for ``Router.complete``: by
+``provider=`` per call, by ``ChatRouter(router=..., provider="name")``, or by the Router
+having one provider; otherwise it is a ``ConfigurationError`` (a model name means
+something to one provider only, so it is never sent to whichever provider the Router picks).
+
 ``response_metadata`` holds ``model_name`` (the model that answered), ``provider`` (its
 name in the Router), ``finish_reason``, ``latency_s`` and ``attempts`` (every provider
 tried, as dicts of ``Attempt``).
@@ -57,8 +68,9 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     ) from exc
 
 from .cli import CONFIG_ENV
+from .call_options import CallOptions
 from .errors import AllProvidersFailedError, ConfigurationError, DeadlineExceededError, ProviderError
-from .providers.base import BaseProvider
+from .providers.base import BaseProvider, model_override
 from .router import Router
 from .types import Completion, GenerationParams, Message, ReasoningDelta, TextStream, Tool, ToolCall, Usage
 from .validation import check_int, check_number
@@ -70,6 +82,9 @@ __all__ = ["ChatRouter", "RouterEmbeddings", "to_router_messages"]
 #: ``with_structured_output``.
 CALL_KEYWORDS = ("temperature", "max_tokens", "top_p", "timeout", "reasoning_effort", "tools", "tool_choice",
                  "response_format")
+#: Per-call keywords that choose where the call goes and with which model (the Router's
+#: ``provider=``/``providers=``/``model=`` call options).
+PIN_KEYWORDS = ("provider", "providers", "model")
 #: What LangChain itself may pass along with a call (tracing metadata): not for the provider.
 LANGCHAIN_KEYWORDS = ("ls_structured_output_format",)
 STRUCTURED_METHODS = ("json_schema", "function_calling", "json_mode")
@@ -81,7 +96,10 @@ class ChatRouter(BaseChatModel):
 
     Give exactly one of ``router``, ``provider`` or ``config`` (a configuration dict or
     JSON file path for ``Router.from_config``); with none, ``$MULTI_LLM_ORCHESTRATOR_CONFIG``
-    names the file. ``temperature``, ``max_tokens``, ``top_p`` and ``stop`` are validated
+    names the file. With a Router (given, or built from a config), ``provider`` may instead
+    be the name of one of its providers: every call is pinned to it (fallback, breakers and
+    deadline still apply) unless the call says ``provider=``/``providers=`` itself; per-call
+    ``model=`` then needs no per-call pin. ``temperature``, ``max_tokens``, ``top_p`` and ``stop`` are validated
     as ``GenerationParams``; ``timeout`` (seconds) bounds each call, fallbacks included;
     ``max_retries`` repeats a call that failed only with retryable errors (rate limits,
     unavailable servers, timeouts) as a new Router call, at once.
@@ -112,7 +130,7 @@ class ChatRouter(BaseChatModel):
 
     @model_validator(mode="after")
     def _check(self) -> "ChatRouter":
-        _resolve_backend(self, "ChatRouter")
+        _resolve_backend(self, "ChatRouter", pin=True)
         self._params(self.temperature, self.max_tokens, self.top_p, self.stop, reasoning_effort=self.reasoning_effort)
         check_number("timeout", self.timeout, 0, low_open=True, allow_none=True, kind="a number of seconds")
         check_int("max_retries", self.max_retries, 0, allow_none=True)
@@ -126,8 +144,15 @@ class ChatRouter(BaseChatModel):
 
     @property
     def model_name(self) -> str:
-        """The provider's model, or "router" when a Router picks one per call."""
-        return self.provider.model if self.provider is not None else "router"
+        """The provider's model (the pinned one's with ``provider="name"``), or "router"
+        when a Router picks one per call."""
+        if isinstance(self.provider, BaseProvider):
+            return self.provider.model
+        if isinstance(self.provider, str):
+            for provider in self.router.providers:
+                if provider.name == self.provider:
+                    return provider.model
+        return "router"
 
     @property
     def _identifying_params(self) -> Dict[str, Any]:
@@ -160,9 +185,12 @@ class ChatRouter(BaseChatModel):
         run_manager: Optional[CallbackManagerForLLMRun] = None,
         **kwargs: Any,
     ) -> ChatResult:
-        prompt, params, timeout = self._request(messages, stop, kwargs)
-        backend = self.provider if self.provider is not None else self.router
-        completion: Completion = self._retrying(lambda: backend.complete(prompt, params, timeout=timeout))
+        prompt, params, timeout, pin = self._request(messages, stop, kwargs)
+        if self._single() is not None:
+            completion: Completion = self._retrying(lambda: self._on_single(
+                pin, lambda: self.provider.complete(prompt, params, timeout=timeout)))
+        else:
+            completion = self._retrying(lambda: self.router.complete(prompt, params, timeout=timeout, **pin))
         message = AIMessage(
             content=completion.text,
             additional_kwargs={"reasoning_content": completion.reasoning} if completion.reasoning else {},
@@ -183,11 +211,12 @@ class ChatRouter(BaseChatModel):
         run_manager: Optional[CallbackManagerForLLMRun] = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        prompt, params, timeout = self._request(messages, stop, kwargs)
-        if self.provider is not None:
-            stream: TextStream = self._retrying(lambda: self.provider.stream(prompt, params, timeout=timeout))
+        prompt, params, timeout, pin = self._request(messages, stop, kwargs)
+        if self._single() is not None:
+            stream: TextStream = self._retrying(lambda: self._on_single(
+                pin, lambda: self.provider.stream(prompt, params, timeout=timeout)))
         else:
-            stream = self._retrying(lambda: self.router.route_stream(prompt, params, timeout=timeout))
+            stream = self._retrying(lambda: self.router.route_stream(prompt, params, timeout=timeout, **pin))
         with stream:  # a consumer that stops early releases the connection
             for piece in stream.events():
                 # LangChain reports each yielded chunk to the callbacks (on_llm_new_token) itself.
@@ -217,11 +246,13 @@ class ChatRouter(BaseChatModel):
 
     def _request(
         self, messages: Sequence[BaseMessage], stop: Optional[List[str]], kwargs: Dict[str, Any]
-    ) -> Tuple[List[Message], GenerationParams, Optional[float]]:
-        unknown = sorted(set(kwargs) - set(CALL_KEYWORDS) - set(LANGCHAIN_KEYWORDS))
+    ) -> Tuple[List[Message], GenerationParams, Optional[float], Dict[str, Any]]:
+        """The call's messages, params, timeout, and the Router call options that pin it."""
+        unknown = sorted(set(kwargs) - set(CALL_KEYWORDS) - set(PIN_KEYWORDS) - set(LANGCHAIN_KEYWORDS))
         if unknown:
             raise ConfigurationError(
-                f"ChatRouter does not take {', '.join(unknown)} per call; valid: stop, {', '.join(CALL_KEYWORDS)}"
+                f"ChatRouter does not take {', '.join(unknown)} per call; "
+                f"valid: stop, {', '.join(CALL_KEYWORDS + PIN_KEYWORDS)}"
             )
         params = self._params(
             kwargs.get("temperature", self.temperature),
@@ -235,7 +266,26 @@ class ChatRouter(BaseChatModel):
         )
         timeout = kwargs.get("timeout", self.timeout)
         check_number("timeout", timeout, 0, low_open=True, allow_none=True, kind="a number of seconds")
-        return to_router_messages(messages), params, timeout
+        pin = {name: kwargs[name] for name in PIN_KEYWORDS if kwargs.get(name) is not None}
+        if isinstance(self.provider, str) and "provider" not in pin and "providers" not in pin:
+            pin["provider"] = self.provider  # the constructor's pin, unless the call pins itself
+        # Checked now (the Router's own rules and messages), not on a worker thread later.
+        names = [provider.name for provider in self._providers()]
+        CallOptions.parse(GenerationParams(), pin, names)
+        return to_router_messages(messages), params, timeout, pin
+
+    def _single(self) -> Optional[BaseProvider]:
+        """The provider when there is no Router (``ChatRouter(provider=SomeProvider(...))``)."""
+        return self.provider if isinstance(self.provider, BaseProvider) else None
+
+    def _on_single(self, pin: Dict[str, Any], call: Any) -> Any:
+        """``call`` to the single provider with the call's ``model=`` in effect (the pin
+        itself was checked in ``_request``: it can only name this provider)."""
+        model = pin.get("model")
+        if model is None:
+            return call()
+        with model_override(self.provider, model):
+            return call()
 
     @staticmethod
     def _params(temperature: Any, max_tokens: Any, top_p: Any, stop: Any, **beyond_text: Any) -> GenerationParams:
@@ -312,7 +362,8 @@ class ChatRouter(BaseChatModel):
                 retries -= 1
 
     def _providers(self) -> List[BaseProvider]:
-        return [self.provider] if self.provider is not None else list(self.router.providers)
+        single = self._single()
+        return [single] if single is not None else list(self.router.providers)
 
 
 class RouterEmbeddings(BaseModel, LangChainEmbeddings):
@@ -338,7 +389,7 @@ class RouterEmbeddings(BaseModel, LangChainEmbeddings):
 
     @model_validator(mode="after")
     def _check(self) -> "RouterEmbeddings":
-        _resolve_backend(self, "RouterEmbeddings")
+        _resolve_backend(self, "RouterEmbeddings", pin=False)
         check_number("timeout", self.timeout, 0, low_open=True, allow_none=True, kind="a number of seconds")
         if self.provider is not None and self.space is not None:
             raise ConfigurationError("space= picks among a Router's embedding spaces; a single provider has one")
@@ -361,17 +412,32 @@ class RouterEmbeddings(BaseModel, LangChainEmbeddings):
         return [[float(value) for value in vector] for vector in result.vectors]
 
 
-def _resolve_backend(model: Any, kind: str) -> None:
+def _resolve_backend(model: Any, kind: str, pin: bool) -> None:
     """Check that ``model`` has exactly one of router, provider or config, and build the
-    Router of a config (or of ``$MULTI_LLM_ORCHESTRATOR_CONFIG`` when none is given)."""
+    Router of a config (or of ``$MULTI_LLM_ORCHESTRATOR_CONFIG`` when none is given).
+    With ``pin``, ``provider`` may also be the name of one of the Router's providers."""
+    pinned = model.provider if pin and isinstance(model.provider, str) else None
+    if pinned is not None:
+        model.provider = None  # resolved as a Router below, then put back
+        try:
+            _resolve_backend(model, kind, pin=False)
+        finally:
+            model.provider = pinned
+        names = [provider.name for provider in model.router.providers]
+        if pinned not in names:
+            raise ConfigurationError(
+                f"provider={pinned!r} names no provider of the Router; registered: {', '.join(names) or 'none'}"
+            )
+        return
     given = [name for name in ("router", "provider", "config") if getattr(model, name) is not None]
     if len(given) > 1:
         raise ConfigurationError(f"Give {kind} one of router, provider or config; got {', '.join(given)}")
     if model.router is not None and not isinstance(model.router, Router):
         raise ConfigurationError(f"router must be a multi_llm_orchestrator Router; got {type(model.router).__name__}")
     if model.provider is not None and not isinstance(model.provider, BaseProvider):
+        also = " or, with router= or config=, the name of one of its providers" if pin else ""
         raise ConfigurationError(
-            f"provider must be a BaseProvider (e.g. GigaChatProvider(...)); got {type(model.provider).__name__}"
+            f"provider must be a BaseProvider (e.g. GigaChatProvider(...)){also}; got {type(model.provider).__name__}"
         )
     if not given:
         source = os.environ.get(CONFIG_ENV)

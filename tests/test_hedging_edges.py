@@ -4,6 +4,7 @@ driven by hand-made futures (no provider, no sleep)."""
 
 import time
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FuturesTimeout
 
 import pytest
 
@@ -322,17 +323,24 @@ def test_an_attempt_that_failed_by_the_deadline_is_an_error_not_a_lost_attempt()
 
 
 class FinishingAsTheDeadlinePasses(Future):
-    """A future that fails just as the race gives up: ``wait`` saw it running, the
-    bookkeeping afterwards sees it failed (the window a real attempt can finish in)."""
+    """A future that fails just as the race gives up: the race's wait saw it running
+    (``wait`` on several futures, or its own ``exception(timeout)`` timing out when it
+    is the only one), the bookkeeping afterwards sees it failed (the window a real
+    attempt can finish in)."""
 
     def __init__(self, error):
         super().__init__()
         self.error = error
+        self.waited = False
 
     def done(self):
         return True
 
     def exception(self, timeout=None):
+        if timeout is not None and not self.waited:  # the race's own wait: still running
+            self.waited = True
+            time.sleep(timeout)  # as a real wait with this timeout would
+            raise FuturesTimeout()
         return self.error
 
 
@@ -359,10 +367,38 @@ def test_a_wait_returning_early_does_not_upset_the_race(monkeypatch):
 
     monkeypatch.setattr(hedging, "wait", wait)
     launch = Launcher({})
+    with pytest.raises(RaceFailed) as caught:  # a and its hedge b in flight: wait() on both
+        race(["a", "b"], launch, deadline=time.monotonic() + 0.05, on_lost=lambda f: None,
+             hedge_delay=lambda name: 0.0, max_hedges=1)
+    assert caught.value.deadline_hit and early
+    assert launch.launched == [("a", False), ("b", True)]
+
+
+class WakingEarly(Future):
+    """A future whose first timed wait returns before its timeout, nothing done."""
+
+    def __init__(self):
+        super().__init__()
+        self.early = []
+
+    def exception(self, timeout=None):
+        if timeout is not None and not self.early:
+            self.early.append(timeout)
+            raise FuturesTimeout()
+        return super().exception(timeout)
+
+
+def test_an_early_wake_of_the_single_attempt_wait_does_not_upset_the_race():
+    futures = []
+
+    def launch(name, hedge):
+        futures.append(WakingEarly())
+        return futures[-1]
+
     with pytest.raises(RaceFailed) as caught:
         race(["a", "b"], launch, deadline=time.monotonic() + 0.05, on_lost=lambda f: None)
-    assert caught.value.deadline_hit and early
-    assert launch.launched == [("a", False)]
+    assert caught.value.deadline_hit and futures[0].early
+    assert len(futures) == 1  # still waiting for a: no fallback to b on an early wake
 
 
 def test_an_exception_from_launch_abandons_the_running_attempts():

@@ -184,6 +184,8 @@ def test_max_retries_repeats_only_retryable_failures():
         ({"router": "not a router"}, "must be a multi_llm_orchestrator Router"),
         ({"provider": object()}, "must be a BaseProvider"),
         ({"router": router_with(mock("m")), "provider": mock("p")}, "one of router, provider or config"),
+        ({"router": router_with(mock("m")), "provider": "absent"}, "provider='absent' names no provider"),
+        ({"provider": "m", "config": {"providers": [{"type": "mock", "name": "n"}]}}, "registered: n"),
         ({"router": router_with(mock("m")), "api_key": "sk-x"}, "api_key"),
         ({"router": router_with(mock("m")), "temperature": 3}, "temperature"),
         ({"router": router_with(mock("m")), "max_tokens": 0}, "max_tokens"),
@@ -202,7 +204,10 @@ def test_bad_construction_is_refused_with_what_to_do(arguments, message, monkeyp
     [
         ([HumanMessage(content=[{"type": "image_url", "image_url": {"url": "data:..."}}])], {}, "'image_url' content block"),
         ([ChatMessage(role="critic", content="x")], {}, "ChatMessage"),
-        ("hi", {"model": "other"}, "does not take model per call"),
+        ("hi", {"api_key": "sk-x"}, "does not take api_key per call"),
+        ("hi", {"provider": "absent"}, "No provider named 'absent'"),
+        ("hi", {"provider": "m", "providers": ["m"]}, "not both"),
+        ("hi", {"model": ""}, "non-empty"),
         ("hi", {"temperature": 5}, "temperature"),
         ("hi", {"timeout": 0}, "timeout"),
         ([SystemMessage("   ")], {}, "empty"),
@@ -212,6 +217,60 @@ def test_bad_calls_are_configuration_errors(prompt, keywords, message):
     chat = ChatRouter(router=router_with(mock("m")))
     with pytest.raises(ConfigurationError, match=message):
         chat.invoke(prompt, **keywords)
+
+
+def two_models():
+    """A Router whose first provider would answer unpinned calls, and a scripted one that
+    reports whatever model it is asked to run as."""
+    return router_with(mock("m"), ScriptedProvider(ProviderConfig(name="scripted")))
+
+
+def test_a_call_pinned_per_call_runs_the_model_asked_for():
+    chat = ChatRouter(router=two_models())
+    reply = chat.invoke("Hi", provider="scripted", model="scripted-2")
+    metadata = reply.response_metadata
+    assert (metadata["provider"], metadata["model_name"]) == ("scripted", "scripted-2")
+    assert [(a["provider"], a["outcome"]) for a in metadata["attempts"]] == [("m", "skipped"), ("scripted", "ok")]
+    assert metadata["attempts"][0]["error"] == "pinned to scripted"
+    chunks = list(chat.stream("Hi", provider="scripted", model="scripted-3"))
+    assert "".join(c.content for c in chunks) == "Scripted answer to: Hi"
+    assert chunks[-1].response_metadata["model_name"] == "scripted-3"
+    # The override lasted one call: the provider's own model is back.
+    assert chat.invoke("Hi", provider="scripted").response_metadata["model_name"] == "scripted-1"
+    assert chat.bind(providers=["scripted"]).invoke("Hi").response_metadata["provider"] == "scripted"
+
+
+def test_a_chat_router_pinned_at_construction_takes_model_per_call():
+    router = two_models()
+    chat = ChatRouter(router=router, provider="scripted")
+    assert chat.model_name == "scripted-1" and chat._get_ls_params()["ls_model_name"] == "scripted-1"
+    assert chat.invoke("Hi", model="scripted-2").response_metadata["model_name"] == "scripted-2"
+    assert asyncio.run(chat.ainvoke("Hi", model="scripted-4")).response_metadata["model_name"] == "scripted-4"
+    # A call that pins itself replaces the constructor's pin.
+    assert chat.invoke("Hi", provider="m").response_metadata["provider"] == "m"
+    assert chat.invoke("Hi").response_metadata["provider"] == "scripted"
+
+
+def test_model_per_call_without_a_pin_over_several_providers_is_refused():
+    chat = ChatRouter(router=two_models())
+    with pytest.raises(ConfigurationError, match="pin the call to it too"):
+        chat.invoke("Hi", model="scripted-2")
+    with pytest.raises(ConfigurationError, match="pin the call to it too"):
+        list(chat.stream("Hi", providers=["m", "scripted"], model="scripted-2"))
+    # One provider in the Router: nothing to choose, the model applies to it.
+    lone = ChatRouter(router=router_with(ScriptedProvider(ProviderConfig(name="scripted"))))
+    assert lone.invoke("Hi", model="scripted-2").response_metadata["model_name"] == "scripted-2"
+
+
+def test_model_per_call_over_a_single_provider():
+    provider = ScriptedProvider(ProviderConfig(name="solo"))
+    chat = ChatRouter(provider=provider)
+    assert chat.invoke("Hi", model="scripted-2").response_metadata["model_name"] == "scripted-2"
+    chunks = list(chat.stream("Hi", provider="solo", model="scripted-3"))
+    assert chunks[-1].response_metadata["model_name"] == "scripted-3"
+    assert provider.model == "scripted-1"
+    with pytest.raises(ConfigurationError, match="No provider named 'other'; registered: solo"):
+        chat.invoke("Hi", provider="other", model="x")
 
 
 def test_the_langchain_example_runs_on_mocks_without_keys():

@@ -1,19 +1,28 @@
 """LangChain's own standard test suite (langchain-tests) run against ChatRouter and
 RouterEmbeddings.
 
-Two integration runs: a Router over a MockProvider and a ScriptedProvider (a small
+Three integration runs: a Router over a MockProvider and a ScriptedProvider (a small
 deterministic tool-using model, tests/fakes/scripted.py: the mock answers text only, so
 calls with tools or a response format are planned onto the scripted one, as they would be
-onto a capable provider), and a Router whose provider talks to the loopback
-OpenAI-compatible server over real sockets (streaming, usage chunk and all).
+onto a capable provider), the same Router with every call pinned to the scripted provider,
+and a Router whose provider talks to the loopback OpenAI-compatible server over real
+sockets (streaming, usage chunk and all).
+
+``invoke(..., model=...)`` is the Router's per-call ``model=``, which needs the call pinned
+to one provider (a model name means something to one provider only). The
+*_with_model_override tests run in TestChatRouterPinnedOverMocks (the same suite through
+``ChatRouter(router=..., provider="scripted")``; the scripted provider answers as whatever
+model it is asked to run) and over the loopback server (a Router of one provider needs no
+pin; the server serves a second model).
 
 Skips that remain, each with its reason (the suite skips them itself, from the flags
 below):
 - test_init_from_env runs (MULTI_LLM_ORCHESTRATOR_CONFIG); test_serdes is skipped: a
   ChatRouter holds a live Router (sessions, threads, breaker state), which LangChain's
   serializer cannot rebuild, so ``is_lc_serializable()`` is False.
-- *_with_model_override: a per-call model override is the Router's ``model=`` (issue 16
-  part B, not on main yet); ChatRouter rejects ``model=`` per call instead of ignoring it.
+- In TestChatRouterOverMocks (unpinned, two providers) the *_with_model_override tests:
+  there ``model=`` without a pin is refused with a ConfigurationError by design, never sent
+  to whichever provider the Router picks (test_langchain.py checks the refusal).
 - image, PDF, audio, video and Anthropic-format inputs: the Router's providers take text.
 - test_stream_time: needs VCR cassettes of a real API; the loopback run covers streaming.
 - Over the loopback server, the tool-calling tests: the fake server answers text (and
@@ -40,6 +49,10 @@ from fakes.mocks import mock, router_with
 from fakes.scripted import ScriptedProvider, scripted_reply
 
 MOCK_ROUTER = router_with(mock("mock-a"), ScriptedProvider(ProviderConfig(name="scripted")))
+#: The models the *_with_model_override tests ask for (the scripted provider's default is
+#: "scripted-1"; the loopback server's "fake-model", and it serves this second one too).
+OVERRIDE_MODEL = "scripted-2"
+LOOPBACK_OVERRIDE_MODEL = "fake-model-large"
 
 
 class TestChatRouterUnit(ChatModelUnitTests):
@@ -76,10 +89,6 @@ class TestChatRouterUnit(ChatModelUnitTests):
     def returns_usage_metadata(self) -> bool:
         return True
 
-    @property
-    def supports_model_override(self) -> bool:
-        return False  # see the module docstring
-
 
 class TestChatRouterOverMocks(ChatModelIntegrationTests):
     @property
@@ -96,12 +105,29 @@ class TestChatRouterOverMocks(ChatModelIntegrationTests):
 
     @property
     def supports_model_override(self) -> bool:
-        return False  # see the module docstring
+        return False  # unpinned over two providers: see the module docstring
+
+
+class TestChatRouterPinnedOverMocks(TestChatRouterOverMocks):
+    """The same suite through ``ChatRouter(router=..., provider="scripted")``: every call
+    pinned (the mock shows as a skipped attempt), so ``model=`` per call is taken."""
+
+    @property
+    def chat_model_params(self) -> Dict[str, Any]:
+        return {"router": MOCK_ROUTER, "provider": "scripted"}
+
+    @property
+    def supports_model_override(self) -> bool:
+        return True
+
+    @property
+    def model_override_value(self) -> str:
+        return OVERRIDE_MODEL
 
 
 @pytest.fixture(scope="class")
 def loopback_router(request):
-    with FakeOpenAIServer(reply=scripted_reply) as server:
+    with FakeOpenAIServer(reply=scripted_reply, models=["fake-model", LOOPBACK_OVERRIDE_MODEL]) as server:
         router = Router(timeout=30)
         router.add_provider(OpenAICompatibleProvider(
             ProviderConfig(name="loopback", model=server.model, base_url=server.url, api_key="sk-test")
@@ -134,8 +160,8 @@ class TestChatRouterOverLoopbackServer(ChatModelIntegrationTests):
         return True
 
     @property
-    def supports_model_override(self) -> bool:
-        return False  # see the module docstring
+    def model_override_value(self) -> str:
+        return LOOPBACK_OVERRIDE_MODEL
 
 
 class TestRouterEmbeddingsUnit(EmbeddingsUnitTests):

@@ -121,3 +121,21 @@ def test_a_response_without_read1_is_read_through_iter_content():
     response = OldResponse()
     lines = iter_lines(response, provider="p", deadline=None, map_exception=lambda e: ProviderError(str(e)))
     assert list(lines) == ["data: one", "", "data: two"] and response.closed
+
+
+def test_a_provider_removed_and_added_again_is_checked_afresh():
+    router = router_with(mock("a", "mock-unhealthy"))
+    assert router.health_check() == {"a": False}
+    router.remove_provider("a")
+    router.add_provider(mock("a"))
+    assert router.health_report(cached=True)["a"].healthy  # not the old provider's cached result
+    router.close()
+
+
+def test_a_provider_error_mid_stream_is_raised_as_itself():
+    router = router_with(mock("a", fail_after_chunks=1), breaker=False)
+    stream = router.route_stream("one two three")
+    with pytest.raises(ProviderUnavailableError, match="broke after 1 chunk") as caught:
+        list(stream)
+    assert caught.value.__cause__ is None and caught.value.provider == "a"
+    router.close()

@@ -231,7 +231,8 @@ def test_an_interrupt_while_waiting_on_a_race_balances_the_books(monkeypatch):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(hedging, "wait", interrupted)
+    monkeypatch.setattr(hedging, "wait", interrupted)  # several attempts in flight
+    monkeypatch.setattr(hedging, "_wait_one", interrupted)  # one attempt in flight
     with pytest.raises(KeyboardInterrupt):
         router.complete("hi")
     monkeypatch.undo()

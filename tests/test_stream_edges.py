@@ -287,3 +287,56 @@ def test_sse_json_uses_the_given_error_mapping():
     events = iter_sse_json(iter(['data: {"bad": 1}', ""]), provider=P, require_done=False, error_of=error_of)
     with pytest.raises(ProviderError, match="mine"):
         next(events)
+
+
+# Size limits ---------------------------------------------------------------------------------
+
+
+def reader(chunks, limit):
+    response = FakeResponse(chunks)
+    return response, iter_lines(response, provider=P, deadline=None, map_exception=lambda e: e, limit=limit)
+
+
+def test_a_line_of_exactly_the_limit_passes_one_byte_more_is_refused():
+    _, lines = reader([b"12345", b"67890\nnext\n"], limit=10)
+    assert list(lines) == ["1234567890", "next"]
+    _, lines = reader([b"12345", b"678901\nb\n"], limit=10)
+    with pytest.raises(ResponseFormatError):
+        list(lines)
+
+
+def test_a_line_end_at_a_chunk_end_leaves_nothing_counted_for_the_next_line():
+    _, lines = reader([b"x\n", b"12345", b"67890", b"\n"], limit=10)
+    assert list(lines) == ["x", "1234567890"]
+
+
+def test_a_reader_closed_before_its_first_line_closes_the_response():
+    response, lines = reader([b"never read\n"], limit=100)
+    lines.close()
+    assert response.closed
+
+
+class LimitedLines:
+    """Lines as a LineReader hands them out, with its ``limit``."""
+
+    def __init__(self, lines, limit):
+        self._lines = iter(lines)
+        self.limit = limit
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        return next(self._lines)
+
+
+def test_an_event_of_exactly_the_limit_passes_one_byte_more_is_refused():
+    # Each data line counts its text plus the newline that joins it: 6 + 4 = 10.
+    events = iter_sse_data(LimitedLines(["data: 12345", "data: 123", ""], limit=10), provider=P, require_done=False)
+    assert list(events) == ["12345\n123"]
+    big = iter_sse_data(LimitedLines(["data: 12345", "data: 1234", ""], limit=10), provider=P, require_done=False)
+    with pytest.raises(ResponseFormatError, match="an event of the stream is larger than max_response_bytes=10"):
+        list(big)
+    # The count starts again with each event.
+    lines = ["data: 12345", "data: 123", "", "data: 12345", "data: 123", ""]
+    assert list(iter_sse_data(LimitedLines(lines, limit=10), provider=P, require_done=False)) == ["12345\n123"] * 2

@@ -362,7 +362,11 @@ def _env(scratch: Path, **extra: str) -> Dict[str, str]:
     return env
 
 
-PYTEST = ["-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "_mutate_plugin", "-o", "addopts=", "--no-header"]
+# A test file that cannot be imported must not stop the others from being traced and run.
+PYTEST = [
+    "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "_mutate_plugin", "-o", "addopts=", "--no-header",
+    "--continue-on-collection-errors",
+]
 
 
 def _trace(scratch: Path, modules: Sequence[str], targets: Sequence[str]) -> dict:
@@ -408,6 +412,8 @@ def coverage_map(scratch: Path, modules: Sequence[str]) -> dict:
         started = time.monotonic()
         fresh = _trace(scratch, data["modules"], ["tests"] if whole else redo)
         print(f"traced in {time.monotonic() - started:.0f} s", flush=True)
+        if not fresh["durations"]:
+            raise SystemExit("the traced run ran no test: run the suite (pytest -q) and fix what stops it")
         if fresh["failed"]:
             print(f"warning: {len(fresh['failed'])} test(s) failed under tracing and are left out: "
                   + ", ".join(fresh["failed"][:5]), flush=True)
