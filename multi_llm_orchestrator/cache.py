@@ -32,7 +32,6 @@ from dataclasses import asdict, dataclass
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 from . import forking
-from . import forking
 from .errors import ConfigurationError, DeadlineExceededError
 from .state import call_deadline
 from .types import Completion, GenerationParams, Message, ReasoningDelta, StreamEnd, TextStream, ToolCall, Usage
@@ -124,7 +123,6 @@ class MemoryResponseStore(ResponseStore):
         self._clock = clock
         self._entries: "OrderedDict[str, Tuple[float, Dict[str, Any]]]" = OrderedDict()
         self._lock = threading.Lock()
-        forking.register(self)  # fresh locks in a forked child
         forking.register(self)  # fresh locks in a forked child (forking.py)
 
     def get(self, key: str) -> Optional[Dict[str, Any]]:
@@ -200,12 +198,6 @@ class Responses:
         self._flights: Dict[str, _Flight] = {}
         self._lock = threading.Lock()
         forking.register(self)
-
-    def _after_fork(self) -> None:
-        """In a forked child: answers the parent was producing will never land here."""
-        self._lock = threading.Lock()
-        self._flights = {}
-        forking.register(self)  # fresh locks in a forked child (forking.py)
 
     def _after_fork(self) -> None:
         # Calls in flight in the parent's threads never finish in a forked child: their

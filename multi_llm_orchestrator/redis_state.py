@@ -76,8 +76,8 @@ T = TypeVar("T")
 SHARED_PROBE = "shared-probe:"  # + the lease's token: the probe reserved in Redis
 POLL_S = 0.005  # how often a waiter looks for a token or a cached answer
 KEY_TTL_MS = 24 * 3600 * 1000  # breaker and counter keys of a provider gone quiet expire
-NO_EXPIRY_TOKEN_MS = 12 * 3600 * 1000
-PROBING_RECHECK_MS = 50  # while another process probes, this one asks Redis again after this long  # a token valid "until a 401" is kept at most this long
+NO_EXPIRY_TOKEN_MS = 12 * 3600 * 1000  # a token valid "until a 401" is kept at most this long
+PROBING_RECHECK_MS = 50  # while another process probes, this one asks Redis again after this long
 
 _NOW = """
 local t = redis.call('TIME')

@@ -71,8 +71,7 @@ class LocalSequence:
     def __init__(self) -> None:
         self._counter = itertools.count()
         self._lock = threading.Lock()
-        forking.register(self)  # fresh lock in a forked child
-        forking.register(self)  # fresh locks in a forked child (forking.py)
+        forking.register(self)  # fresh lock in a forked child (forking.py)
 
     def next(self) -> int:
         with self._lock:
