@@ -652,6 +652,13 @@ class TokenStore:
                     raise ProviderTimeoutError("timed out waiting for the fleet's access token", provider=self._owner)
                 owner = uuid.uuid4().hex
                 if link.run(lambda: self._state.link.client.set(self._lock_key, owner, nx=True, px=_ms(min(left, 30.0)))):
+                    # The lock may have been freed by a process that stored a new token
+                    # after our read: that token is the fleet's, not a reason to fetch again.
+                    raw, pttl = link.run(lambda: get(keys=[self._key]))
+                    value = self.decrypt(raw) if raw else None
+                    if value is not None and value != rejected and int(pttl) > 0:
+                        link.run(lambda: release(keys=[self._lock_key], args=[owner]))
+                        return value, int(pttl) / 1000
                     break
                 time.sleep(min(POLL_S * 2, left))
         except RedisUnavailable:

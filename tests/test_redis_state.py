@@ -419,3 +419,24 @@ def test_an_answer_landing_between_a_miss_and_the_claim_is_used_not_produced_aga
     assert answer.cached and answer.text == "Mock response to: same question"
     assert (made[0].calls, made[1].calls) == (0, 1)
     assert one.stats()["cache_hits"] == 1 and one.stats()["cache_misses"] == 0
+
+
+def test_a_token_stored_between_a_read_and_the_lock_is_used_not_fetched_again(redis_url):
+    # Process b reads "no token"; before it takes the lock, process a fetches, stores and
+    # unlocks. b then wins the lock: it must use a's token, not make a second OAuth request.
+    state_a = RedisState(redis_url, timeout=2.0, prefix="race:")
+    state_b = RedisState(redis_url, timeout=2.0, prefix="race:")
+    a, b = TokenStore(state_a, "id", "secret"), TokenStore(state_b, "id", "secret")
+    run, first = state_b.link.run, [True]
+
+    def run_then_let_a_store(operation):
+        result = run(operation)
+        if first[0]:
+            first[0] = False
+            a.fetch(lambda deadline: ("fresh-token", 60.0), time.monotonic() + 5, None)
+        return result
+
+    state_b.link.run = run_then_let_a_store
+    fetched = []
+    value, _ = b.fetch(lambda deadline: fetched.append(1) or ("second-token", 60.0), time.monotonic() + 5, None)
+    assert (value, fetched) == ("fresh-token", [])
