@@ -242,16 +242,25 @@ class Responses:
 
     # Serving -------------------------------------------------------------------------
 
+    def _lookup(
+        self, messages: List[Message], params: GenerationParams, use: Optional[bool],
+        budget: Optional[float], providers: Sequence[Any],
+    ) -> Tuple[Optional[Dict[str, Any]], Optional[_Ticket], float]:
+        """The cached entry, or the ticket to produce it (neither: call the providers
+        without the cache), and when the lookup started. Shared by complete and stream."""
+        started = time.monotonic()
+        key = self.key(messages, params, use, providers)
+        if key is None:
+            return None, None, started
+        with call_deadline(None if budget is None else started + budget):
+            entry, ticket = self._acquire(key, started, budget)
+        return entry, ticket, started
+
     def complete(
         self, messages: List[Message], params: GenerationParams, use: Optional[bool],
         budget: Optional[float], providers: Sequence[Any], produce: Callable[[], Completion],
     ) -> Completion:
-        key = self.key(messages, params, use, providers)
-        if key is None:
-            return produce()
-        started = time.monotonic()
-        with call_deadline(None if budget is None else started + budget):
-            entry, ticket = self._acquire(key, started, budget)
+        entry, ticket, started = self._lookup(messages, params, use, budget, providers)
         if entry is not None:
             return _completion_of(entry, time.monotonic() - started)
         if ticket is None:
@@ -268,12 +277,7 @@ class Responses:
         self, messages: List[Message], params: GenerationParams, use: Optional[bool],
         budget: Optional[float], providers: Sequence[Any], produce: Callable[[], TextStream],
     ) -> TextStream:
-        key = self.key(messages, params, use, providers)
-        if key is None:
-            return produce()
-        started = time.monotonic()
-        with call_deadline(None if budget is None else started + budget):
-            entry, ticket = self._acquire(key, started, budget)
+        entry, ticket, started = self._lookup(messages, params, use, budget, providers)
         if entry is not None:
             return _replay(entry)
         if ticket is None:
