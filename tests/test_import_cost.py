@@ -36,7 +36,7 @@ ROUTER_SIDE = [
 def loaded_after(statement: str) -> dict:
     """Run ``statement`` in a fresh interpreter; which of ROUTER_SIDE (and a few other
     modules) it loaded."""
-    watched = ROUTER_SIDE + ["requests", "urllib3", "dataclasses", "multi_llm_orchestrator.types",
+    watched = ROUTER_SIDE + ["requests", "urllib3", "dataclasses", "hashlib", "html", "datetime", "multi_llm_orchestrator.types",
                              "multi_llm_orchestrator.providers.openai"]
     code = f"""
         import json, sys
@@ -77,8 +77,8 @@ def test_the_router_still_loads_lazily_what_only_some_calls_need():
     loaded = loaded_after("from multi_llm_orchestrator import MockProvider, ProviderConfig, Router\n"
                           "        Router().add_provider(MockProvider(ProviderConfig(name='m')))")
     assert loaded["multi_llm_orchestrator.router"] and loaded["multi_llm_orchestrator.providers.mock"]
-    for name in ("requests", "dataclasses_json", "marshmallow", "redis", "uuid", "platform",
-                 "multi_llm_orchestrator.redis_state", "multi_llm_orchestrator.configuration"):
+    for name in ("requests", "dataclasses_json", "marshmallow", "redis", "uuid", "platform", "hashlib", "html",
+                 "datetime", "multi_llm_orchestrator.redis_state", "multi_llm_orchestrator.configuration"):
         assert not loaded[name], name
 
 
