@@ -19,9 +19,6 @@ from __future__ import annotations
 import time
 from typing import Any, Callable, List, Optional
 
-from urllib3.exceptions import ProtocolError
-from urllib3.response import HTTPResponse
-
 from .errors import ProviderError, ProviderTimeoutError, ResponseFormatError
 
 __all__ = [
@@ -205,7 +202,7 @@ class _Direct:
     def of(cls, raw: Any, headers: Any) -> Optional["_Direct"]:
         """A direct reader of ``raw``, or None when urllib3 must read it: content-encoded
         (it decodes), delimited by the end of the connection, or partly read already."""
-        if not isinstance(raw, HTTPResponse):
+        if type(raw).__name__ != "HTTPResponse" or not isinstance(raw, _urllib3_response()):
             return None
         encoding = (headers or {}).get("Content-Encoding")
         if encoding and encoding.strip().lower() != "identity":
@@ -236,13 +233,13 @@ class _Direct:
                 self._end(reuse=True)
                 return b""
             data = self.file.read1(min(READ_BLOCK, self.left))
-        except (TimeoutError, ProtocolError):
+        except TimeoutError:
             raise
         except OSError as exc:  # as urllib3 says it
-            raise ProtocolError(f"Connection broken: {exc!r}", exc) from exc
+            raise _protocol_error(f"Connection broken: {exc!r}", exc) from exc
         if not data:
             self._end(reuse=False)
-            raise ProtocolError(f"Response ended prematurely: {self.left} bytes of its Content-Length missing")
+            raise _protocol_error(f"Response ended prematurely: {self.left} bytes of its Content-Length missing")
         self.left -= len(data)
         if not self.left:
             self._end(reuse=True)
@@ -254,7 +251,7 @@ class _Direct:
                 self._end(reuse=False)
                 return b""
             self._end(reuse=False)
-            raise ProtocolError("Response ended prematurely")
+            raise _protocol_error("Response ended prematurely")
         buffer = self.buffer + data if self.buffer else data
         size = len(buffer)
         pos = 0
@@ -285,7 +282,7 @@ class _Direct:
                     break
                 if buffer[pos:pos + 2] != b"\r\n":
                     self._end(reuse=False)
-                    raise ProtocolError("a chunk of the body does not end with CRLF")
+                    raise _protocol_error("a chunk of the body does not end with CRLF")
                 pos += 2
                 self.need_crlf = False
             newline = buffer.find(b"\n", pos)
@@ -298,14 +295,14 @@ class _Direct:
                 left = -1
             if left < 0:
                 self._end(reuse=False)
-                raise ProtocolError(f"Invalid chunk length: {line[:40]!r}")
+                raise _protocol_error(f"Invalid chunk length: {line[:40]!r}")
             if not left:
                 self.in_trailer = True
         self.left = left
         rest = size - pos
         if not self.done and rest > MAX_CHUNK_LINE:  # only a size or trailer line can be pending this long
             self._end(reuse=False)
-            raise ProtocolError("a chunk-size or trailer line of the body is too long")
+            raise _protocol_error("a chunk-size or trailer line of the body is too long")
         self.buffer = buffer[pos:] if rest else b""
         if len(parts) == 1:
             return parts[0]
@@ -320,6 +317,22 @@ class _Direct:
             raw.release_conn()
         else:
             raw.close()
+
+
+def _urllib3_response() -> type:
+    # Imported here: importing this module (the CLI does, through types.py) must not load
+    # urllib3; a response to read means it is loaded already.
+    from urllib3.response import HTTPResponse
+
+    return HTTPResponse
+
+
+def _protocol_error(*args: Any) -> Exception:
+    """urllib3's ProtocolError: what its own reader raises for a broken body (mapped to
+    ProviderUnavailableError "the connection broke ..." by ``http.error_from_exception``)."""
+    from urllib3.exceptions import ProtocolError
+
+    return ProtocolError(*args)
 
 
 def cap_read_timeout(response: Any, deadline: Optional[float]) -> None:
