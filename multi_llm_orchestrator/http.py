@@ -596,14 +596,9 @@ class HttpProvider(BaseProvider):
         return error
 
     def _text_stream(self, events: Iterator[Any], **kwargs: Any) -> TextStream:
-        """A TextStream whose errors raised while iterating are scrubbed."""
-        return super()._text_stream(self._scrubbed(events), **kwargs)
-
-    def _scrubbed(self, events: Iterator[Any]) -> Iterator[Any]:
-        try:
-            yield from events
-        except ProviderError as exc:
-            raise self.scrub_error(exc)
+        """A TextStream whose errors raised while iterating are scrubbed (by the stream
+        itself: a generator wrapping the events would cost a step per event)."""
+        return super()._text_stream(events, on_error=self.scrub_error, **kwargs)
 
     # Sending ------------------------------------------------------------------------
 

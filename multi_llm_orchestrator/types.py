@@ -13,7 +13,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Union
 
-from .errors import ConfigurationError, ResponseFormatError
+from .errors import ConfigurationError, ProviderError, ResponseFormatError
 from .jsonable import lazy_dataclass_json
 from .validation import check_int, check_number
 
@@ -760,6 +760,9 @@ class ReasoningDelta(str):
     __slots__ = ()
 
 
+_NO_EVENT = object()  # never returned by next_event: TextStream.events ends at its StopIteration
+
+
 class TextStream(Iterator[str]):
     """An iterator of text chunks that remembers what the stream reported.
 
@@ -781,9 +784,11 @@ class TextStream(Iterator[str]):
         provider: str,
         model: str,
         on_close: Optional[Callable[[], None]] = None,
+        on_error: Optional[Callable[[ProviderError], ProviderError]] = None,
     ) -> None:
         self._events = events
         self._on_close = on_close
+        self._on_error = on_error  # a provider's last word on its errors (HttpProvider: scrubbing)
         self._lock = threading.Lock()
         self._parts: List[str] = []
         self.provider = provider
@@ -818,8 +823,12 @@ class TextStream(Iterator[str]):
         while True:
             try:
                 event = next(self._events)
-            except BaseException:  # StopIteration included: the stream is over either way
+            except BaseException as exc:  # StopIteration included: the stream is over either way
                 self._finish()
+                if self._on_error is not None and isinstance(exc, ProviderError):
+                    error = self._on_error(exc)
+                    if error is not exc:
+                        raise error from exc
                 raise
             if type(event) is str:
                 if event:
@@ -850,11 +859,8 @@ class TextStream(Iterator[str]):
 
     def events(self) -> Iterator[str]:
         """Text chunks and ``ReasoningDelta`` pieces, in the order they arrive."""
-        while True:
-            try:
-                yield self.next_event()
-            except StopIteration:
-                return
+        # A callable iterator ends at next_event's StopIteration: no generator step per piece.
+        return iter(self.next_event, _NO_EVENT)
 
     @property
     def text(self) -> str:

@@ -269,7 +269,9 @@ def chunk_deltas(events: Iterable[Mapping[str, Any]], provider: str) -> Iterator
     calls = ToolCallAssembler()
     for event in events:
         model = event.get("model") or model
-        usage = usage_of(event.get("usage"), provider) or usage  # OpenAI: a last chunk with choices == []
+        raw_usage = event.get("usage")
+        if raw_usage is not None:
+            usage = usage_of(raw_usage, provider) or usage  # OpenAI: a last chunk with choices == []
         choices = event.get("choices") or []
         if not isinstance(choices, list):
             raise ResponseFormatError(
