@@ -14,7 +14,8 @@ that set for one provider (when it depends on the model: an Ollama model without
 support, a vLLM server started without a tool parser). A call that needs a capability
 is planned only over providers that have it; the others appear in
 ``Completion.attempts`` as skipped, with the reason; when none has it the call raises
-``CapabilityError`` naming what is missing.
+``CapabilityError`` naming what is missing (``planning.CapabilityCheck``: every provider
+module imports this one, and they need none of the planning machinery).
 
 >>> sorted(needed_by(GenerationParams(response_format="json"), streaming=False))
 ['structured_output']
@@ -24,13 +25,12 @@ from __future__ import annotations
 
 from typing import FrozenSet, Optional, Sequence
 
-from .errors import CapabilityError, ConfigurationError
-from .planning import CallRequest, PlanCheck, Skip, SkipReason
+from .errors import ConfigurationError
 from .types import GenerationParams
 
 __all__ = [
     "TOOLS", "STRUCTURED_OUTPUT", "REASONING", "STREAMING_TOOLS", "CAPABILITIES",
-    "ALL_CAPABILITIES", "needed_by", "check_capabilities", "CapabilityCheck",
+    "ALL_CAPABILITIES", "needed_by", "check_capabilities",
 ]
 
 TOOLS = "tools"
@@ -65,33 +65,3 @@ def needed_by(params: GenerationParams, streaming: bool, tool_messages: bool = F
     if params.reasoning_effort is not None and params.reasoning_effort != "none":
         needs.add(REASONING)
     return frozenset(needs)
-
-
-class CapabilityCheck(PlanCheck):
-    """Leaves out the providers lacking a capability the call needs."""
-
-    error_type = "CapabilityError"
-
-    def prepare(self, request: CallRequest) -> Optional[SkipReason]:
-        params = request.params
-        tool_messages = getattr(request.messages, "has_tool_messages", False)
-        if not (params.tools or params.response_format is not None or params.reasoning_effort is not None
-                or tool_messages):
-            return None  # plain text: every provider can take it
-        needs = needed_by(params, request.streaming, tool_messages)
-        if not needs:
-            return None
-
-        def reason(state) -> Optional[str]:
-            missing = needs - state.provider.capabilities
-            if not missing:
-                return None
-            return f"does not support {', '.join(sorted(missing))}"
-
-        return reason
-
-    def exhausted(self, request: CallRequest, skips: Sequence[Skip]) -> CapabilityError:
-        needs = needed_by(request.params, request.streaming, getattr(request.messages, "has_tool_messages", False))
-        offered = [need for need in sorted(needs) if any(need in skip.state.provider.capabilities for skip in skips)]
-        missing = [need for need in sorted(needs) if need not in offered] or sorted(needs)
-        return CapabilityError(missing, [skip.state.name for skip in skips])

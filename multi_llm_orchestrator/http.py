@@ -53,7 +53,6 @@ from urllib3.util.retry import Retry
 from urllib3.util.timeout import Timeout
 
 from . import forking
-from .auth import TokenCache
 from .config import ProviderConfig, is_secret_key, scrub_secrets
 from .errors import (
     AuthenticationError,
@@ -67,7 +66,6 @@ from .errors import (
     ResponseFormatError,
 )
 from .failover import has_fallback
-from .limits import report_response
 from .providers.base import BaseProvider, report_health_failure
 from .reading import TRANSFER_ATTR, BodyChunks, close_response, read_body, read_prefix
 from .streaming import LineReader
@@ -583,6 +581,8 @@ class HttpProvider(BaseProvider):
         >>> provider.scrub("key sk-secret-123 rejected")                 # doctest: +SKIP
         'key <redacted> rejected'
         """
+        from .auth import TokenCache  # imported already by the providers that have one
+
         text = scrub_secrets(text, self._secrets)
         tokens = getattr(self, "_tokens", None)
         return tokens.scrub(text) if isinstance(tokens, TokenCache) else text
@@ -596,14 +596,9 @@ class HttpProvider(BaseProvider):
         return error
 
     def _text_stream(self, events: Iterator[Any], **kwargs: Any) -> TextStream:
-        """A TextStream whose errors raised while iterating are scrubbed."""
-        return super()._text_stream(self._scrubbed(events), **kwargs)
-
-    def _scrubbed(self, events: Iterator[Any]) -> Iterator[Any]:
-        try:
-            yield from events
-        except ProviderError as exc:
-            raise self.scrub_error(exc)
+        """A TextStream whose errors raised while iterating are scrubbed (by the stream
+        itself: a generator wrapping the events would cost a step per event)."""
+        return super()._text_stream(events, on_error=self.scrub_error, **kwargs)
 
     # Sending ------------------------------------------------------------------------
 
@@ -675,7 +670,11 @@ class HttpProvider(BaseProvider):
                 method, _safe_url(url), response.status_code, (time.monotonic() - started) * 1000,
                 extra={"provider": self.name},
             )
-        report_response(response.status_code, response.headers)  # rate-limit headers -> the attempt's limiter
+        # Rate-limit headers -> the limiter of the attempt on this thread. No limiter exists
+        # unless limits.py was imported, so a provider used alone does not import it.
+        limits = sys.modules.get("multi_llm_orchestrator.limits")
+        if limits is not None:
+            limits.report_response(response.status_code, response.headers)
         if response.status_code >= 300:
             try:
                 if response.status_code < 400:

@@ -7,7 +7,7 @@ check before the strategy, records each left-out provider in ``Completion.attemp
 no provider is left, the check that left them all out names the problem
 (``PlanCheck.exhausted``); when several checks did, the error lists every reason.
 
-Capabilities (``capabilities.CapabilityCheck``) are one such check; admission control,
+Capabilities (``CapabilityCheck``, below) are one such check; admission control,
 context windows or provider pinning (``call_options.PinnedProviders``) are others of
 the same shape::
 
@@ -26,14 +26,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, FrozenSet, List, Optional, Sequence
 
-from .errors import AllProvidersFailedError, OrchestratorError
+from .capabilities import needed_by
+from .errors import AllProvidersFailedError, CapabilityError, OrchestratorError
 from .types import Attempt, GenerationParams, Message
 
 if TYPE_CHECKING:
     from .calls import Call
     from .strategies import ProviderState
 
-__all__ = ["CallRequest", "PlanCheck", "Skip", "apply_checks"]
+__all__ = ["CallRequest", "PlanCheck", "Skip", "apply_checks", "CapabilityCheck"]
 
 #: Given a provider's state: why it cannot take the call, or None.
 SkipReason = Callable[["ProviderState"], Optional[str]]
@@ -119,3 +120,32 @@ def _exhausted(request: CallRequest, skips: Sequence[Skip]) -> OrchestratorError
     reasons = "; ".join(f"{skip.state.name}: {skip.reason}" for skip in skips)
     return AllProvidersFailedError([], f"No provider can take this call ({reasons})")
 
+
+class CapabilityCheck(PlanCheck):
+    """Leaves out the providers lacking a capability the call needs."""
+
+    error_type = "CapabilityError"
+
+    def prepare(self, request: CallRequest) -> Optional[SkipReason]:
+        params = request.params
+        tool_messages = getattr(request.messages, "has_tool_messages", False)
+        if not (params.tools or params.response_format is not None or params.reasoning_effort is not None
+                or tool_messages):
+            return None  # plain text: every provider can take it
+        needs = needed_by(params, request.streaming, tool_messages)
+        if not needs:
+            return None
+
+        def reason(state) -> Optional[str]:
+            missing = needs - state.provider.capabilities
+            if not missing:
+                return None
+            return f"does not support {', '.join(sorted(missing))}"
+
+        return reason
+
+    def exhausted(self, request: CallRequest, skips: Sequence[Skip]) -> CapabilityError:
+        needs = needed_by(request.params, request.streaming, getattr(request.messages, "has_tool_messages", False))
+        offered = [need for need in sorted(needs) if any(need in skip.state.provider.capabilities for skip in skips)]
+        missing = [need for need in sorted(needs) if need not in offered] or sorted(needs)
+        return CapabilityError(missing, [skip.state.name for skip in skips])

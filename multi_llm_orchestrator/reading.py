@@ -40,6 +40,11 @@ ERROR_BODY_PREFIX = 64 * 1024
 #: Bytes asked of each read (urllib3 >= 2.6 returns at most this many decoded bytes).
 READ_BLOCK = 65536
 MIN_SOCKET_TIMEOUT = 0.001
+#: How much longer than the time left a socket's read timeout may be before it is cut
+#: down (``BodyChunks._cap_socket``).
+TIMEOUT_SLACK = 0.01
+#: The longest chunk-size line (with extensions) or trailer line accepted, as urllib3.
+MAX_CHUNK_LINE = 65536
 #: Attribute of a ``requests.Response`` holding its ``Transfer`` (set by HttpProvider.request).
 TRANSFER_ATTR = "mlo_transfer"
 
@@ -52,6 +57,13 @@ class BodyChunks:
     ``deadline`` is a ``time.monotonic()`` value (None: no deadline), ``timeout`` the
     seconds it stands for (for messages); ``map_exception`` turns transport exceptions
     into typed errors. ``received`` counts the decoded bytes read so far.
+
+    A body without Content-Encoding, chunked or with a Content-Length, is read straight
+    from the connection's buffered socket file (``_Direct``): everything that arrived
+    in one read, its chunk framing removed here. urllib3's ``read1`` returns one HTTP
+    chunk per call through several Python layers, which for a stream of small events
+    cost more than the rest of the reading. Any other body (gzip, read until close, a
+    response without urllib3 underneath) is read through urllib3, which decodes it.
     """
 
     def __init__(
@@ -71,7 +83,16 @@ class BodyChunks:
         self.transfer = getattr(response, TRANSFER_ATTR, None)
         self.received = 0
         self._reads = 0
-        read1 = getattr(getattr(response, "raw", None), "read1", None)
+        raw = getattr(response, "raw", None)
+        self._direct = _Direct.of(raw, getattr(response, "headers", None))
+        self._sock = getattr(getattr(raw, "connection", None), "sock", None)
+        self._sock_timeout: Optional[float] = None  # the socket's timeout as last seen or set
+        if self._sock is not None and deadline is not None:
+            try:
+                self._sock_timeout = self._sock.gettimeout()
+            except OSError:  # already closed: the read reports it
+                self._sock = None
+        read1 = getattr(raw, "read1", None)
         if read1 is None:  # a response object without urllib3 underneath (e.g. a test double)
             blocks = response.iter_content(chunk_size=None)
             read1 = lambda amount, decode_content=True: next(blocks, b"")  # noqa: E731
@@ -79,25 +100,49 @@ class BodyChunks:
 
     def next_block(self) -> bytes:
         """The next decoded bytes (``b""`` at the end); typed errors only."""
-        transfer = self.transfer
-        if transfer is not None and transfer.error is not None:
-            raise self._cut_error()
-        if self.deadline is not None:
-            # The first read is always tried (with a tiny timeout when time is up): what
-            # already arrived with the headers is the answer's, not a timeout.
-            if self._reads and time.monotonic() >= self.deadline:
-                raise self.timeout_error()
-            cap_read_timeout(self.response, self.deadline)
-        self._reads += 1
+        direct = self._direct
+        while True:
+            transfer = self.transfer
+            if transfer is not None and transfer.error is not None:
+                raise self._cut_error()
+            if direct is not None and direct.done:
+                return b""
+            deadline = self.deadline
+            if deadline is not None:
+                # The first read is always tried (with a tiny timeout when time is up): what
+                # already arrived with the headers is the answer's, not a timeout.
+                left = deadline - time.monotonic()
+                if self._reads and left <= 0:
+                    raise self.timeout_error()
+                self._cap_socket(left)
+            self._reads += 1
+            try:
+                block = direct.read() if direct is not None else self._read1(READ_BLOCK, decode_content=True)
+            except Exception as exc:
+                raise self._failure(exc) from exc
+            if transfer is not None and transfer.error is not None:
+                # A cut socket reads as the end of a body without a length: not the answer.
+                raise self._cut_error()
+            if block or direct is None or direct.done:
+                self.received += len(block)
+                return block
+            # A read that held only chunk framing: read on (the deadline checked again).
+
+    def _cap_socket(self, left: float) -> None:
+        """Shorten the socket's read timeout to ``left`` seconds (see ``cap_read_timeout``),
+        only when it is more than ``TIMEOUT_SLACK`` too long: a ``settimeout`` per read
+        costs more than reading a small event, and the deadline thread cuts the read at
+        the deadline anyway (the cap only spares it that work)."""
+        sock, current = self._sock, self._sock_timeout
+        if sock is None or (current is not None and current <= left + TIMEOUT_SLACK):
+            return
+        left = max(MIN_SOCKET_TIMEOUT, left)
         try:
-            block = self._read1(READ_BLOCK, decode_content=True)
-        except Exception as exc:
-            raise self._failure(exc) from exc
-        if transfer is not None and transfer.error is not None:
-            # A cut socket reads as the end of a body without a length: not the answer.
-            raise self._cut_error()
-        self.received += len(block)
-        return block
+            sock.settimeout(left)
+        except OSError:  # already closed: the read reports it
+            self._sock = None
+            return
+        self._sock_timeout = left
 
     def timeout_error(self) -> ProviderTimeoutError:
         """The timeout error, saying whether the answer had started to arrive."""
@@ -131,6 +176,163 @@ class BodyChunks:
         if isinstance(error, ProviderTimeoutError):
             return self.timeout_error()
         return error
+
+
+class _Direct:
+    """Reads the body of a urllib3 ``HTTPResponse`` without Content-Encoding from its
+    socket file: a read returns all that arrived (up to ``READ_BLOCK``), a chunked body's
+    framing removed. At the end of the body the connection goes back to its pool as
+    urllib3 would put it; a body broken off (end of file before its end, framing that is
+    not HTTP) raises urllib3's ``ProtocolError``, a stalled read the socket's timeout.
+    """
+
+    __slots__ = ("raw", "file", "chunked", "left", "buffer", "need_crlf", "in_trailer", "done")
+
+    def __init__(self, raw: Any, file: Any, length: Optional[int]) -> None:
+        self.raw = raw
+        self.file = file  # the connection's buffered socket file, positioned at the body
+        self.chunked = length is None
+        self.left = length or 0  # bytes of the body (of the current chunk when chunked) to come
+        self.buffer = b""  # chunked: received bytes whose framing is not complete yet
+        self.need_crlf = False  # chunked: the CRLF after a chunk's data is next
+        self.in_trailer = False  # chunked: the last chunk was read, its trailer section is next
+        self.done = False
+
+    @classmethod
+    def of(cls, raw: Any, headers: Any) -> Optional["_Direct"]:
+        """A direct reader of ``raw``, or None when urllib3 must read it: content-encoded
+        (it decodes), delimited by the end of the connection, or partly read already."""
+        if type(raw).__name__ != "HTTPResponse" or not isinstance(raw, _urllib3_response()):
+            return None
+        encoding = (headers or {}).get("Content-Encoding")
+        if encoding and encoding.strip().lower() != "identity":
+            return None
+        try:
+            fp = raw._fp  # the http.client.HTTPResponse
+            file = fp.fp
+            if (file is None or raw._fp_bytes_read or len(raw._decoded_buffer) or raw.chunk_left is not None
+                    or getattr(raw, "_decoder", None) is not None):
+                return None
+            if raw.chunked:
+                # http.client's chunk_left: None until it has read a chunk size.
+                return cls(raw, file, None) if fp.chunk_left is None else None
+            length = raw.length_remaining
+            if length is None or length != fp.length:
+                return None
+            return cls(raw, file, length)
+        except AttributeError:  # another urllib3 or http.client inside: let urllib3 read
+            return None
+
+    def read(self) -> bytes:
+        """The body bytes of one read of the socket file (``b""`` when that read held only
+        framing); ``done`` once the body is complete."""
+        try:
+            if self.chunked:
+                return self._chunked(self.file.read1(READ_BLOCK))
+            if not self.left:
+                self._end(reuse=True)
+                return b""
+            data = self.file.read1(min(READ_BLOCK, self.left))
+        except TimeoutError:
+            raise
+        except OSError as exc:  # as urllib3 says it
+            raise _protocol_error(f"Connection broken: {exc!r}", exc) from exc
+        if not data:
+            self._end(reuse=False)
+            raise _protocol_error(f"Response ended prematurely: {self.left} bytes of its Content-Length missing")
+        self.left -= len(data)
+        if not self.left:
+            self._end(reuse=True)
+        return data
+
+    def _chunked(self, data: bytes) -> bytes:
+        if not data:
+            if self.in_trailer:  # some servers end without the final CRLF (urllib3 accepts it)
+                self._end(reuse=False)
+                return b""
+            self._end(reuse=False)
+            raise _protocol_error("Response ended prematurely")
+        buffer = self.buffer + data if self.buffer else data
+        size = len(buffer)
+        pos = 0
+        parts: List[bytes] = []
+        left = self.left
+        while True:
+            if self.in_trailer:
+                newline = buffer.find(b"\n", pos)
+                if newline < 0:
+                    break
+                line, pos = buffer[pos:newline], newline + 1
+                if line in (b"", b"\r"):
+                    # Bytes past the body's end would be taken for the next answer's.
+                    self._end(reuse=pos == size)
+                    break
+                continue
+            if left:
+                end = pos + left
+                if end > size:
+                    parts.append(buffer[pos:] if pos else buffer)
+                    left, pos = end - size, size
+                    break
+                parts.append(buffer[pos:end])
+                left, pos = 0, end
+                self.need_crlf = True
+            if self.need_crlf:
+                if size - pos < 2:
+                    break
+                if buffer[pos:pos + 2] != b"\r\n":
+                    self._end(reuse=False)
+                    raise _protocol_error("a chunk of the body does not end with CRLF")
+                pos += 2
+                self.need_crlf = False
+            newline = buffer.find(b"\n", pos)
+            if newline < 0:
+                break
+            line, pos = buffer[pos:newline], newline + 1
+            try:
+                left = int(line.split(b";", 1)[0], 16)
+            except ValueError:
+                left = -1
+            if left < 0:
+                self._end(reuse=False)
+                raise _protocol_error(f"Invalid chunk length: {line[:40]!r}")
+            if not left:
+                self.in_trailer = True
+        self.left = left
+        rest = size - pos
+        if not self.done and rest > MAX_CHUNK_LINE:  # only a size or trailer line can be pending this long
+            self._end(reuse=False)
+            raise _protocol_error("a chunk-size or trailer line of the body is too long")
+        self.buffer = buffer[pos:] if rest else b""
+        if len(parts) == 1:
+            return parts[0]
+        return b"".join(parts)
+
+    def _end(self, reuse: bool) -> None:
+        """The body is over: its connection back to the pool (``reuse``) or closed."""
+        self.done = True
+        raw = self.raw
+        if reuse:
+            raw._fp.close()  # http.client's end of the response; the socket stays open
+            raw.release_conn()
+        else:
+            raw.close()
+
+
+def _urllib3_response() -> type:
+    # Imported here: importing this module (the CLI does, through types.py) must not load
+    # urllib3; a response to read means it is loaded already.
+    from urllib3.response import HTTPResponse
+
+    return HTTPResponse
+
+
+def _protocol_error(*args: Any) -> Exception:
+    """urllib3's ProtocolError: what its own reader raises for a broken body (mapped to
+    ProviderUnavailableError "the connection broke ..." by ``http.error_from_exception``)."""
+    from urllib3.exceptions import ProtocolError
+
+    return ProtocolError(*args)
 
 
 def cap_read_timeout(response: Any, deadline: Optional[float]) -> None:

@@ -48,10 +48,9 @@ from .calls import (
     as_provider_error, checked_completion, try_in_turn,
 )
 from .call_options import CallOptions, PinnedProviders
-from .capabilities import CapabilityCheck
 from .display import HealthReport, Stats
 from .embeddings import EmbeddingJob, embedding_spaces
-from .planning import PlanCheck, apply_checks
+from .planning import CapabilityCheck, PlanCheck, apply_checks
 from .state import State, call_deadline, make_state
 from .strategies import ProviderState, Strategy, make_strategy
 from .validation import check_int, check_number

@@ -13,7 +13,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Union
 
-from .errors import ConfigurationError, ResponseFormatError
+from .errors import ConfigurationError, ProviderError, ResponseFormatError
 from .jsonable import lazy_dataclass_json
 from .validation import check_int, check_number
 
@@ -53,8 +53,13 @@ def _fast_init(cls: Any) -> Any:
     every plain-text call a little, twice per call for a Completion. Writing ``__dict__``
     makes the optional fields free; the class stays a frozen dataclass in every other way
     (fields, eq, repr, replace, dataclasses-json), and ``__post_init__`` still runs.
+    The class is declared with ``init=False``: compiling the ``__init__`` dataclasses
+    would generate, only to replace it here, is import time spent for nothing.
     """
     import dataclasses
+
+    if "__init__" in cls.__dict__:
+        raise TypeError(f"{cls.__qualname__}: declare it @dataclass(init=False) under @_fast_init")
 
     namespace: Dict[str, Any] = {"_MISSING": dataclasses.MISSING}
     params, body = [], []
@@ -77,7 +82,6 @@ def _fast_init(cls: Any) -> Any:
     exec(source, namespace)  # noqa: S102 - built from the class's own field names only
     init = namespace["__init__"]
     init.__qualname__ = f"{cls.__qualname__}.__init__"
-    init.__doc__ = cls.__init__.__doc__
     cls.__init__ = init
     return cls
 
@@ -197,7 +201,7 @@ class ToolCall:
 
 @lazy_dataclass_json
 @_fast_init
-@dataclass(frozen=True, repr=False)
+@dataclass(frozen=True, repr=False, init=False)
 class Message:
     """One chat message. ``role`` is "system", "user", "assistant" or "tool".
 
@@ -366,7 +370,7 @@ def to_messages(prompt: Prompt) -> List[Message]:
 
 @lazy_dataclass_json
 @_fast_init
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class GenerationParams:
     """Sampling parameters, validated on construction. ``None`` means the provider's default.
 
@@ -472,7 +476,7 @@ def _response_format(value: Any) -> Optional[Union[str, Dict[str, Any]]]:
 
 @lazy_dataclass_json
 @_fast_init
-@dataclass(frozen=True, repr=False)
+@dataclass(frozen=True, repr=False, init=False)
 class Usage:
     """Token counts as reported by the provider (0 where it reported nothing).
 
@@ -568,7 +572,7 @@ def _token_count(value: Any) -> Optional[int]:
 
 @lazy_dataclass_json
 @_fast_init
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class Attempt:
     """One provider tried during one Router call.
 
@@ -590,7 +594,7 @@ class Attempt:
 
 @lazy_dataclass_json
 @_fast_init
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class Completion:
     """The result of one call: the text and where and how it was produced.
 
@@ -739,7 +743,7 @@ class RouterEvent:
 
 
 @_fast_init
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class StreamEnd:
     """Yielded last by a provider's stream generator: what the provider reported at the end
     (``tool_calls``: the calls assembled from the stream's deltas)."""
@@ -756,6 +760,9 @@ class ReasoningDelta(str):
     ``TextStream.events()`` yields it."""
 
     __slots__ = ()
+
+
+_NO_EVENT = object()  # never returned by next_event: TextStream.events ends at its StopIteration
 
 
 class TextStream(Iterator[str]):
@@ -779,9 +786,11 @@ class TextStream(Iterator[str]):
         provider: str,
         model: str,
         on_close: Optional[Callable[[], None]] = None,
+        on_error: Optional[Callable[[ProviderError], ProviderError]] = None,
     ) -> None:
         self._events = events
         self._on_close = on_close
+        self._on_error = on_error  # a provider's last word on its errors (HttpProvider: scrubbing)
         self._lock = threading.Lock()
         self._parts: List[str] = []
         self.provider = provider
@@ -816,8 +825,12 @@ class TextStream(Iterator[str]):
         while True:
             try:
                 event = next(self._events)
-            except BaseException:  # StopIteration included: the stream is over either way
+            except BaseException as exc:  # StopIteration included: the stream is over either way
                 self._finish()
+                if self._on_error is not None and isinstance(exc, ProviderError):
+                    error = self._on_error(exc)
+                    if error is not exc:
+                        raise error from exc
                 raise
             if type(event) is str:
                 if event:
@@ -848,11 +861,8 @@ class TextStream(Iterator[str]):
 
     def events(self) -> Iterator[str]:
         """Text chunks and ``ReasoningDelta`` pieces, in the order they arrive."""
-        while True:
-            try:
-                yield self.next_event()
-            except StopIteration:
-                return
+        # A callable iterator ends at next_event's StopIteration: no generator step per piece.
+        return iter(self.next_event, _NO_EVENT)
 
     @property
     def text(self) -> str:

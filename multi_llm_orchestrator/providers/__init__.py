@@ -1,19 +1,26 @@
 """Provider classes and the registry that maps a type name ("gigachat") to a class.
 
-HTTP providers are imported on first use, so ``import multi_llm_orchestrator`` does not
-import ``requests``. Adding a provider is one new module plus one line in ``_BUILTIN``
+Provider classes (MockProvider too) are imported on first use, so importing this
+package does not import ``requests``, and importing one provider module does not import
+the others. Adding a provider is one new module plus one line in ``_BUILTIN``
 (or one call to ``register_provider`` from user code).
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import Dict, List, Type, Union
+from typing import TYPE_CHECKING, Dict, List, Type, Union
 
 from ..config import ProviderConfig
 from ..errors import ConfigurationError
 from .base import BaseProvider
-from .mock import MockProvider
+
+if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ does this
+    from .gigachat import GigaChatProvider
+    from .mock import MockProvider
+    from .ollama import OllamaProvider
+    from .openai import OpenAICompatibleProvider
+    from .yandexgpt import YandexGPTProvider
 
 __all__ = [
     "BaseProvider",

@@ -19,7 +19,7 @@ text is ``reasoning_content`` (GigaChat, vLLM <= 0.10, Yandex /v1, llama.cpp) or
 from __future__ import annotations
 
 import json
-import uuid
+import os
 from typing import Any, Dict, Iterable, Iterator, List, Mapping, NamedTuple, Optional, Tuple, Union
 
 from ..errors import ResponseFormatError
@@ -54,8 +54,9 @@ def finish_reason_of(reason: Any, tool_calls: bool = False) -> Optional[str]:
 
 
 def new_call_id() -> str:
-    """An id for a tool call whose provider sends none (GigaChat, YandexGPT)."""
-    return f"call_{uuid.uuid4().hex[:24]}"
+    """An id for a tool call whose provider sends none (GigaChat, YandexGPT): 96 random
+    bits (``uuid`` is not imported for this: it loads ``platform``, a cost at import)."""
+    return f"call_{os.urandom(12).hex()}"
 
 
 def parse_arguments(raw: Any, name: str, provider: str) -> Dict[str, Any]:
@@ -268,7 +269,9 @@ def chunk_deltas(events: Iterable[Mapping[str, Any]], provider: str) -> Iterator
     calls = ToolCallAssembler()
     for event in events:
         model = event.get("model") or model
-        usage = usage_of(event.get("usage"), provider) or usage  # OpenAI: a last chunk with choices == []
+        raw_usage = event.get("usage")
+        if raw_usage is not None:
+            usage = usage_of(raw_usage, provider) or usage  # OpenAI: a last chunk with choices == []
         choices = event.get("choices") or []
         if not isinstance(choices, list):
             raise ResponseFormatError(

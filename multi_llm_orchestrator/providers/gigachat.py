@@ -70,7 +70,6 @@ import math
 import os
 import re
 import time
-import uuid
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import requests
@@ -441,6 +440,8 @@ class GigaChatProvider(HttpProvider):
 
     def _fetch_token(self, deadline: float) -> Tuple[str, float]:
         """A new token from OAuth and how long to use it (TokenCache's ``fetch``)."""
+        import uuid  # here, not at the top: it loads ``platform``, import time for one header
+
         timeout = time_left(deadline, self.name)
         response = self.request(
             "POST",

@@ -215,7 +215,7 @@ class OpenAICompatibleProvider(HttpProvider):
             self._stream_usage = False
             lines = self._fixing(lambda: self._open_stream(
                 messages, params, False, max(0.001, deadline - time.monotonic())))
-        return self._text_stream(self._deltas(lines))
+        return self._text_stream(self._deltas(lines), on_close=getattr(lines, "close", None))
 
     def embed(
         self, texts: Sequence[str], *, purpose: Optional[str] = None, timeout: Optional[float] = None
@@ -322,12 +322,8 @@ class OpenAICompatibleProvider(HttpProvider):
         )
 
     def _deltas(self, lines: Iterator[str]) -> Iterator[Union[str, StreamEnd]]:
-        try:
-            yield from chunk_deltas(iter_sse_json(lines, provider=self.name, error_of=self._event_error), self.name)
-        finally:
-            close = getattr(lines, "close", None)
-            if close is not None:
-                close()
+        # The lines are closed by the TextStream's on_close (see stream()).
+        return chunk_deltas(iter_sse_json(lines, provider=self.name, error_of=self._event_error), self.name)
 
     def _event_error(self, event: Dict[str, Any], provider: str) -> Optional[ProviderError]:
         # OpenAI's {"error": {...}} and vLLM's flat {"object": "error"}, read like error
