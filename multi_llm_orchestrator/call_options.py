@@ -39,7 +39,7 @@ T = TypeVar("T")
 
 
 @_fast_init  # one per call
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class CallOptions:
     """The call's parameters with its keywords applied, and where it is pinned."""
 
