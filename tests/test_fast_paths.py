@@ -142,3 +142,33 @@ def test_keywords_still_parse_after_plain_calls():
     with pytest.raises(Exception, match="Unknown keyword"):
         router.complete("q", temprature=0.1)
     assert router.complete("q", GenerationParams(max_tokens=5), temperature=0.5).provider in ("a", "b")
+
+
+def test_a_shared_state_still_sees_the_calls_deadline_on_both_paths():
+    from multi_llm_orchestrator.state import LocalSequence, State
+
+    seen = []
+
+    class Sequence(LocalSequence):
+        def next(self):
+            seen.append(time_to_deadline())  # what a RedisState round trip would be bounded by
+            return super().next()
+
+    class Shared(State):  # any State but the local one may make round trips
+        def sequence(self, name):
+            return Sequence()
+
+    for hedged in (False, True):
+        seen.clear()
+        router = Router(state=Shared(), timeout=5, hedge_after=0.5 if hedged else None)
+        router.add_provider(mock("a"))
+        router.add_provider(mock("b"))
+        router.complete("q")
+        router.complete("q", timeout=None)  # the Router's timeout still applies
+        assert len(seen) == 2 and all(left is not None and 0 < left <= 5 for left in seen), seen
+        router.close()
+    router = Router(state=Shared())
+    router.add_provider(mock("a"))
+    seen.clear()
+    router.complete("q")
+    assert seen == [None]
