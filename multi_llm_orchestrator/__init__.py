@@ -116,11 +116,24 @@ def __getattr__(name: str) -> object:
     try:
         module = _EXPORTS[name]
     except KeyError:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+        return _submodule(name)
     # __import__ rather than importlib.import_module: only the former shows in -X importtime.
     value = getattr(__import__(f"{__name__}.{module}", fromlist=[name]), name)
     globals()[name] = value  # later look-ups skip this function
     return value
+
+
+def _submodule(name: str) -> object:
+    """``multi_llm_orchestrator.types`` and the like after a bare ``import
+    multi_llm_orchestrator``: they were attributes when this package imported them all,
+    and stay so, imported on first use."""
+    if not name.startswith("_"):
+        try:
+            return __import__(f"{__name__}.{name}", fromlist=["_"])
+        except ModuleNotFoundError as error:
+            if error.name != f"{__name__}.{name}":
+                raise  # the submodule exists but needs something missing (an optional extra)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def __dir__() -> List[str]:

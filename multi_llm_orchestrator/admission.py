@@ -204,6 +204,8 @@ class Admission:
         self.make_limiter = make_limiter or (lambda name, limits: MemoryLimiter(limits))
         self.make_ledger = make_ledger or (lambda scope, budget: MemoryBudgetLedger(budget))
         self.ledgers = [self.make_ledger("router", item) for item in Budget.from_value(budget, "Router budget")]
+        #: ``run`` only calls ``once``: no queue, no Router budget (the plain path skips it).
+        self.idle = mode == "skip" and not self.ledgers
         self._cond = threading.Condition()
         forking.register(self)  # fresh locks in a forked child (forking.py)
         self._queue: Deque[object] = deque()

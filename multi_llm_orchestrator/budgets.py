@@ -21,19 +21,21 @@ when the call sets ``max_tokens``.
 
 from __future__ import annotations
 
-import datetime as _dt
 import math
 import threading
 import time
 from abc import ABC, abstractmethod
 from collections import deque
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Deque, Dict, List, Mapping, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, List, Mapping, Optional, Tuple, Union
 
 from . import forking
 from .errors import ConfigurationError
 from .limits import Refusal, Reservation
 from .validation import check_number
+
+if TYPE_CHECKING:
+    from datetime import datetime
 
 __all__ = ["Budget", "Price", "PriceTable", "BudgetLedger", "MemoryBudgetLedger", "PERIODS"]
 
@@ -317,8 +319,11 @@ class MemoryBudgetLedger(BudgetLedger):
         return f"MemoryBudgetLedger({self.budget!r})"
 
 
-def _local(now: float, budget: Budget) -> _dt.datetime:
-    return _dt.datetime.fromtimestamp(now, _dt.timezone(_dt.timedelta(hours=budget.utc_offset)))
+def _local(now: float, budget: Budget) -> "datetime":
+    # datetime is imported here: only calendar budgets ("day", "month") need it.
+    from datetime import datetime, timedelta, timezone
+
+    return datetime.fromtimestamp(now, timezone(timedelta(hours=budget.utc_offset)))
 
 
 def _period_key(now: float, budget: Budget) -> Tuple[int, ...]:
@@ -327,10 +332,12 @@ def _period_key(now: float, budget: Budget) -> Tuple[int, ...]:
 
 
 def _period_end(now: float, budget: Budget) -> float:
+    from datetime import timedelta
+
     local = _local(now, budget)
     start = local.replace(hour=0, minute=0, second=0, microsecond=0)
     if budget.period == "day":
-        end = start + _dt.timedelta(days=1)
+        end = start + timedelta(days=1)
     else:
         start = start.replace(day=1)
         end = start.replace(year=start.year + 1, month=1) if start.month == 12 else start.replace(month=start.month + 1)

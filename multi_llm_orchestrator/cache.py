@@ -22,7 +22,6 @@ bypasses the cache for one call. Rules:
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import logging
 import threading
@@ -234,6 +233,8 @@ class Responses:
         }
         if self.settings.per_provider:
             content["providers"] = [(state.name, state.provider.model) for state in providers]
+        import hashlib  # here: loading OpenSSL is import time every Router would pay for the cache
+
         text = json.dumps(content, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=repr)
         return f"{KEY_VERSION}:{hashlib.sha256(text.encode('utf-8')).hexdigest()}"
 

@@ -26,7 +26,7 @@ from typing import Any, Callable, FrozenSet, Iterable, Mapping, Optional, Tuple,
 from .errors import AllProvidersFailedError, ConfigurationError, OrchestratorError
 from .planning import CallRequest, PlanCheck, SkipReason
 from .providers.base import BaseProvider, model_override
-from .types import GenerationParams
+from .types import GenerationParams, _fast_init
 
 __all__ = ["CallOptions", "PinnedProviders", "PARAM_KEYWORDS", "PIN_KEYWORDS"]
 
@@ -38,7 +38,8 @@ PIN_KEYWORDS: Tuple[str, ...] = ("provider", "providers", "model")
 T = TypeVar("T")
 
 
-@dataclass(frozen=True)
+@_fast_init  # one per call
+@dataclass(frozen=True, init=False)
 class CallOptions:
     """The call's parameters with its keywords applied, and where it is pinned."""
 

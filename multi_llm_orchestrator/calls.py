@@ -82,7 +82,8 @@ class LiveAttempts:
 
     def discard(self, attempt: "AttemptRun") -> None:
         with self._cond:
-            if self._attempts.pop(id(attempt), None) is not None and not self._attempts:
+            # Only close() waits, and it sets ``closed`` under this lock before it does.
+            if self._attempts.pop(id(attempt), None) is not None and not self._attempts and self.closed is not None:
                 self._cond.notify_all()
 
     def close(self, grace: float, error: ProviderError) -> None:

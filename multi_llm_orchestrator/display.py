@@ -18,7 +18,6 @@ otherwise (equal to, and serialised as, the dicts they were before).
 
 from __future__ import annotations
 
-import html
 import time
 from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Mapping, Optional, Sequence
 
@@ -38,7 +37,9 @@ _TABLE = '<table class="mlo" style="border-collapse:collapse;text-align:left">'
 
 
 def _e(value: Any) -> str:
-    return html.escape("" if value is None else str(value), quote=True)
+    from html import escape  # here: html loads its table of entities, import time for notebooks only
+
+    return escape("" if value is None else str(value), quote=True)
 
 
 def _table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:

@@ -36,9 +36,8 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections import deque
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Deque, Dict, Iterator, Mapping, Optional, Union
+from typing import Any, Callable, Deque, Dict, Mapping, Optional, Union
 
 from . import forking
 from .errors import ConfigurationError
@@ -382,16 +381,22 @@ def _remaining_and_reset(headers: Mapping[str, str], what: str) -> Optional["tup
 _feedback = threading.local()
 
 
-@contextmanager
-def attempt_feedback(limiter: Optional[Limiter]) -> Iterator[None]:
+class attempt_feedback:
     """While the block runs on this thread, responses reported by the transport update
-    ``limiter``."""
-    previous = getattr(_feedback, "limiter", None)
-    _feedback.limiter = limiter
-    try:
-        yield
-    finally:
-        _feedback.limiter = previous
+    ``limiter``. (A class, not a generator: every attempt enters one.)"""
+
+    __slots__ = ("limiter", "previous")
+
+    def __init__(self, limiter: Optional[Limiter]) -> None:
+        self.limiter = limiter
+        self.previous: Optional[Limiter] = None
+
+    def __enter__(self) -> None:
+        self.previous = getattr(_feedback, "limiter", None)
+        _feedback.limiter = self.limiter
+
+    def __exit__(self, *exc_info: object) -> None:
+        _feedback.limiter = self.previous
 
 
 def report_response(status: int, headers: Mapping[str, str]) -> None:

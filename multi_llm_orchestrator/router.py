@@ -219,6 +219,7 @@ class Router:
                 )
             self._states = self._states + tuple(states)
             self._names |= names
+            self._windows.track(state.provider for state in self._states)
         for provider in providers:
             self._state.attach(provider)
         return providers
@@ -232,6 +233,7 @@ class Router:
                     self._names.discard(name)
                     self._health.forget(name)
                     self._windows.forget(name)
+                    self._windows.track(s.provider for s in self._states)
                     return state.provider
             known = ", ".join(s.name for s in self._states) or "none"
         raise ConfigurationError(f"No provider named {name!r}; registered: {known}")
@@ -271,9 +273,10 @@ class Router:
         ``providers=[...]`` to pin the call, ``model=`` (see ``call_options.py``).
         """
         messages, options, cache = self._options(prompt, params, options, cache)
-        budget = self._budget(timeout)
+        if cache is False or (cache is None and not self._responses.settings.enabled):  # nothing to look up
+            return self._complete(messages, options, timeout, max_cost)
         return self._responses.complete(
-            messages, options.params, cache, budget, self._states,
+            messages, options.params, cache, self._budget(timeout), self._states,
             lambda: self._complete(messages, options, timeout, max_cost),
         )
 
@@ -311,9 +314,10 @@ class Router:
         A cached answer is replayed as a stream (``cache`` and ``options`` as in ``complete``).
         """
         messages, options, cache = self._options(prompt, params, options, cache)
-        budget = self._budget(timeout)
+        if cache is False or (cache is None and not self._responses.settings.enabled):
+            return self._stream(messages, options, timeout, max_cost)
         return self._responses.stream(
-            messages, options.params, cache, budget, self._states,
+            messages, options.params, cache, self._budget(timeout), self._states,
             lambda: self._stream(messages, options, timeout, max_cost),
         )
 
@@ -396,6 +400,8 @@ class Router:
         """The shared start of ``complete`` and ``route_stream``: the validated prompt, the
         call's options (keywords applied), and whether it may use the response cache."""
         messages, params = BaseProvider._prepare(prompt, params)
+        if not keywords:  # the plain call: nothing to parse
+            return messages, CallOptions(params), cache
         options = CallOptions.parse(params, keywords, [state.name for state in self._states])
         if not options.plain:
             # Cached answers are shared by every provider: one from elsewhere would break the pin.
@@ -415,13 +421,15 @@ class Router:
         pinned: Optional[FrozenSet[str]] = None,
     ) -> Call:
         budget = self.timeout if timeout is None else _optional_seconds("timeout", timeout)
-        return Call(budget, streaming, self._telemetry, messages, params, operation,
-                    admission=self._admission, max_cost=_max_cost(max_cost), pinned=pinned)
+        return Call(budget, streaming, self._telemetry, messages, params, operation, admission=self._admission,
+                    max_cost=None if max_cost is None else _max_cost(max_cost), pinned=pinned)
 
     def _run(self, call: Call, invoke: Callable[[BaseProvider, Optional[float]], Any]) -> Tuple[Any, AttemptRun]:
         """Try providers in the planned order until one succeeds; the shared core of
         ``complete`` and ``route_stream``. Whatever escapes is reported as the call's end."""
         try:
+            if call.deadline is None and self._admission.idle:  # nothing to bound, nothing to queue for
+                return self._try_in_order(call, invoke)
             with call_deadline(call.deadline):  # shared state's round trips stay within it
                 return self._admission.run(call, lambda: self._try_in_order(call, invoke))
         except BaseException as exc:  # a planning error, a strategy's bug, KeyboardInterrupt

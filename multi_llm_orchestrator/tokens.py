@@ -77,6 +77,9 @@ class ContextWindows(PlanCheck):
     A refusal teaches "requests of this estimated size do not fit": later requests at
     least that large skip the provider. A declared window is compared with the
     estimated prompt plus the ``max_tokens`` asked for (the answer needs room too).
+    Declared windows are read when the Router's providers change (``track``), like their
+    limits and prices: a Router where none is declared and none learned does no
+    planning work for windows at all.
     """
 
     error_type = "ContextWindowExceeded"
@@ -85,10 +88,18 @@ class ContextWindows(PlanCheck):
         self._lock = threading.Lock()
         forking.register(self)  # fresh locks in a forked child (forking.py)
         self._learned: Dict[str, int] = {}
+        self._declared: Dict[str, int] = {}  # replaced whole by track(): read without the lock
+
+    def track(self, providers: Iterable[Any]) -> None:
+        """Note the declared windows of the Router's providers (all of them, after each change)."""
+        self._declared = {
+            provider.name: provider.config.context_window
+            for provider in providers if provider.config.context_window is not None
+        }
 
     def limit(self, provider: Any) -> Optional[int]:
         """The smallest request size known not to fit ``provider`` (None: unknown)."""
-        declared = provider.config.context_window
+        declared = self._declared.get(provider.name)
         learned = self._learned.get(provider.name)
         if declared is None:
             return learned
@@ -110,7 +121,7 @@ class ContextWindows(PlanCheck):
     def prepare(self, request: CallRequest) -> Optional[SkipReason]:
         """Each provider's skip reason for this request; the estimate is made only when a
         provider with a known window is looked at (never for a Router without any)."""
-        if request.params is None or not request.messages:
+        if request.params is None or not request.messages or not (self._learned or self._declared):
             return None
         size = _RequestSize(request.messages, request.params)
 
@@ -118,7 +129,7 @@ class ContextWindows(PlanCheck):
             limit = self.limit(state.provider)
             if limit is None or size.tokens() < limit:
                 return None
-            declared = state.provider.config.context_window
+            declared = self._declared.get(state.name)
             if declared is not None and limit == declared + 1:
                 window = f"its context window of {declared} tokens (ProviderConfig.context_window)"
             else:

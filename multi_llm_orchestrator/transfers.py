@@ -27,8 +27,7 @@ import logging
 import socket
 import threading
 import time
-from contextlib import contextmanager
-from typing import Any, Dict, Iterator, List, Optional, Set, Tuple
+from typing import Any, Dict, List, Optional, Set, Tuple
 
 from . import forking
 from .errors import ProviderError
@@ -69,14 +68,9 @@ class CancelScope:
         self._transfers: Set["Transfer"] = set()
         self.error: Optional[ProviderError] = None
 
-    @contextmanager
-    def active(self) -> Iterator["CancelScope"]:
-        previous = getattr(_local, "scope", None)
-        _local.scope = self
-        try:
-            yield self
-        finally:
-            _local.scope = previous
+    def active(self) -> "_Active":
+        """A context manager: the scope is this thread's while the block runs."""
+        return _Active(self)
 
     def adopt(self, transfer: "Transfer") -> None:
         with self._lock:
@@ -99,6 +93,24 @@ class CancelScope:
             transfers, self._transfers = list(self._transfers), set()
         for transfer in transfers:
             transfer.cut(error)
+
+
+class _Active:
+    """``CancelScope.active()``: a class, not a generator, since every attempt enters one."""
+
+    __slots__ = ("scope", "previous")
+
+    def __init__(self, scope: CancelScope) -> None:
+        self.scope = scope
+        self.previous: Optional[CancelScope] = None
+
+    def __enter__(self) -> CancelScope:
+        self.previous = getattr(_local, "scope", None)
+        _local.scope = self.scope
+        return self.scope
+
+    def __exit__(self, *exc_info: object) -> None:
+        _local.scope = self.previous
 
 
 class Transfer:

@@ -533,11 +533,13 @@ class Usage:
     @property
     def plausible(self) -> bool:
         """Whether every count is a whole number in [0, MAX_TOKEN_COUNT] (what metrics add up)."""
-        return all(
-            _token_count(value) is not None and not isinstance(value, str)
-            for value in (self.prompt_tokens, self.completion_tokens, self.total_tokens,
-                          self.cached_prompt_tokens, self.reasoning_tokens)
+        p, c, t, cached, reasoning = counts = (
+            self.prompt_tokens, self.completion_tokens, self.total_tokens, self.cached_prompt_tokens, self.reasoning_tokens
         )
+        if type(p) is int and type(c) is int and type(t) is int and type(cached) is int and type(reasoning) is int:
+            # Nearly every Usage (metrics ask on every call): plain ints, one range test.
+            return 0 <= min(counts) and max(counts) <= MAX_TOKEN_COUNT
+        return all(_token_count(value) is not None and not isinstance(value, str) for value in counts)
 
     def __repr__(self) -> str:
         shown = f"prompt_tokens={self.prompt_tokens}, completion_tokens={self.completion_tokens}, total_tokens={self.total_tokens}"

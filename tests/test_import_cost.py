@@ -36,7 +36,7 @@ ROUTER_SIDE = [
 def loaded_after(statement: str) -> dict:
     """Run ``statement`` in a fresh interpreter; which of ROUTER_SIDE (and a few other
     modules) it loaded."""
-    watched = ROUTER_SIDE + ["requests", "urllib3", "dataclasses", "multi_llm_orchestrator.types",
+    watched = ROUTER_SIDE + ["requests", "urllib3", "dataclasses", "hashlib", "html", "datetime", "multi_llm_orchestrator.types",
                              "multi_llm_orchestrator.providers.openai"]
     code = f"""
         import json, sys
@@ -77,8 +77,8 @@ def test_the_router_still_loads_lazily_what_only_some_calls_need():
     loaded = loaded_after("from multi_llm_orchestrator import MockProvider, ProviderConfig, Router\n"
                           "        Router().add_provider(MockProvider(ProviderConfig(name='m')))")
     assert loaded["multi_llm_orchestrator.router"] and loaded["multi_llm_orchestrator.providers.mock"]
-    for name in ("requests", "dataclasses_json", "marshmallow", "redis", "uuid", "platform",
-                 "multi_llm_orchestrator.redis_state", "multi_llm_orchestrator.configuration"):
+    for name in ("requests", "dataclasses_json", "marshmallow", "redis", "uuid", "platform", "hashlib", "html",
+                 "datetime", "multi_llm_orchestrator.redis_state", "multi_llm_orchestrator.configuration"):
         assert not loaded[name], name
 
 
@@ -155,3 +155,28 @@ def test_fast_init_classes_are_complete_frozen_dataclasses():
 
     with pytest.raises(TypeError, match="init=False"):
         _fast_init(WithGeneratedInit)  # its generated __init__ would be compiled for nothing
+
+
+def test_type_checkers_see_every_lazy_name_from_the_module_that_defines_it():
+    """The ``if TYPE_CHECKING:`` imports (what IDEs and type checkers read) name exactly
+    the lazy names, each from the module ``__getattr__`` imports it from."""
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(multi_llm_orchestrator))
+    block = next(node for node in tree.body if isinstance(node, ast.If) and getattr(node.test, "id", "") == "TYPE_CHECKING")
+    seen = {alias.name: node.module for node in block.body if isinstance(node, ast.ImportFrom) for alias in node.names}
+    assert seen == dict(multi_llm_orchestrator._EXPORTS)
+    assert set(multi_llm_orchestrator.__all__) == set(seen) | {"__version__"}
+
+
+def test_submodules_stay_attributes_of_the_package_as_when_it_imported_them_all():
+    out = subprocess.run(
+        [sys.executable, "-c", "import multi_llm_orchestrator as m, sys; "
+         "print(m.errors.ProviderError is m.ProviderError, m.providers.base.BaseProvider is m.BaseProvider, "
+         "'multi_llm_orchestrator.router' in sys.modules, hasattr(m, 'no_such_module'), hasattr(m, '_private'))"],
+        capture_output=True, text=True, timeout=120, cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")),
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "True", "False", "False", "False"]

@@ -6,7 +6,6 @@ errors, same metrics), so what works with mocks works with real backends.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import random
@@ -311,6 +310,8 @@ def mock_vector(text: str, dimensions: int) -> List[float]:
     >>> mock_vector("hello", 4) == mock_vector("hello", 4)
     True
     """
+    import hashlib  # here: loading OpenSSL is import time that only embeddings need
+
     values: List[float] = []
     block = 0
     while len(values) < dimensions:

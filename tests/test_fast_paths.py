@@ -1,0 +1,144 @@
+"""The plain call skips work that cannot apply (issue 17): the paths it skips still work.
+
+Each test here takes a Router that starts on the fast path (no cache, no queue, no
+context window, no planning check with anything to say) and then needs the slow one.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from fakes.mocks import mock, router_with
+from multi_llm_orchestrator import GenerationParams, MockProvider, ProviderConfig, Router, Usage
+from multi_llm_orchestrator.calls import LiveAttempts
+from multi_llm_orchestrator.state import call_deadline, time_to_deadline
+
+LONG_PROMPT = "word " * 400  # ~504 estimated tokens
+
+
+def test_a_provider_added_later_with_a_context_window_is_planned_around():
+    router = router_with(mock("big"), strategy="first-available")
+    assert router.complete(LONG_PROMPT).provider == "big"  # no window anywhere: nothing planned
+    router.add_provider(mock("small", context_window=100))
+    router.remove_provider("big")
+    router.add_provider(mock("big"))  # now after "small" in first-available order
+    completion = router.complete(LONG_PROMPT)
+    assert completion.provider == "big"
+    assert [(a.provider, a.outcome) for a in completion.attempts] == [("small", "skipped"), ("big", "ok")]
+    assert "context window of 100 tokens" in completion.attempts[0].error
+
+
+def test_removing_the_only_provider_with_a_window_ends_its_planning():
+    router = router_with(mock("small", context_window=100), mock("big"), strategy="first-available")
+    assert router.complete(LONG_PROMPT).provider == "big"
+    router.remove_provider("small")
+    router.add_provider(mock("small"))  # same name, no window any more
+    assert router.complete(LONG_PROMPT).provider == "big"  # first-available: big was added first now
+    assert [a.outcome for a in router.complete(LONG_PROMPT).attempts] == ["ok"]
+
+
+def test_cache_true_per_call_still_uses_a_cache_the_router_leaves_off():
+    from multi_llm_orchestrator.cache import ResponseCache
+
+    provider = mock("a")
+    router = Router(cache=ResponseCache(enabled=False))
+    router.add_provider(provider)
+    router.complete("same question")  # cache off for this call: not stored
+    first = router.complete("same question", cache=True)
+    second = router.complete("same question", cache=True)
+    assert provider.calls == 2 and second.text == first.text  # the third was a hit
+    assert router.stats()["cache_hits"] == 1
+
+
+def test_cache_false_per_call_bypasses_a_cache_the_router_has_on():
+    provider = mock("a")
+    router = router_with(provider, cache=True)
+    router.complete("same question")
+    for _ in range(2):
+        assert router.complete("same question", cache=False).provider == "a"
+    assert provider.calls == 3 and router.stats()["cache_hits"] == 0
+    assert router.complete("same question").provider == "a" and router.stats()["cache_hits"] == 1
+    stream = router.route_stream("same question", cache=False)
+    assert "".join(stream) and provider.calls == 4
+    with pytest.raises(Exception, match="cache must be True, False or None"):
+        router.complete("q", cache="yes")
+
+
+def test_a_call_without_a_deadline_inside_one_with_a_deadline_keeps_the_outer_bound():
+    # A provider that itself calls a Router (an agent, say) runs inside the outer call:
+    # shared state's round trips of the inner call stay within the outer call's deadline.
+    seen = []
+
+    class Nested(MockProvider):
+        def complete(self, messages, params=None, *, timeout=None):
+            seen.append(time_to_deadline())
+            return super().complete(messages, params, timeout=timeout)
+
+    router = Router()
+    router.add_provider(Nested(ProviderConfig(name="inner", extra={"delay": 0})))
+    router.complete("q")
+    assert seen == [None]
+    with call_deadline(time.monotonic() + 30):
+        router.complete("q")
+    assert seen[1] is not None and 0 < seen[1] <= 30
+    assert time_to_deadline() is None  # restored after the block
+
+
+def test_live_attempts_wake_close_only_when_it_waits():
+    live = LiveAttempts()
+
+    class Attempt:
+        def __init__(self):
+            self.cut_with = None
+
+        def cut(self, error):
+            self.cut_with = error
+
+    first = Attempt()
+    live.add(first)
+    live.discard(first)  # nobody waits: no notify needed, and none of this may block
+    running = Attempt()
+    live.add(running)
+    closed = threading.Event()
+
+    def close():
+        live.close(5.0, RuntimeError("closing"))
+        closed.set()
+
+    thread = threading.Thread(target=close)
+    thread.start()
+    assert not closed.wait(0.05)  # close() waits for the running attempt
+    live.discard(running)  # ... and is woken as soon as it ends
+    assert closed.wait(5.0)
+    thread.join()
+    assert running.cut_with is None
+
+
+@pytest.mark.parametrize("usage,plausible", [
+    (Usage(1, 2, 3), True),
+    (Usage(0, 0, 0, 0, 0), True),
+    (Usage(10**12, 0, 10**12), True),
+    (Usage(10**12 + 1, 0, 1), False),
+    (Usage(-1, 2, 1), False),
+    (Usage(1, 2, 3, -1), False),
+    (Usage(1, 2, 3, 0, -1), False),
+    (Usage(1.0, 2, 3), True),  # a whole float still counts (the slow path)
+    (Usage(1.5, 2, 3), False),
+    (Usage(True, 2, 3), False),
+    (Usage("1", 2, 3), False),
+    (Usage(float("nan"), 2, 3), False),
+])
+def test_usage_plausibility_on_the_fast_and_the_slow_path(usage, plausible):
+    assert usage.plausible is plausible
+
+
+def test_keywords_still_parse_after_plain_calls():
+    router = router_with(mock("a"), mock("b"))
+    assert router.complete("q").provider in ("a", "b")
+    assert router.complete("q", provider="b").provider == "b"
+    with pytest.raises(Exception, match="Unknown keyword"):
+        router.complete("q", temprature=0.1)
+    assert router.complete("q", GenerationParams(max_tokens=5), temperature=0.5).provider in ("a", "b")
