@@ -127,7 +127,7 @@ def _submodule(name: str) -> object:
     """``multi_llm_orchestrator.types`` and the like after a bare ``import
     multi_llm_orchestrator``: they were attributes when this package imported them all,
     and stay so, imported on first use."""
-    if not name.startswith("_"):
+    if name.isidentifier() and not name.startswith("_"):
         try:
             return __import__(f"{__name__}.{name}", fromlist=["_"])
         except ModuleNotFoundError as error:

@@ -645,7 +645,7 @@ class Completion:
 
 
 @lazy_dataclass_json
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)  # its own __repr__ below: none to compile
 class Embeddings:
     """Vectors for a list of texts, in the order of the texts, and where they came from.
 

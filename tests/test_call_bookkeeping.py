@@ -10,6 +10,7 @@ from concurrent.futures import Future
 import pytest
 
 from multi_llm_orchestrator import (
+    GenerationParams,
     AllProvidersFailedError,
     ConfigurationError,
     DeadlineExceededError,
@@ -18,10 +19,12 @@ from multi_llm_orchestrator import (
     ProviderUnavailableError,
     ResponseFormatError,
 )
-from multi_llm_orchestrator.calls import AttemptRun, Call, Telemetry, as_provider_error, checked_completion
-from multi_llm_orchestrator.errors import ProviderError
+from multi_llm_orchestrator.calls import (
+    AttemptRun, AttemptStopped, Call, LiveAttempts, Telemetry, as_provider_error, checked_completion,
+)
+from multi_llm_orchestrator.errors import CapacityExhaustedError, ProviderError
 from multi_llm_orchestrator.calls import OpenedStream
-from multi_llm_orchestrator.types import Attempt, Completion, TextStream
+from multi_llm_orchestrator.types import Attempt, Completion, Message, StreamEnd, TextStream, Usage
 
 from fakes.mocks import mock, router_with
 
@@ -342,3 +345,137 @@ def test_an_interrupt_inside_a_provider_is_accounted_then_raised():
     assert state.metrics.in_flight == 0 and state.metrics.failures == {"ProviderError": 1}
     [recorded] = call.attempt_list()
     assert recorded.outcome == "error" and recorded.error == "interrupted"
+
+
+# Admission, close() and stopped attempts (issue 18 survivors) ------------------------------
+
+HI = [Message("user", "hi")]
+
+
+def test_an_admission_refusal_gives_the_breaker_probe_back_and_lists_the_skip_at_zero_latency():
+    router = router_with(mock("a", limits={"max_concurrency": 1}), breaker={"failure_threshold": 1, "cooldown": 0})
+    state = router._states[0]
+    holder = AttemptRun.reserve(router._call(None, False, HI, GenerationParams()), state, hedge=False, force=False)
+    assert holder.reservation == "normal" and holder.grant is not None  # holds the only slot
+    state.breaker.record_failure(ProviderUnavailableError("down"), state.breaker.reserve())  # now half-open
+    call = router._call(None, False, HI, GenerationParams())
+    assert AttemptRun.reserve(call, state, hedge=False, force=False) is None  # breaker said yes, admission no
+    [skipped] = call.attempt_list()
+    assert (skipped.provider, skipped.outcome, skipped.latency_s, skipped.hedge) == ("a", "skipped", 0.0, False)
+    assert "max_concurrency 1 reached" in skipped.error
+    assert state.breaker.reserve() == "probe"  # the refused call did not keep the recovery probe
+    holder.release()
+    router.close()
+
+
+def test_an_attempt_that_never_ran_gives_its_rate_limit_slot_back():
+    router = router_with(mock("a", limits={"rpm": 1, "max_concurrency": 1}), breaker=False)
+    state = router._states[0]
+    late = router._call(1e-9, False, HI, GenerationParams())  # no time left when the attempt starts
+    attempt = AttemptRun.reserve(late, state, hedge=False, force=False)
+    assert attempt.grant is not None
+    with pytest.raises(ProviderTimeoutError):
+        attempt.run(lambda provider, remaining: pytest.fail("the provider must not be called"))
+    # Nothing was sent: neither the concurrency slot nor the one request a minute is used up.
+    assert router.complete("hi").provider == "a"
+    router.close()
+
+
+def test_capacity_running_out_without_waiting_is_reported_once_with_no_attempt_sent():
+    router = router_with(mock("a", limits={"max_concurrency": 1}), breaker=False, timeout=30)
+    events = []
+    router.add_listener(events.append)
+    holder = AttemptRun.reserve(router._call(None, False, HI, GenerationParams()), router._states[0], hedge=False, force=False)
+    with pytest.raises(CapacityExhaustedError) as caught:
+        router.complete("hi")
+    message = str(caught.value)
+    assert message.startswith("No provider has capacity:") and "deadline" not in message  # skip mode: no wait
+    [call_event] = [event for event in events if event.kind == "call"]
+    assert call_event.outcome == "error" and call_event.attempts == 0  # nothing was sent
+    assert router.stats()["failed"] == 1
+    holder.release()
+    router.close()
+
+
+def test_an_attempt_started_while_the_router_closes_is_stopped_and_frees_its_probe():
+    router, state = half_open_router()
+    call = router._call(None, False, None, None)
+    attempt = AttemptRun.reserve(call, state, hedge=False, force=False)
+    assert attempt.reservation == "probe"
+    router.close()
+    with pytest.raises(AttemptStopped, match="closed"):
+        attempt.run(lambda provider, remaining: pytest.fail("the provider must not be called"))
+    [recorded] = call.attempt_list()
+    assert (recorded.outcome, recorded.latency_s, recorded.error_type) == ("error", 0.0, "AttemptStopped")
+    assert state.metrics.calls == 0
+    assert state.breaker.reserve() == "probe"  # given back: not counted as a failure, not held
+
+
+def test_an_attempt_stopped_while_running_is_abandoned_not_failed_and_frees_its_probe():
+    router, state = half_open_router()
+    call = router._call(None, False, None, None)
+    attempt = AttemptRun.reserve(call, state, hedge=False, force=False)
+
+    def stopped(provider, remaining):
+        raise AttemptStopped("the Router was closed while this attempt ran", provider="a")
+
+    with pytest.raises(AttemptStopped):
+        attempt.run(stopped)
+    snapshot = state.metrics.snapshot()
+    assert snapshot["abandoned"] == 1 and snapshot["failures"] == 0 and snapshot["in_flight"] == 0
+    [recorded] = call.attempt_list()  # not lost: the caller sees why its attempt ended
+    assert (recorded.provider, recorded.outcome, recorded.error_type) == ("a", "error", "AttemptStopped")
+    assert state.breaker.reserve() == "probe"
+    router.close()
+
+
+def test_an_abandoned_stream_answering_late_still_counts_the_usage_it_reported():
+    router = router_with(mock("a"), breaker=False)
+    call = router._call(None, True, None, None)
+    state = router._states[0]
+    attempt = AttemptRun.reserve(call, state, hedge=False, force=False)
+    running = Future()
+    running.set_running_or_notify_cancel()
+    attempt.started = time.monotonic()
+    state.metrics.started()
+    attempt.abandon(running)
+
+    def events():
+        yield StreamEnd(Usage(3, 4, 7))  # usage reported before the first text
+        yield "late"
+
+    stream = TextStream(events(), provider="a", model="m")
+    running.set_result(OpenedStream.open(stream))
+    assert stream.done
+    snapshot = state.metrics.snapshot()
+    assert snapshot["successes"] == 1 and (snapshot["prompt_tokens"], snapshot["completion_tokens"]) == (3, 4)
+    router.close()
+
+
+def test_a_deadline_failure_of_a_call_without_a_budget_names_no_budget():
+    call = Call(None, False, Telemetry())
+    failure = call.failed([ProviderTimeoutError("slow", provider="a")], deadline_hit=True)
+    assert isinstance(failure, DeadlineExceededError) and failure.timeout == 0.0
+
+
+def test_close_stops_every_running_attempt_and_logs_one_it_could_not_stop(caplog):
+    live = LiveAttempts()
+
+    class Running:
+        def __init__(self, fails):
+            self.fails, self.stopped_with = fails, None
+
+        def cut(self, error):
+            self.stopped_with = error
+            if self.fails:
+                raise RuntimeError("being read on another thread")
+
+    stuck, fine = Running(True), Running(False)
+    live.add(stuck)
+    live.add(fine)
+    stop = AttemptStopped("closing")
+    with caplog.at_level(logging.DEBUG, logger="multi_llm_orchestrator"):
+        live.close(0.0, stop)
+    assert stuck.stopped_with is stop and fine.stopped_with is stop
+    [record] = [r for r in caplog.records if r.getMessage() == "stopping an attempt at close() failed"]
+    assert record.levelno == logging.DEBUG and record.exc_info[0] is RuntimeError

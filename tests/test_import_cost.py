@@ -117,6 +117,8 @@ def test_redis_state_resolves_to_the_class_of_its_module():
 def test_unknown_names_raise_attribute_error_and_dir_lists_the_lazy_names():
     with pytest.raises(AttributeError, match="has no attribute 'NoSuchThing'"):
         multi_llm_orchestrator.NoSuchThing  # noqa: B018
+    for odd in ("no.such", "providers.base", "", "__wrapped__"):
+        assert not hasattr(multi_llm_orchestrator, odd)
     with pytest.raises(ImportError):
         exec("from multi_llm_orchestrator import NoSuchThing", {})
     listed = dir(multi_llm_orchestrator)
