@@ -50,7 +50,7 @@ from .calls import (
 from .call_options import CallOptions, PinnedProviders
 from .display import HealthReport, Stats
 from .embeddings import EmbeddingJob, embedding_spaces
-from .planning import CapabilityCheck, PlanCheck, apply_checks
+from .planning import CapabilityCheck, PlanCheck, apply_checks, beyond_text
 from .state import LocalState, State, call_deadline, make_state
 from .strategies import ProviderState, Strategy, make_strategy
 from .validation import check_int, check_number
@@ -295,7 +295,8 @@ class Router:
             return completion
 
         call = self._call(timeout, False, messages, params, max_cost=max_cost, pinned=options.pinned)
-        completion, attempt = self._run(call, self._windows.learning(call, options.wrap(invoke)))
+        pinned_model = options.wrap(invoke) if options.model is not None else invoke
+        completion, attempt = self._run(call, self._windows.learning(call, pinned_model))
         attempt.finish(None, completion.usage, completion)
         call.finish(attempt, None, completion.usage, completion)
         return Completion(
@@ -504,7 +505,9 @@ class Router:
         self._check_open()
         if not self._states:
             raise NoProvidersError("The Router has no providers: add one with router.add_provider(...)")
-        states = apply_checks(self._states if among is None else among, call, self._plan_checks)
+        states = self._states if among is None else among
+        if not (call.params is None or self._nothing_to_check(call)):
+            states = apply_checks(states, call, self._plan_checks)
         available = [state for state in states if state.breaker.is_available()]
         if available:
             return self._strategy.order(available, BoundedHealth(self._health, lambda: _health_wait(call), call.expected_cost)), None
@@ -514,6 +517,11 @@ class Router:
                 [], f"Every provider's circuit is open; the first recovers in {closest.breaker.remaining():.1f} s"
             )
         return [closest], closest
+
+    def _nothing_to_check(self, call: Call) -> bool:
+        """No planning check can leave a provider out of this call: not pinned, no
+        ``max_cost``, plain text, and no context window declared or learned."""
+        return call.pinned is None and call.max_cost is None and self._windows.idle and not beyond_text(call)
 
     def _pool(self) -> ThreadPoolExecutor:
         """The executor, created on first use."""

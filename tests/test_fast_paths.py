@@ -172,3 +172,39 @@ def test_a_shared_state_still_sees_the_calls_deadline_on_both_paths():
     seen.clear()
     router.complete("q")
     assert seen == [None]
+
+
+def test_an_attempt_sets_its_thread_state_while_the_provider_runs_and_restores_it():
+    from multi_llm_orchestrator.failover import has_fallback
+    from multi_llm_orchestrator.limits import attempt_feedback
+    from multi_llm_orchestrator.transfers import _local
+
+    seen = []
+
+    class Looking(MockProvider):
+        def complete(self, messages, params=None, *, timeout=None):
+            from multi_llm_orchestrator.limits import _feedback
+
+            seen.append((self.name, has_fallback(), getattr(_feedback, "limiter", None), getattr(_local, "scope", None)))
+            if self.name == "first":
+                raise RuntimeError("down")
+            return super().complete(messages, params, timeout=timeout)
+
+    events = []
+    router = Router(strategy="first-available", breaker=False)
+    router.add_listener(lambda event: events.append((event.kind, has_fallback(), getattr(_local, "scope", None))))
+    for name in ("first", "second"):
+        router.add_provider(Looking(ProviderConfig(name=name, extra={"delay": 0},
+                                                   limits={"rpm": 1000})))
+    outer = object()
+    with attempt_feedback(outer):
+        assert router.complete("q").provider == "second"
+        from multi_llm_orchestrator.limits import _feedback
+
+        assert _feedback.limiter is outer  # restored after each attempt, failed or not
+    (first, fallback1, limiter1, scope1), (second, fallback2, limiter2, scope2) = seen
+    assert (first, fallback1, second, fallback2) == ("first", True, "second", False)
+    assert limiter1 is not None and limiter2 is not None and limiter1 is not limiter2
+    assert scope1 is not None and scope2 is not None and scope1 is not scope2
+    assert not has_fallback() and getattr(_local, "scope", None) is None
+    assert events and all(fallback is False and scope is None for _, fallback, scope in events)
