@@ -151,17 +151,24 @@ class RaceFailed(Exception):
         self.deadline_hit = deadline_hit
 
 
-def _wait_one(future: Future, timeout: Optional[float]) -> "set[Future]":
-    """``{future}`` once it is done (or cancelled), ``set()`` when ``timeout`` passes
-    first: what ``wait([future], timeout, FIRST_COMPLETED)`` returns as done, waiting on
-    the Future's own condition only."""
+def _wait_one(future: Future, timeout: Optional[float]) -> "Dict[Future, Optional[BaseException]]":
+    """``{future: its outcome}`` once it is done (see ``_outcome``), ``{}`` when
+    ``timeout`` passes first: what ``wait([future], timeout, FIRST_COMPLETED)`` reports
+    as done, waiting on the Future's own condition only (and reading it once)."""
     try:
-        future.exception(timeout)
-    except CancelledError:
-        pass
+        return {future: future.exception(timeout)}
+    except CancelledError as cancelled:
+        return {future: cancelled}
     except WaitTimeout:  # not done when the wait ended, as wait() would report it
-        return set()
-    return {future}
+        return {}
+
+
+def _outcome(future: Future) -> Optional[BaseException]:
+    """A done Future's exception (None: it succeeded); ``CancelledError`` if cancelled."""
+    try:
+        return future.exception()
+    except CancelledError as cancelled:
+        return cancelled
 
 
 def race(
@@ -229,14 +236,13 @@ def race(
                 watched = list(pending)
                 if stop is not None and not stop.done():
                     watched.append(stop)
-                done, _ = wait(watched, timeout=timeout, return_when=FIRST_COMPLETED)
+                finished, _ = wait(watched, timeout=timeout, return_when=FIRST_COMPLETED)
                 if stop is not None and stop.done():
-                    done = {future for future in pending if future.done()}  # cancelled ones count as done
-            for future in done:
+                    finished = {future for future in pending if future.done()}  # cancelled ones count as done
+                done = {future: _outcome(future) for future in finished if future in pending}
+            for future, error in done.items():
                 candidate, hedge = pending.pop(future)
-                try:
-                    error: Optional[BaseException] = future.exception()
-                except CancelledError:  # the pool was shut down before it ran
+                if isinstance(error, CancelledError):  # the pool was shut down before it ran
                     error = ProviderError("cancelled before it started", provider=name_of(candidate))
                 if error is None:
                     if pending:

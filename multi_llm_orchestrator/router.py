@@ -167,6 +167,7 @@ class Router:
         self._windows = ContextWindows()
         #: Planning checks (planning.py): providers left out of a call before the strategy.
         self._plan_checks: Tuple[PlanCheck, ...] = (PinnedProviders(), CapabilityCheck(), self._windows, CostCap(self._admission))
+        self._builtin_checks = self._plan_checks  # the ones _nothing_to_check knows how to skip
         self._closed = False
         forking.register(self)
         if health_interval:
@@ -519,9 +520,11 @@ class Router:
         return [closest], closest
 
     def _nothing_to_check(self, call: Call) -> bool:
-        """No planning check can leave a provider out of this call: not pinned, no
-        ``max_cost``, plain text, and no context window declared or learned."""
-        return call.pinned is None and call.max_cost is None and self._windows.idle and not beyond_text(call)
+        """No planning check can leave a provider out of this call: only the built-in
+        checks, and the call is not pinned, has no ``max_cost``, asks for plain text, and
+        no context window is declared or learned."""
+        return (self._plan_checks is self._builtin_checks and call.pinned is None and call.max_cost is None
+                and self._windows.idle and not beyond_text(call))
 
     def _pool(self) -> ThreadPoolExecutor:
         """The executor, created on first use."""
