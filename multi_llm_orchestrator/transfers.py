@@ -212,8 +212,9 @@ def _shutdown(sock: Optional[socket.socket]) -> None:
 class Reaper:
     """One daemon thread that cuts transfers still running at their deadline.
 
-    Started on demand; exits after ``REAPER_LINGER_S`` without live transfers (and at
-    once on ``stop_if_idle``, which ``close()`` calls), so an idle process has no thread.
+    Started on demand; exits after ``REAPER_LINGER_S`` without live transfers (found by
+    waking at least every ``REAPER_LINGER_S``; at once on ``stop_if_idle``, which
+    ``close()`` calls), so an idle process has no thread.
     """
 
     def __init__(self) -> None:
@@ -247,11 +248,12 @@ class Reaper:
                 self._cond.notify()
 
     def remove(self, transfer: Transfer) -> None:
+        # Never wakes the thread: it waits at most REAPER_LINGER_S at a time, and finds
+        # the heap empty then. Waking it here cost a thread switch per sequential call
+        # (it woke while the next request was in flight and went back to a far deadline).
         with self._cond:
             if self._live.pop(id(transfer), None) is not None and not self._live:
                 self._heap.clear()
-                if self._wake_at - time.monotonic() > REAPER_LINGER_S:
-                    self._cond.notify()  # to start its linger now, not at a far deadline
 
     def stop_if_idle(self, timeout: float = 1.0) -> None:
         with self._cond:
@@ -286,7 +288,10 @@ class Reaper:
                     heapq.heappop(self._heap)
                     continue
                 if deadline > now:
-                    self._wait(deadline - now)
+                    # In steps of at most the linger: remove() does not wake the thread, so
+                    # this is how it notices it has nothing left to watch (4 wake-ups a
+                    # second while requests run, against one per request).
+                    self._wait(min(deadline - now, REAPER_LINGER_S))
                     continue
                 heapq.heappop(self._heap)
                 del self._live[id(transfer)]  # expired: nothing more to watch, finished or not
