@@ -39,11 +39,13 @@ from .errors import (
     RateLimitError,
     ResponseFormatError,
 )
-from .failover import fallback_ready
-from .limits import Refusal, attempt_feedback
+from .failover import _attempt as _fallback
+from .limits import Refusal
+from .limits import _feedback
 from .providers.base import BaseProvider
 from .strategies import ProviderState
 from .transfers import CancelScope
+from .transfers import _local as _transfer
 from .types import Attempt, Completion, RouterEvent, TextStream
 
 __all__ = [
@@ -69,19 +71,22 @@ class LiveAttempts:
     for them and then stop them. Thread-safe."""
 
     def __init__(self) -> None:
-        self._cond = threading.Condition(threading.Lock())
+        # add/discard (every attempt) take the lock itself: entering a Condition is two
+        # Python calls, entering a Lock none. The Condition shares it, for close().
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
         self._attempts: Dict[int, "AttemptRun"] = {}
         self.closed: Optional[ProviderError] = None
 
     def add(self, attempt: "AttemptRun") -> None:
-        with self._cond:
+        with self._lock:
             if self.closed is None:
                 self._attempts[id(attempt)] = attempt
                 return
         raise AttemptStopped(self.closed.message, provider=attempt.state.name)
 
     def discard(self, attempt: "AttemptRun") -> None:
-        with self._cond:
+        with self._lock:
             # Only close() waits, and it sets ``closed`` under this lock before it does.
             if self._attempts.pop(id(attempt), None) is not None and not self._attempts and self.closed is not None:
                 self._cond.notify_all()
@@ -231,6 +236,8 @@ class Call:
 
     def attempt_list(self) -> List[Attempt]:
         with self._lock:
+            if len(self._attempts) == 1:  # nearly every call: nothing to sort
+                return list(self._attempts.values())
             return [self._attempts[order] for order in sorted(self._attempts)]
 
     def _end(self) -> bool:
@@ -276,9 +283,11 @@ class Call:
     def finish(self, attempt: "AttemptRun", error: Optional[ProviderError], usage: Any, result: Any = None) -> None:
         """Report the call answered by ``attempt``; ``result`` is the Completion or the
         provider's TextStream (read by a tracer)."""
-        if not self._end():
-            return
-        with self._lock:
+        with self._lock:  # as _end(), and the count under the same lock
+            self.over = True
+            if self._reported:
+                return
+            self._reported = True
             count = len(self._attempts)
         self._report(attempt, "error" if error else "ok", error, usage, count, result)
 
@@ -382,22 +391,31 @@ class AttemptRun:
         call_trace = self.call.trace
         grant = self.grant
         limiter = grant.state.admission.limiter if grant is not None and grant.reservation is not None else None
+        # While the provider runs on this thread: its responses feed the attempt's limiter
+        # (limits.attempt_feedback), the transport knows whether to fail over
+        # (failover.fallback_ready), and its requests join the attempt's CancelScope
+        # (transfers). The three thread-locals are set here directly, not through their
+        # three context managers: every attempt pays for this.
+        previous = (getattr(_feedback, "limiter", None), getattr(_fallback, "ready", False), getattr(_transfer, "scope", None))
+        _feedback.limiter, _fallback.ready, _transfer.scope = limiter, self.fallback, self.scope
         try:
-            with attempt_feedback(limiter), fallback_ready(self.fallback), self.scope.active():
-                if call_trace is None:
-                    result = invoke(provider, remaining)
-                else:  # the attempt's span is current while the provider runs, on this thread
-                    self.trace = call_trace.attempt(self)
-                    result = self.trace.run(invoke, provider, remaining)
-        except Exception as exc:
+            if call_trace is None:
+                result = invoke(provider, remaining)
+            else:  # the attempt's span is current while the provider runs, on this thread
+                self.trace = call_trace.attempt(self)
+                result = self.trace.run(invoke, provider, remaining)
+        except BaseException as exc:
+            # Restored before finish(): listeners it calls run outside the attempt.
+            _feedback.limiter, _fallback.ready, _transfer.scope = previous
+            if not isinstance(exc, Exception):  # KeyboardInterrupt and the like: account, then let it fly
+                self.finish(ProviderError("interrupted", provider=provider.name), None)
+                raise
             error = as_provider_error(exc, provider.name)
             self.finish(error, None)
             if error is exc:
                 raise
             raise error from exc
-        except BaseException:  # KeyboardInterrupt and the like: account, then let it fly
-            self.finish(ProviderError("interrupted", provider=provider.name), None)
-            raise
+        _feedback.limiter, _fallback.ready, _transfer.scope = previous
         self.answered = time.monotonic() - self.started
         self.result = result
         return result

@@ -68,6 +68,8 @@ class HedgePolicy:
             raise ConfigurationError(f"hedge_after must be seconds > 0 or a percentile like 'p95'; got {self.after!r}")
         else:
             check_number("hedge_after", self.after, 0, low_open=True, kind="a number of seconds")
+        # The percentile as a share, read once here rather than parsed on every call.
+        object.__setattr__(self, "_share", float(self.after[1:]) / 100 if isinstance(self.after, str) else None)
         check_int("max_hedges", self.max_hedges, 1)
         check_number("hedge_budget", self.budget, 0, 1, kind="a share")
         for name in ("min_delay", "default_delay"):
@@ -79,9 +81,9 @@ class HedgePolicy:
 
     def delay(self, metrics: ProviderMetrics) -> float:
         """Seconds to wait for this provider before hedging."""
-        if not isinstance(self.after, str):
+        share = self._share
+        if share is None:
             return float(self.after)
-        share = float(self.after[1:]) / 100
         observed = metrics.latency_percentile(share, self.min_samples)
         if observed is None:
             return self.default_delay
@@ -149,17 +151,24 @@ class RaceFailed(Exception):
         self.deadline_hit = deadline_hit
 
 
-def _wait_one(future: Future, timeout: Optional[float]) -> "set[Future]":
-    """``{future}`` once it is done (or cancelled), ``set()`` when ``timeout`` passes
-    first: what ``wait([future], timeout, FIRST_COMPLETED)`` returns as done, waiting on
-    the Future's own condition only."""
+def _wait_one(future: Future, timeout: Optional[float]) -> "Dict[Future, Optional[BaseException]]":
+    """``{future: its outcome}`` once it is done (see ``_outcome``), ``{}`` when
+    ``timeout`` passes first: what ``wait([future], timeout, FIRST_COMPLETED)`` reports
+    as done, waiting on the Future's own condition only (and reading it once)."""
     try:
-        future.exception(timeout)
-    except CancelledError:
-        pass
+        return {future: future.exception(timeout)}
+    except CancelledError as cancelled:
+        return {future: cancelled}
     except WaitTimeout:  # not done when the wait ended, as wait() would report it
-        return set()
-    return {future}
+        return {}
+
+
+def _outcome(future: Future) -> Optional[BaseException]:
+    """A done Future's exception (None: it succeeded); ``CancelledError`` if cancelled."""
+    try:
+        return future.exception()
+    except CancelledError as cancelled:
+        return cancelled
 
 
 def race(
@@ -214,30 +223,30 @@ def race(
     try:
         start(False)
         while pending:
-            now = time.monotonic()
-            waits = [moment - now for moment in (deadline, hedge_at) if moment is not None]
-            timeout = max(0.0, min(waits)) if waits else None
+            soonest = hedge_at if deadline is None else deadline if hedge_at is None else min(deadline, hedge_at)
+            timeout = None if soonest is None else max(0.0, soonest - time.monotonic())
             if len(pending) == 1:
                 # One attempt in flight (nearly every call): wait on that Future's own
                 # condition. wait() would build a waiter and lock every Future for it,
                 # work the worker thread waits behind. A cancel by shutdown notifies the
-                # condition, so ``stop`` is not needed to wake this wait.
+                # condition, and a running attempt is cut by close(), so ``stop`` is not
+                # needed to wake this wait.
                 done = _wait_one(next(iter(pending)), timeout)
             else:
                 watched = list(pending)
                 if stop is not None and not stop.done():
                     watched.append(stop)
-                done, _ = wait(watched, timeout=timeout, return_when=FIRST_COMPLETED)
-            if stop is not None and stop.done():
-                done = {future for future in pending if future.done()}  # cancelled ones count as done
-            for future in done:
+                finished, _ = wait(watched, timeout=timeout, return_when=FIRST_COMPLETED)
+                if stop is not None and stop.done():
+                    finished = {future for future in pending if future.done()}  # cancelled ones count as done
+                done = {future: _outcome(future) for future in finished if future in pending}
+            for future, error in done.items():
                 candidate, hedge = pending.pop(future)
-                if future.cancelled():  # the pool was shut down before it ran
-                    error: Optional[BaseException] = ProviderError("cancelled before it started", provider=name_of(candidate))
-                else:
-                    error = future.exception()
+                if isinstance(error, CancelledError):  # the pool was shut down before it ran
+                    error = ProviderError("cancelled before it started", provider=name_of(candidate))
                 if error is None:
-                    abandon(timed_out=False)
+                    if pending:
+                        abandon(timed_out=False)
                     return future
                 errors.append(error)  # type: ignore[arg-type]
                 if not pending:  # nothing else in flight: fall back at once, no hedge wait

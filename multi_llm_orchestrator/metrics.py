@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import threading
+from bisect import bisect_left, insort
 from collections import Counter, deque
 from typing import Any, Dict, Optional
 
@@ -52,7 +53,9 @@ class ProviderMetrics:
         self._latencies: deque = deque(maxlen=latency_window)
         self._outcomes: deque = deque(maxlen=OUTCOME_WINDOW)
         self.ewma_latency_s: Optional[float] = None
-        self._sorted_cache: Optional["tuple[int, list[float]]"] = None  # (successes then, sorted window)
+        # The latency window sorted: kept (one insertion, one removal per sample) once
+        # latency_percentile has been asked, i.e. by hedging, which asks on every call.
+        self._ranked: Optional["list[float]"] = None
         self.prompt_tokens = 0
         self.completion_tokens = 0
         self.cached_prompt_tokens = 0
@@ -76,7 +79,12 @@ class ProviderMetrics:
         with self._lock:
             self.in_flight -= 1
             self.successes += 1
-            self._latencies.append(latency_s)
+            latencies, ranked = self._latencies, self._ranked
+            if ranked is not None:
+                if len(latencies) == latencies.maxlen:  # the oldest sample leaves the window
+                    del ranked[bisect_left(ranked, latencies[0])]
+                insort(ranked, latency_s)
+            latencies.append(latency_s)
             self._outcomes.append(True)
             previous = self.ewma_latency_s
             self.ewma_latency_s = latency_s if previous is None else previous + EWMA_ALPHA * (latency_s - previous)
@@ -113,28 +121,21 @@ class ProviderMetrics:
     def latency_percentile(self, share: float, min_samples: int = 1) -> Optional[float]:
         """Latency percentile of recent successful attempts; None with fewer than ``min_samples``.
 
-        Hedging asks for it on every call, so the sorted window is reused until 1/32 of
-        it is new samples (32 for a full window): the answer lags by at most that many
-        calls, and the sort happens outside the lock.
+        Hedging asks for it on every call: the first call sorts the window, and from then
+        on each sample is inserted in order (and the one leaving the window removed), so
+        every answer is exact and costs a lookup, not a sort of up to 1,024 values.
         """
         with self._lock:
-            count = len(self._latencies)
-            if count < min_samples:
+            if len(self._latencies) < min_samples:
                 return None
-            cached = self._sorted_cache
-            if cached is None or self.successes - cached[0] >= max(1, count // 32):
-                snapshot, seen = list(self._latencies), self.successes
-            else:
-                snapshot = None
-        if snapshot is not None:
-            snapshot.sort()
-            cached = (seen, snapshot)
-            self._sorted_cache = cached
-        return percentile(cached[1], share)
+            ranked = self._ranked
+            if ranked is None:
+                ranked = self._ranked = sorted(self._latencies)
+            return percentile(ranked, share)
 
     def snapshot(self) -> Dict[str, Any]:
         with self._lock:
-            latencies = sorted(self._latencies)
+            latencies = list(self._ranked) if self._ranked is not None else sorted(self._latencies)
             failures = dict(self.failures)
             data: Dict[str, Any] = {
                 "calls": self.calls,

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from .calls import Call
     from .strategies import ProviderState
 
-__all__ = ["CallRequest", "PlanCheck", "Skip", "apply_checks", "CapabilityCheck"]
+__all__ = ["CallRequest", "PlanCheck", "Skip", "apply_checks", "beyond_text", "CapabilityCheck"]
 
 #: Given a provider's state: why it cannot take the call, or None.
 SkipReason = Callable[["ProviderState"], Optional[str]]
@@ -111,6 +111,14 @@ def apply_checks(states: Sequence["ProviderState"], call: "Call", checks: Sequen
     raise _exhausted(request, skips)
 
 
+def beyond_text(request: CallRequest) -> bool:
+    """Whether the call asks for more than a plain text answer: tools, a structured
+    answer, reasoning, or messages carrying tool calls or results."""
+    params = request.params
+    return bool(params.tools or params.response_format is not None or params.reasoning_effort is not None
+                or getattr(request.messages, "has_tool_messages", False))
+
+
 def _exhausted(request: CallRequest, skips: Sequence[Skip]) -> OrchestratorError:
     checks = {id(skip.check): skip.check for skip in skips}
     if len(checks) == 1:
@@ -127,11 +135,10 @@ class CapabilityCheck(PlanCheck):
     error_type = "CapabilityError"
 
     def prepare(self, request: CallRequest) -> Optional[SkipReason]:
+        if not beyond_text(request):
+            return None  # plain text: every provider can take it
         params = request.params
         tool_messages = getattr(request.messages, "has_tool_messages", False)
-        if not (params.tools or params.response_format is not None or params.reasoning_effort is not None
-                or tool_messages):
-            return None  # plain text: every provider can take it
         needs = needed_by(params, request.streaming, tool_messages)
         if not needs:
             return None

@@ -50,8 +50,8 @@ from .calls import (
 from .call_options import CallOptions, PinnedProviders
 from .display import HealthReport, Stats
 from .embeddings import EmbeddingJob, embedding_spaces
-from .planning import CapabilityCheck, PlanCheck, apply_checks
-from .state import State, call_deadline, make_state
+from .planning import CapabilityCheck, PlanCheck, apply_checks, beyond_text
+from .state import LocalState, State, call_deadline, make_state
 from .strategies import ProviderState, Strategy, make_strategy
 from .validation import check_int, check_number
 from .tokens import ContextWindows
@@ -127,6 +127,9 @@ class Router:
         budget: Any = None,
     ) -> None:
         self._state = make_state(state)
+        # Shared state (RedisState, or any other State subclass) may make round trips that
+        # the call's deadline must bound (state.time_to_deadline); LocalState makes none.
+        self._bound_round_trips = type(self._state) not in (State, LocalState)
         self._telemetry = Telemetry()
         self._responses = Responses(ResponseCache.from_value(cache), self._state.response_store, self._telemetry.count)
         self._strategy = make_strategy(strategy)
@@ -157,7 +160,6 @@ class Router:
         self._health = HealthChecker(timeout=health_timeout, ttl=health_ttl, store=self._state.health_store())
         self._max_workers = max_workers
         self._executor: Optional[ThreadPoolExecutor] = None
-        self._running: Set[Future] = set()  # attempts submitted and not finished
         self._closing: Future = Future()  # done once close() has begun
         self._lock = threading.Lock()
         self._states: Tuple[ProviderState, ...] = ()
@@ -165,6 +167,7 @@ class Router:
         self._windows = ContextWindows()
         #: Planning checks (planning.py): providers left out of a call before the strategy.
         self._plan_checks: Tuple[PlanCheck, ...] = (PinnedProviders(), CapabilityCheck(), self._windows, CostCap(self._admission))
+        self._builtin_checks = self._plan_checks  # the ones _nothing_to_check knows how to skip
         self._closed = False
         forking.register(self)
         if health_interval:
@@ -293,7 +296,8 @@ class Router:
             return completion
 
         call = self._call(timeout, False, messages, params, max_cost=max_cost, pinned=options.pinned)
-        completion, attempt = self._run(call, self._windows.learning(call, options.wrap(invoke)))
+        pinned_model = options.wrap(invoke) if options.model is not None else invoke
+        completion, attempt = self._run(call, self._windows.learning(call, pinned_model))
         attempt.finish(None, completion.usage, completion)
         call.finish(attempt, None, completion.usage, completion)
         return Completion(
@@ -428,9 +432,12 @@ class Router:
         """Try providers in the planned order until one succeeds; the shared core of
         ``complete`` and ``route_stream``. Whatever escapes is reported as the call's end."""
         try:
-            if call.deadline is None and self._admission.idle:  # nothing to bound, nothing to queue for
-                return self._try_in_order(call, invoke)
-            with call_deadline(call.deadline):  # shared state's round trips stay within it
+            if self._admission.idle:  # nothing to queue for
+                if call.deadline is None or not self._bound_round_trips:
+                    return self._try_in_order(call, invoke)
+                with call_deadline(call.deadline):  # shared state's round trips stay within it
+                    return self._try_in_order(call, invoke)
+            with call_deadline(call.deadline):
                 return self._admission.run(call, lambda: self._try_in_order(call, invoke))
         except BaseException as exc:  # a planning error, a strategy's bug, KeyboardInterrupt
             call.abort(exc)  # no-op when call.failed already reported it
@@ -453,20 +460,20 @@ class Router:
                 return None
             attempt.fallback = state is not order[-1]
             try:
-                with self._lock:  # close() must see every future it may cancel
-                    future = self._pool_locked().submit(attempt.run, invoke)
-                    self._running.add(future)
+                # No Router lock: submit() and close()'s shutdown(cancel_futures=True) are
+                # atomic with each other, so an attempt is either refused (RuntimeError)
+                # or queued in time to be cancelled, which the race sees.
+                future = (self._executor or self._pool()).submit(attempt.run, invoke)
             except (RuntimeError, OrchestratorError):  # close() shut the pool since the plan
                 attempt.release()
                 raise OrchestratorError("This Router is closed: create a new one") from None
-            future.add_done_callback(attempt.release_if_cancelled)
-            future.add_done_callback(self._forget_running)
             attempts[future] = attempt
             return future
 
         if self._hedge_budget is not None:
             self._hedge_budget.record_call()
         policy = self._hedge
+        winner: Optional[Future] = None
         try:
             winner = race(
                 order,
@@ -481,7 +488,15 @@ class Router:
             )
         except RaceFailed as failure:
             raise call.failed(failure.errors, deadline_hit=failure.deadline_hit)
-        return winner.result(), attempts[winner].won()
+        finally:
+            # An attempt close() cancelled before it ran gives its breaker reservation
+            # back (once: a lost one already did). The winner ran; nothing to look at.
+            if len(attempts) > 1 or winner is None:
+                for future, attempt in attempts.items():
+                    if future is not winner:
+                        attempt.release_if_cancelled(future)
+        attempt = attempts[winner]
+        return attempt.result, attempt.won()  # run() kept its result: no Future lock to read it
 
     def _plan(
         self, call: Call, among: Optional[Sequence[ProviderState]] = None
@@ -491,7 +506,9 @@ class Router:
         self._check_open()
         if not self._states:
             raise NoProvidersError("The Router has no providers: add one with router.add_provider(...)")
-        states = apply_checks(self._states if among is None else among, call, self._plan_checks)
+        states = self._states if among is None else among
+        if not (call.params is None or self._nothing_to_check(call)):
+            states = apply_checks(states, call, self._plan_checks)
         available = [state for state in states if state.breaker.is_available()]
         if available:
             return self._strategy.order(available, BoundedHealth(self._health, lambda: _health_wait(call), call.expected_cost)), None
@@ -502,20 +519,20 @@ class Router:
             )
         return [closest], closest
 
-    def _forget_running(self, future: Future) -> None:
-        with self._lock:
-            self._running.discard(future)
+    def _nothing_to_check(self, call: Call) -> bool:
+        """No planning check can leave a provider out of this call: only the built-in
+        checks, and the call is not pinned, has no ``max_cost``, asks for plain text, and
+        no context window is declared or learned."""
+        return (self._plan_checks is self._builtin_checks and call.pinned is None and call.max_cost is None
+                and self._windows.idle and not beyond_text(call))
 
     def _pool(self) -> ThreadPoolExecutor:
+        """The executor, created on first use."""
         with self._lock:
-            return self._pool_locked()
-
-    def _pool_locked(self) -> ThreadPoolExecutor:
-        """The executor, created on first use; call with ``self._lock`` held."""
-        self._check_open()
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(self._max_workers, thread_name_prefix="mlo-router")
-        return self._executor
+            self._check_open()
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(self._max_workers, thread_name_prefix="mlo-router")
+            return self._executor
 
     # Embeddings and token counts --------------------------------------------------------
 
@@ -681,7 +698,6 @@ class Router:
         parent's; providers and the health checker reset themselves."""
         forking.fresh_locks(self)
         self._executor = None
-        self._running = set()
         for part in (self._strategy, self._telemetry):
             forking.fresh_locks(part)
         self._telemetry.live = LiveAttempts()  # the parent's attempts are not this process's

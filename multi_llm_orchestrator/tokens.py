@@ -89,6 +89,8 @@ class ContextWindows(PlanCheck):
         forking.register(self)  # fresh locks in a forked child (forking.py)
         self._learned: Dict[str, int] = {}
         self._declared: Dict[str, int] = {}  # replaced whole by track(): read without the lock
+        #: No window declared or learned: this check has nothing to say about any call.
+        self.idle = True
 
     def track(self, providers: Iterable[Any]) -> None:
         """Note the declared windows of the Router's providers (all of them, after each change)."""
@@ -96,6 +98,7 @@ class ContextWindows(PlanCheck):
             provider.name: provider.config.context_window
             for provider in providers if provider.config.context_window is not None
         }
+        self.idle = not (self._declared or self._learned)
 
     def limit(self, provider: Any) -> Optional[int]:
         """The smallest request size known not to fit ``provider`` (None: unknown)."""
@@ -111,17 +114,19 @@ class ContextWindows(PlanCheck):
             known = self._learned.get(provider_name)
             if known is None or size < known:
                 self._learned[provider_name] = size
+            self.idle = False
 
     def forget(self, provider_name: str) -> None:
         with self._lock:
             self._learned.pop(provider_name, None)
+            self.idle = not (self._declared or self._learned)
 
     # PlanCheck ----------------------------------------------------------------------------
 
     def prepare(self, request: CallRequest) -> Optional[SkipReason]:
         """Each provider's skip reason for this request; the estimate is made only when a
         provider with a known window is looked at (never for a Router without any)."""
-        if request.params is None or not request.messages or not (self._learned or self._declared):
+        if self.idle or request.params is None or not request.messages:
             return None
         size = _RequestSize(request.messages, request.params)
 

@@ -142,3 +142,69 @@ def test_keywords_still_parse_after_plain_calls():
     with pytest.raises(Exception, match="Unknown keyword"):
         router.complete("q", temprature=0.1)
     assert router.complete("q", GenerationParams(max_tokens=5), temperature=0.5).provider in ("a", "b")
+
+
+def test_a_shared_state_still_sees_the_calls_deadline_on_both_paths():
+    from multi_llm_orchestrator.state import LocalSequence, State
+
+    seen = []
+
+    class Sequence(LocalSequence):
+        def next(self):
+            seen.append(time_to_deadline())  # what a RedisState round trip would be bounded by
+            return super().next()
+
+    class Shared(State):  # any State but the local one may make round trips
+        def sequence(self, name):
+            return Sequence()
+
+    for hedged in (False, True):
+        seen.clear()
+        router = Router(state=Shared(), timeout=5, hedge_after=0.5 if hedged else None)
+        router.add_provider(mock("a"))
+        router.add_provider(mock("b"))
+        router.complete("q")
+        router.complete("q", timeout=None)  # the Router's timeout still applies
+        assert len(seen) == 2 and all(left is not None and 0 < left <= 5 for left in seen), seen
+        router.close()
+    router = Router(state=Shared())
+    router.add_provider(mock("a"))
+    seen.clear()
+    router.complete("q")
+    assert seen == [None]
+
+
+def test_an_attempt_sets_its_thread_state_while_the_provider_runs_and_restores_it():
+    from multi_llm_orchestrator.failover import has_fallback
+    from multi_llm_orchestrator.limits import attempt_feedback
+    from multi_llm_orchestrator.transfers import _local
+
+    seen = []
+
+    class Looking(MockProvider):
+        def complete(self, messages, params=None, *, timeout=None):
+            from multi_llm_orchestrator.limits import _feedback
+
+            seen.append((self.name, has_fallback(), getattr(_feedback, "limiter", None), getattr(_local, "scope", None)))
+            if self.name == "first":
+                raise RuntimeError("down")
+            return super().complete(messages, params, timeout=timeout)
+
+    events = []
+    router = Router(strategy="first-available", breaker=False)
+    router.add_listener(lambda event: events.append((event.kind, has_fallback(), getattr(_local, "scope", None))))
+    for name in ("first", "second"):
+        router.add_provider(Looking(ProviderConfig(name=name, extra={"delay": 0},
+                                                   limits={"rpm": 1000})))
+    outer = object()
+    with attempt_feedback(outer):
+        assert router.complete("q").provider == "second"
+        from multi_llm_orchestrator.limits import _feedback
+
+        assert _feedback.limiter is outer  # restored after each attempt, failed or not
+    (first, fallback1, limiter1, scope1), (second, fallback2, limiter2, scope2) = seen
+    assert (first, fallback1, second, fallback2) == ("first", True, "second", False)
+    assert limiter1 is not None and limiter2 is not None and limiter1 is not limiter2
+    assert scope1 is not None and scope2 is not None and scope1 is not scope2
+    assert not has_fallback() and getattr(_local, "scope", None) is None
+    assert events and all(fallback is False and scope is None for _, fallback, scope in events)

@@ -59,10 +59,8 @@ def test_importing_the_package_loads_no_submodule_and_no_dependency():
 def test_a_provider_module_does_not_load_the_router_side(provider):
     loaded = loaded_after(f"import multi_llm_orchestrator.providers.{provider}")
     assert loaded["requests"] and loaded["multi_llm_orchestrator.types"]  # it did import what it needs
-    # Token providers need the TokenCache; YandexGPT embeds texts one request each, on a pool.
+    # Token providers need the TokenCache.
     expected_extra = {"multi_llm_orchestrator.auth"} if provider in ("gigachat", "yandexgpt") else set()
-    if provider == "yandexgpt":
-        expected_extra.add("concurrent.futures")
     assert {name for name in ROUTER_SIDE if loaded[name]} == expected_extra
     assert loaded["multi_llm_orchestrator.providers.openai"] == (provider == "openai")  # not its siblings
 

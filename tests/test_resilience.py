@@ -530,21 +530,37 @@ def test_no_library_thread_outlives_close_after_mixed_load():
     assert library_threads() == []
 
 
-def test_latency_percentile_reuses_its_sort_for_a_few_samples_then_catches_up():
+def test_latency_percentile_stays_exact_after_every_sample_once_asked():
     metrics = ProviderMetrics()
     for i in range(100):
         metrics.started()
         metrics.succeeded(0.001 * (i + 1), None)
-    assert metrics.latency_percentile(0.95) == pytest.approx(0.095)
-    for _ in range(2):  # fewer than 100 // 32 new samples: the cached sort is reused
+    assert metrics.latency_percentile(0.95) == pytest.approx(0.095)  # the first ask sorts the window
+    samples = [0.001 * (i + 1) for i in range(100)]
+    for latency in (10.0, 0.0005, 10.0):  # from then on kept in order, sample by sample
         metrics.started()
-        metrics.succeeded(10.0, None)
-    assert metrics.latency_percentile(0.95) == pytest.approx(0.095)
-    metrics.started()
-    metrics.succeeded(10.0, None)  # the third: the window is sorted afresh
-    fresh = sorted([0.001 * (i + 1) for i in range(100)] + [10.0] * 3)
-    assert metrics.latency_percentile(0.95) == fresh[math.ceil(0.95 * len(fresh)) - 1]
+        metrics.succeeded(latency, None)
+        samples.append(latency)
+        fresh = sorted(samples)
+        assert metrics.latency_percentile(0.95) == fresh[math.ceil(0.95 * len(fresh)) - 1]
     assert metrics.latency_percentile(0.99) == 10.0
+    assert metrics.snapshot()["latency_p50_s"] == round(sorted(samples)[math.ceil(0.5 * len(samples)) - 1], 6)
+
+
+def test_latency_percentile_follows_the_window_as_old_samples_leave_it():
+    metrics = ProviderMetrics(latency_window=4)
+    window = []
+    for step, latency in enumerate([0.4, 0.1, 0.3, 0.2, 0.9, 0.9, 0.05, 0.5, 0.5, 0.7]):
+        metrics.started()
+        metrics.succeeded(latency, None)
+        window = (window + [latency])[-4:]
+        if step == 1:
+            assert metrics.latency_percentile(0.5) == 0.1  # asked: sorted from here on
+        if step >= 1:
+            ranked = sorted(window)
+            for share in (0.25, 0.5, 0.75, 1.0):
+                assert metrics.latency_percentile(share) == ranked[math.ceil(share * len(ranked)) - 1], (step, share)
+    assert metrics.latency_percentile(0.5, min_samples=5) is None
 
 
 def test_when_every_breaker_refuses_the_error_says_why():

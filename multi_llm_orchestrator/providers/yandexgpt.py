@@ -83,8 +83,7 @@ import os
 import re
 import threading
 import time
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 from ..auth import TokenCache
 from ..config import ProviderConfig
@@ -104,6 +103,9 @@ from .chat_format import new_call_id, parse_arguments
 from ..validation import check_int
 from .base import EmbeddingLimits
 from .embedding_format import check_dimensions, parse_vector
+
+if TYPE_CHECKING:
+    from concurrent.futures import ThreadPoolExecutor
 
 __all__ = ["YandexGPTProvider"]
 
@@ -400,6 +402,8 @@ class YandexGPTProvider(HttpProvider):
         if len(texts) == 1:
             results = [self._embed_one(texts[0], uri, deadline)]
         else:
+            from concurrent.futures import FIRST_EXCEPTION, wait  # only batches of texts need it
+
             pool = self._pool()
             futures = [pool.submit(self._embed_one, text, uri, deadline) for text in texts]
             done, _ = wait(futures, return_when=FIRST_EXCEPTION)
@@ -448,6 +452,8 @@ class YandexGPTProvider(HttpProvider):
     # Requests --------------------------------------------------------------------------
 
     def _pool(self) -> ThreadPoolExecutor:
+        from concurrent.futures import ThreadPoolExecutor  # here: only embeddings use a pool
+
         with self._pool_lock:
             if self._embedding_pool is None:
                 self._embedding_pool = ThreadPoolExecutor(
