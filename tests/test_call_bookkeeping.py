@@ -479,3 +479,14 @@ def test_close_stops_every_running_attempt_and_logs_one_it_could_not_stop(caplog
     assert stuck.stopped_with is stop and fine.stopped_with is stop
     [record] = [r for r in caplog.records if r.getMessage() == "stopping an attempt at close() failed"]
     assert record.levelno == logging.DEBUG and record.exc_info[0] is RuntimeError
+
+
+def test_an_attempt_abandoned_after_its_worker_took_it_but_before_it_started_is_lost_at_zero_latency():
+    router = router_with(mock("a"), breaker=False)
+    call = router._call(None, False, None, None)
+    attempt = AttemptRun.reserve(call, router._states[0], hedge=False, force=False)
+    taken = Future()
+    taken.set_running_or_notify_cancel()  # a worker has it: too late to cancel, run() not begun
+    attempt.abandon(taken)
+    assert call.attempt_list() == [Attempt("a", "lost", 0.0, hedge=False)]
+    router.close()

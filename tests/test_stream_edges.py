@@ -3,6 +3,7 @@ blank line, ``[DONE]`` variants, the boundaries of the error-code mapping, and t
 timeout cap that may shorten a socket's timeout but never lengthen it. Fake responses
 and a fake socket, no server, no sleep."""
 
+import gc
 import time
 
 import pytest
@@ -340,3 +341,66 @@ def test_an_event_of_exactly_the_limit_passes_one_byte_more_is_refused():
     # The count starts again with each event.
     lines = ["data: 12345", "data: 123", "", "data: 12345", "data: 123", ""]
     assert list(iter_sse_data(LimitedLines(lines, limit=10), provider=P, require_done=False)) == ["12345\n123"] * 2
+
+
+# Line reader and JSON parsing edges (issue 18, after the issue 17 reader rewrite) -----------
+
+
+def test_lines_taken_one_by_one_then_read_as_events_lose_nothing():
+    # A provider may peek at the first line before handing the reader to the SSE parser:
+    # the rest of that block must still reach the parser.
+    _, lines = reader([b"first\ndata: one\n\ndata: two\n\n", b"data: [DONE]\n\n"], limit=100)
+    assert next(lines) == "first"
+    assert list(iter_sse_data(lines, provider=P)) == ["one", "two"]
+
+
+def test_a_closed_reader_gives_no_more_lines_and_closes_the_response():
+    response, lines = reader([b"a\nb\nc\n", b"d\n"], limit=100)
+    assert next(lines) == "a"
+    lines.close()
+    assert response.closed
+    assert list(lines) == []  # not "b" and "c" from the block in hand
+
+
+def test_a_closed_reader_hands_out_no_more_batches():
+    response, lines = reader([b"data: a\n\n", b"data: b\n\n"], limit=100)
+    lines.close()
+    assert response.closed
+    assert list(iter_sse_data(lines, provider=P, require_done=False)) == []
+
+
+def test_a_line_of_exactly_the_limit_arriving_in_pieces_at_the_start_passes():
+    _, lines = reader([b"12345", b"67890", b"\n"], limit=10)
+    assert list(lines) == ["1234567890"]
+
+
+def test_a_too_long_unfinished_line_after_a_complete_one_is_refused_at_once():
+    _, lines = reader([b"ok\n" + b"x" * 11], limit=10)  # then the stream ends
+    with pytest.raises(ResponseFormatError, match="a line of the stream"):
+        list(lines)
+
+
+def test_lines_before_a_line_that_is_not_utf8_are_delivered_first():
+    response, lines = reader([b"good\nfine\n\xff\xfe bad\nnever\n"], limit=100)
+    assert next(lines) == "good" and next(lines) == "fine"
+    with pytest.raises(ResponseFormatError, match="not valid UTF-8"):
+        next(lines)
+    assert response.closed
+
+
+@pytest.mark.parametrize("payload", ['x{"a": 1}', '{"a": 1} x', '{"a": 1}{"b": 2}', '{"a": 1}]'])
+def test_json_events_with_anything_before_or_after_the_object_are_refused(payload):
+    with pytest.raises(ResponseFormatError, match="not valid JSON"):
+        list(iter_json_lines(iter([payload]), provider=P))
+
+
+@pytest.mark.parametrize("payload", [' {"a": 1}', '{"a": 1} \t', '\t{"a": 1}\r'])
+def test_json_events_with_whitespace_around_the_object_are_accepted(payload):
+    assert list(iter_json_lines(iter([payload]), provider=P)) == [{"a": 1}]
+
+
+def test_a_reader_dropped_before_its_first_line_closes_the_response():
+    response, lines = reader([b"never read\n"], limit=100)
+    del lines
+    gc.collect()
+    assert response.closed

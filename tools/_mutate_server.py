@@ -16,6 +16,7 @@ import json
 import os
 import signal
 import time
+import types
 from typing import Any, Dict
 
 SIMPLE = (int, float, bool, str, bytes, type(None))
@@ -44,7 +45,11 @@ def _swap(module: Any, source: str) -> bool:
 def _apply(target: Any, new: Dict[str, Any], module_name: str, depth: int) -> bool:
     old = dict(vars(target))
     for name, old_value in old.items():
-        if not name.startswith("__") and name not in new and isinstance(old_value, SIMPLE):
+        # A module-level name the mutant no longer assigns (e.g. ``_SCAN = _DECODER.scan_once``
+        # deleted) is removed whatever its value, so its readers fail as on a fresh import;
+        # in classes only simple constants (methods are swapped in place below).
+        deleted = isinstance(old_value, SIMPLE) or (depth == 0 and not isinstance(old_value, types.ModuleType))
+        if not name.startswith("__") and name not in new and deleted:
             delattr(target, name)
     for name, new_value in new.items():
         if name not in old:
