@@ -502,6 +502,10 @@ def _short(exc: BaseException) -> str:
     return text if len(text) <= 200 else text[:200] + "..."
 
 
+#: URLs whose prepared form a provider keeps (HttpProvider._prepare_request).
+PREPARED_URLS_MAX = 64
+
+
 class HttpProvider(BaseProvider):
     """Base of the HTTP providers: owns the Session, sends, maps failures.
 
@@ -539,6 +543,7 @@ class HttpProvider(BaseProvider):
             raise ConfigurationError(f"{type(self).__name__} {self.name!r} needs base_url")
         self.session = build_session(config, self.retry_statuses)
         self._proxies: Dict[str, Dict[str, str]] = {}
+        self._prepared_urls: Dict[str, str] = {}  # url -> requests' prepared (checked, quoted) form
         self._secrets = _secrets_of(config)
 
     def close(self) -> None:
@@ -719,15 +724,22 @@ class HttpProvider(BaseProvider):
         merged = CaseInsensitiveDict(self.session.headers)
         merged.update(headers)
         prepared = requests.PreparedRequest()
-        prepared.prepare(
-            method=method,
-            url=url,
-            headers=merged,
-            data=body,
-            auth=self.session.auth,
-            cookies=self.session.cookies if len(self.session.cookies) else None,
-            hooks={"response": [_stop_at_redirect]},
-        )
+        # PreparedRequest.prepare's steps, in its order, with the URL's (parsing, IDNA,
+        # quoting: a pure function of the URL) done once per URL.
+        prepared.prepare_method(method)
+        prepared_url = self._prepared_urls.get(url)
+        if prepared_url is None:
+            prepared.prepare_url(url, None)
+            if len(self._prepared_urls) >= PREPARED_URLS_MAX:  # URLs with ids in them: start over
+                self._prepared_urls = {}
+            self._prepared_urls[url] = prepared.url
+        else:
+            prepared.url = prepared_url
+        prepared.prepare_headers(merged)
+        prepared.prepare_cookies(self.session.cookies if len(self.session.cookies) else None)
+        prepared.prepare_body(body, None, None)
+        prepared.prepare_auth(self.session.auth, url)
+        prepared.prepare_hooks({"response": [_stop_at_redirect]})
         return prepared
 
     def bearer_headers(self, extra: Optional[Mapping[str, str]] = None) -> Dict[str, str]:
