@@ -404,3 +404,8 @@ def test_a_reader_dropped_before_its_first_line_closes_the_response():
     del lines
     gc.collect()
     assert response.closed
+
+
+def test_an_unfinished_line_of_exactly_the_limit_after_a_complete_one_passes():
+    _, lines = reader([b"ok\n" + b"x" * 10, b"\n"], limit=10)
+    assert list(lines) == ["ok", "x" * 10]
