@@ -29,7 +29,6 @@ import time
 from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, Union
 
 from . import forking
-from . import forking
 from .breaker import BreakerPolicy, CircuitBreaker
 from .errors import ConfigurationError
 from .hedging import HedgeBudget
