@@ -40,6 +40,22 @@ def test_removing_the_only_provider_with_a_window_ends_its_planning():
     assert [a.outcome for a in router.complete(LONG_PROMPT).attempts] == ["ok"]
 
 
+def test_removing_the_only_provider_with_a_window_returns_plain_calls_to_the_fast_path(monkeypatch):
+    router = router_with(mock("small", context_window=100), mock("big"), strategy="first-available")
+    router.remove_provider("small")
+    windows = router._windows
+    consulted = []
+    real_prepare = windows.prepare
+    monkeypatch.setattr(windows, "prepare", lambda request: consulted.append(request) or real_prepare(request))
+    completion = router.complete(LONG_PROMPT)
+    assert completion.provider == "big" and [a.outcome for a in completion.attempts] == ["ok"]
+    assert consulted == []  # no window left anywhere: the check is not even asked
+    router.add_provider(mock("tiny", context_window=10))
+    attempts = router.complete(LONG_PROMPT).attempts
+    assert [(a.provider, a.outcome) for a in attempts] == [("tiny", "skipped"), ("big", "ok")]
+    assert len(consulted) == 1  # a window again: planned around
+
+
 def test_cache_true_per_call_still_uses_a_cache_the_router_leaves_off():
     from multi_llm_orchestrator.cache import ResponseCache
 
