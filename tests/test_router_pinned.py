@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from multi_llm_orchestrator import ConfigurationError, GenerationParams
+from multi_llm_orchestrator import ConfigurationError, GenerationParams, OrchestratorError, Router
 from multi_llm_orchestrator.errors import ProviderError
 from multi_llm_orchestrator.providers import MockProvider, ProviderConfig
 from multi_llm_orchestrator.types import StreamEnd, Usage
@@ -126,3 +126,16 @@ def test_health_report_checks_every_provider_again_unless_cached_is_asked():
     router.health_report(cached=True)
     assert provider.checks == 2
     router.close()
+
+
+def test_a_closed_router_refuses_health_checks_without_checking_anything():
+    provider = MockProvider(ProviderConfig(name="a", extra={"delay": 0}))
+    checks = []
+    provider.health_check = lambda: checks.append(1) or True  # what the Router would call
+    router = Router()
+    router.add_provider(provider)
+    router.close()
+    for check in (router.health_report, router.health_check):
+        with pytest.raises(OrchestratorError, match="closed: create a new one"):
+            check()
+    assert checks == []
