@@ -43,11 +43,15 @@ def loaded_after(statement: str) -> dict:
         {statement}
         print(json.dumps({{name: name in sys.modules for name in {watched!r}}}))
     """
+    return json.loads(run_python(textwrap.dedent(code)))
+
+
+def run_python(code: str) -> str:
+    """Run ``code`` in a fresh interpreter (this checkout first on the path); its stdout."""
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    done = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
-                          env=env, cwd=ROOT, timeout=120)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
     assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
+    return done.stdout
 
 
 def test_importing_the_package_loads_no_submodule_and_no_dependency():
@@ -95,15 +99,10 @@ def test_every_name_in_all_resolves_to_the_object_of_its_module():
 
 
 def test_star_import_and_from_import_give_every_public_name():
-    out = subprocess.run(
-        [sys.executable, "-c", "from multi_llm_orchestrator import *; from multi_llm_orchestrator import Router, "
-         "RedisState, ToolLoopError, run_tools; import multi_llm_orchestrator as m; "
-         "missing = [n for n in m.__all__ if n not in globals()]; print(missing, Router is m.Router)"],
-        capture_output=True, text=True, timeout=120, cwd=ROOT,
-        env=dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")),
-    )
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["[]", "True"]
+    out = run_python("from multi_llm_orchestrator import *; from multi_llm_orchestrator import Router, "
+                     "RedisState, ToolLoopError, run_tools; import multi_llm_orchestrator as m; "
+                     "missing = [n for n in m.__all__ if n not in globals()]; print(missing, Router is m.Router)")
+    assert out.split() == ["[]", "True"]
 
 
 def test_redis_state_resolves_to_the_class_of_its_module():
@@ -171,12 +170,7 @@ def test_type_checkers_see_every_lazy_name_from_the_module_that_defines_it():
 
 
 def test_submodules_stay_attributes_of_the_package_as_when_it_imported_them_all():
-    out = subprocess.run(
-        [sys.executable, "-c", "import multi_llm_orchestrator as m, sys; "
-         "print(m.errors.ProviderError is m.ProviderError, m.providers.base.BaseProvider is m.BaseProvider, "
-         "'multi_llm_orchestrator.router' in sys.modules, hasattr(m, 'no_such_module'), hasattr(m, '_private'))"],
-        capture_output=True, text=True, timeout=120, cwd=ROOT,
-        env=dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")),
-    )
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["True", "True", "False", "False", "False"]
+    out = run_python("import multi_llm_orchestrator as m, sys; "
+                     "print(m.errors.ProviderError is m.ProviderError, m.providers.base.BaseProvider is m.BaseProvider, "
+                     "'multi_llm_orchestrator.router' in sys.modules, hasattr(m, 'no_such_module'), hasattr(m, '_private'))")
+    assert out.split() == ["True", "True", "False", "False", "False"]

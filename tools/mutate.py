@@ -529,16 +529,6 @@ class Server:
             self.process.wait()
 
 
-def stages(tests: List[str], files: int = 2) -> List[List[str]]:
-    """The tests in two runs: first those of the ``files`` test files holding most of them
-    (most mutants die there, and collecting few files is quick), then the rest."""
-    per_file = Counter(nodeid.split("::", 1)[0] for nodeid in tests)
-    first_files = {name for name, _ in per_file.most_common(files)}
-    first = [nodeid for nodeid in tests if nodeid.split("::", 1)[0] in first_files]
-    rest = [nodeid for nodeid in tests if nodeid.split("::", 1)[0] not in first_files]
-    return [stage for stage in (first, rest) if stage]
-
-
 def run_mutant(
     mutant: Mutant, scratch: Path, server: Optional[Server], durations: Dict[str, float], factor: float, floor: float
 ) -> Tuple[str, Optional[str]]:
