@@ -25,12 +25,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from concurrent.futures import Future
+from concurrent.futures import CancelledError, Executor, Future
+from concurrent.futures import TimeoutError as WaitTimeout
 from typing import Any, Callable, Dict, FrozenSet, List, Optional, Sequence, Tuple
 
 from .admission import Admission, Demand, Grant, NoCapacityYet, RouterBudgetRefusal, capacity_error
 from .errors import (
     AllProvidersFailedError,
+    OrchestratorError,
     ConfigurationError,
     DeadlineExceededError,
     InvalidRequestError,
@@ -50,7 +52,7 @@ from .types import Attempt, Completion, RouterEvent, TextStream
 
 __all__ = [
     "Call", "AttemptRun", "OpenedStream", "Telemetry", "Listener", "as_provider_error", "checked_completion",
-    "try_in_turn", "LiveAttempts", "AttemptStopped",
+    "try_in_turn", "LiveAttempts", "AttemptStopped", "DeadlinePassed", "HedgeDue",
 ]
 
 # Records keep the Router's logger name: it is what users filter on.
@@ -150,6 +152,16 @@ class Telemetry:
 class Call:
     """Bookkeeping of one Router call: deadline and the attempts made so far."""
 
+    # Defaults read from the class until a call changes them: every call pays for each
+    # attribute it sets, and most calls never wait, trace, or get refused.
+    waiting = False  # admission="wait": a pass with no capacity waits, not fails
+    on_admitted: Optional[Callable[[], None]] = None
+    trace: Optional[Any] = None
+    over = False
+    _reported = False
+    _started = 0
+    _demand: Optional[Demand] = None
+
     def __init__(
         self,
         budget: Optional[float],
@@ -167,26 +179,29 @@ class Call:
         self.pinned = pinned  # provider=/providers= of the call: planning leaves out the others
         self.admission = admission
         self.max_cost = max_cost  # planning skips providers expected to cost more
-        self.demand = Demand(messages, params, max_cost) if messages is not None and params is not None else None
         # Providers refused by admission control on this pass: (name, Refusal).
         self.refusals: List[Tuple[str, Refusal]] = []
-        self.waiting = False  # admission="wait": a pass with no capacity waits, not fails
-        self.on_admitted: Optional[Callable[[], None]] = None
         telemetry.count("calls")
         self.streaming = streaming
         self.budget = budget
         self.started = time.monotonic()
-        self.deadline = self.started + self.budget if self.budget is not None else None
+        self.deadline = self.started + budget if budget is not None else None
         self._attempts: Dict[int, Attempt] = {}  # by start order: a later outcome replaces an earlier one
-        self._started = 0
         self._lock = threading.Lock()
-        self.over = False
-        self._reported = False
         self.messages = messages  # the validated prompt: for planning checks, and a tracer that records content
         self.params = params
         self.operation = operation  # "chat" or "embeddings": what a tracer names the call
         tracer = telemetry.tracer
-        self.trace = tracer.start_call(self) if tracer is not None else None
+        if tracer is not None:
+            self.trace = tracer.start_call(self)
+
+    @property
+    def demand(self) -> Optional[Demand]:
+        """What the call asks of a provider's limits and budgets (None without a prompt);
+        built on first use: a call without limits, budgets or prices never needs it."""
+        if self._demand is None and self.messages is not None and self.params is not None:
+            self._demand = Demand(self.messages, self.params, self.max_cost)
+        return self._demand
 
     def remaining(self) -> Optional[float]:
         if self.deadline is None:
@@ -330,26 +345,28 @@ class Call:
 class AttemptRun:
     """One provider tried during one call: breaker reservation, metrics, logs, events."""
 
+    # Defaults read from the class until the attempt changes them (see Call).
+    started = 0.0
+    answered = 0.0
+    lost = False
+    finished = False
+    released = False
+    trace: Optional[Any] = None
+    grant: Optional[Grant] = None  # admission control's capacity and budget, if any
+    result: Any = None
+    #: Called by ``cut`` once the provider has answered (a stream being relayed).
+    on_cut: Optional[Callable[[ProviderError], None]] = None
+    # Another provider is planned after this one: the transport then fails over
+    # instead of retrying a connection error (see failover.py).
+    fallback = False
+
     def __init__(self, call: Call, state: ProviderState, hedge: bool, reservation: Optional[str] = None) -> None:
         self.call = call
         self.state = state
         self.hedge = hedge
         self.reservation = reservation  # the breaker's "probe" or "normal"
         self.order = call.next_order()
-        self.started = 0.0
-        self.answered = 0.0
-        self.lost = False
-        self.finished = False
-        self.released = False
-        self.trace: Optional[Any] = None
-        self.grant: Optional[Grant] = None  # admission control's capacity and budget, if any
-        self.result: Any = None
         self.scope = CancelScope()  # the requests in flight, cut when the attempt is stopped
-        #: Called by ``cut`` once the provider has answered (a stream being relayed).
-        self.on_cut: Optional[Callable[[ProviderError], None]] = None
-        # Another provider is planned after this one: the transport then fails over
-        # instead of retrying a connection error (see failover.py).
-        self.fallback = False
 
     @classmethod
     def reserve(cls, call: Call, state: ProviderState, *, hedge: bool, force: bool) -> Optional["AttemptRun"]:
@@ -369,7 +386,8 @@ class AttemptRun:
         if hedge:
             state.metrics.hedge("started")
         attempt = cls(call, state, hedge, reservation)
-        attempt.grant = grant
+        if grant is not None:
+            attempt.grant = grant
         return attempt
 
     def run(self, invoke: Callable[[BaseProvider, Optional[float]], Any]) -> Any:
@@ -419,6 +437,44 @@ class AttemptRun:
         self.answered = time.monotonic() - self.started
         self.result = result
         return result
+
+    def submit(self, pool: Executor, invoke: Callable[[BaseProvider, Optional[float]], Any]) -> Future:
+        """``run(invoke)`` queued on ``pool``; OrchestratorError when ``close()`` shut it."""
+        try:
+            # No Router lock: submit() and close()'s shutdown(cancel_futures=True) are
+            # atomic with each other, so an attempt is either refused (RuntimeError) or
+            # queued in time to be cancelled, which its waiter sees.
+            return pool.submit(self.run, invoke)
+        except RuntimeError:
+            self.release()
+            raise OrchestratorError("This Router is closed: create a new one") from None
+
+    def hop(self, pool: Executor, invoke: Callable[[BaseProvider, Optional[float]], Any], hedge_at: Optional[float] = None) -> Any:
+        """``run(invoke)`` on ``pool``, waited for until the call's deadline (a provider
+        that ignores its timeout cannot hold the caller past it) or ``hedge_at``. Raises
+        the attempt's ProviderError; ``DeadlinePassed`` with the attempt stopped;
+        ``HedgeDue`` with the attempt still running when ``hedge_at`` came first."""
+        future = self.submit(pool, invoke)
+        deadline = self.call.deadline
+        until = hedge_at if deadline is None else deadline if hedge_at is None or deadline <= hedge_at else hedge_at
+        try:
+            # exception(), not result(): a ProviderTimeoutError is a TimeoutError too.
+            # A Future's own condition: cancelled by close()'s shutdown, it wakes this wait.
+            error = future.exception(None if until is None else max(0.0, until - time.monotonic()))
+        except CancelledError:  # close() cancelled it before it ran
+            self.release()
+            raise ProviderError("cancelled before it started", provider=self.state.name) from None
+        except WaitTimeout:
+            if until is hedge_at:
+                raise HedgeDue(self, future) from None
+            self.abandon(future)
+            raise DeadlinePassed(ProviderTimeoutError("still running when the deadline passed", provider=self.state.name))
+        except BaseException:  # e.g. KeyboardInterrupt while waiting: the attempt is lost
+            self.abandon(future)
+            raise
+        if error is not None:
+            raise error
+        return self.result  # run() kept it: no second trip through the Future's lock
 
     def release(self) -> None:
         """Give the breaker reservation back (once): the attempt will never run."""
@@ -541,15 +597,41 @@ class OpenedStream:
         return cls(stream, first)
 
 
+class DeadlinePassed(Exception):
+    """Raised by ``AttemptRun.hop``: the call's deadline passed while the attempt ran."""
+
+    def __init__(self, error: ProviderTimeoutError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+class HedgeDue(Exception):
+    """Raised by ``try_in_turn``: the hedge delay passed with ``attempt`` still running
+    (as ``future``); ``index``: its place in the order; ``errors``: of those before it."""
+
+    def __init__(self, attempt: AttemptRun, future: Future) -> None:
+        super().__init__("hedge due")
+        self.attempt = attempt
+        self.future = future
+        self.index = 0
+        self.errors: List[ProviderError] = []
+
+
 def try_in_turn(
     call: Call,
     order: Sequence[ProviderState],
     forced: Optional[ProviderState],
     invoke: Callable[[BaseProvider, Optional[float]], Any],
+    pool: Optional[Executor] = None,
+    hedge_delay: Optional[Callable[[ProviderState], float]] = None,
 ) -> Tuple[Any, AttemptRun]:
-    """Try ``order`` one provider after another on this thread until one succeeds: its
-    result and attempt (recorded as won; the caller finishes it with the usage). When
-    every one fails, raises the call's ``AllProvidersFailedError``."""
+    """Try ``order`` one provider after another until one succeeds: its result and
+    attempt (recorded as won; the caller finishes it with the usage). Each attempt runs on
+    this thread, or with ``pool`` (a call with a deadline or hedging) on the pool, waited
+    for until the deadline. With ``hedge_delay``, an attempt with providers left after it
+    still running that many seconds after it started raises ``HedgeDue`` (the caller
+    races it). When every one fails, raises the call's ``AllProvidersFailedError``
+    (``DeadlineExceededError`` when the deadline passed)."""
     errors: List[ProviderError] = []
     last = len(order) - 1
     for index, state in enumerate(order):
@@ -558,9 +640,18 @@ def try_in_turn(
             continue
         attempt.fallback = index < last
         try:
-            return attempt.run(invoke), attempt.won()
+            if pool is None:
+                return attempt.run(invoke), attempt.won()
+            hedge_at = time.monotonic() + hedge_delay(state) if hedge_delay is not None and index < last else None
+            return attempt.hop(pool, invoke, hedge_at), attempt.won()
         except ProviderError as error:
             errors.append(error)
+        except DeadlinePassed as passed:
+            errors.append(passed.error)
+            raise call.failed(errors, deadline_hit=True) from None
+        except HedgeDue as due:
+            due.index, due.errors = index, errors
+            raise
     raise call.failed(errors, deadline_hit=False)
 
 

@@ -45,7 +45,7 @@ from .admission import Admission, CostCap
 from .answers import answer_check
 from .calls import (
     DEADLINE_SLACK_S, AttemptRun, AttemptStopped, Call, Listener, LiveAttempts, OpenedStream, Telemetry,
-    as_provider_error, checked_completion, try_in_turn,
+    HedgeDue, as_provider_error, checked_completion, try_in_turn,
 )
 from .call_options import CallOptions, PinnedProviders
 from .display import HealthReport, Stats
@@ -448,45 +448,53 @@ class Router:
             plan = [state.name for state in order]
             logger.debug("%s: trying %s", "stream" if call.streaming else "call", ", ".join(plan),
                          extra={"plan": plan, "streaming": call.streaming})
-        if self._hedge is None and call.deadline is None:
-            return try_in_turn(call, order, forced, invoke)
+        if self._hedge is None:  # with a deadline, each attempt runs on the executor
+            return try_in_turn(call, order, forced, invoke, None if call.deadline is None else self._executor or self._pool())
+        policy, budget, pool = self._hedge, self._hedge_budget, self._executor or self._pool()
+        if budget is not None:
+            budget.record_call()
+        try:  # nearly every call: the first attempt answers before the hedge delay
+            return try_in_turn(call, order, forced, invoke, pool, lambda state: policy.delay(state.metrics))
+        except HedgeDue as due:
+            return self._race(call, order[due.index:], forced, invoke, due)
 
-        attempts: Dict[Future, AttemptRun] = {}
+    def _race(
+        self, call: Call, order: Sequence[ProviderState], forced: Optional[ProviderState],
+        invoke: Callable[[BaseProvider, Optional[float]], Any], due: HedgeDue,
+    ) -> Tuple[Any, AttemptRun]:
+        """Race ``due``'s attempt, still running past its hedge delay, with hedges (and
+        the providers after it as fallbacks): ``hedging.race``."""
+        policy, pool = self._hedge, self._executor or self._pool()
+        assert policy is not None
+        attempts: Dict[Future, AttemptRun] = {due.future: due.attempt}
+        running = [due.future]
 
         def launch(state: ProviderState, hedge: bool) -> Optional[Future]:
+            if running:  # the race's first start (order[0]): the attempt already running
+                return running.pop()
             attempt = AttemptRun.reserve(call, state, hedge=hedge, force=state is forced)
             if attempt is None:
                 return None
             attempt.fallback = state is not order[-1]
-            try:
-                # No Router lock: submit() and close()'s shutdown(cancel_futures=True) are
-                # atomic with each other, so an attempt is either refused (RuntimeError)
-                # or queued in time to be cancelled, which the race sees.
-                future = (self._executor or self._pool()).submit(attempt.run, invoke)
-            except (RuntimeError, OrchestratorError):  # close() shut the pool since the plan
-                attempt.release()
-                raise OrchestratorError("This Router is closed: create a new one") from None
+            future = attempt.submit(pool, invoke)
             attempts[future] = attempt
             return future
 
-        if self._hedge_budget is not None:
-            self._hedge_budget.record_call()
-        policy = self._hedge
         winner: Optional[Future] = None
         try:
             winner = race(
                 order,
                 launch,
                 deadline=call.deadline,
-                hedge_delay=(lambda s: policy.delay(s.metrics)) if policy else None,
-                max_hedges=policy.max_hedges if policy else 0,
+                hedge_delay=lambda s: 0.0 if s is due.attempt.state else policy.delay(s.metrics),
+                max_hedges=policy.max_hedges,
                 budget=self._hedge_budget,
                 on_lost=lambda future: attempts[future].abandon(future),
                 name_of=lambda s: s.name,
                 stop=self._closing,
             )
         except RaceFailed as failure:
-            raise call.failed(failure.errors, deadline_hit=failure.deadline_hit)
+            raise call.failed(due.errors + failure.errors, deadline_hit=failure.deadline_hit)
         finally:
             # An attempt close() cancelled before it ran gives its breaker reservation
             # back (once: a lost one already did). The winner ran; nothing to look at.

@@ -226,7 +226,7 @@ def test_a_strategy_that_raises_still_balances_the_books(settings):
 def test_an_interrupt_while_waiting_on_a_race_balances_the_books(monkeypatch):
     import multi_llm_orchestrator.hedging as hedging
 
-    router = router_with(mock("a", delay=0.2), timeout=5)
+    router = router_with(mock("a", delay=0.2), mock("b", delay=0.2), timeout=5, hedge_after=0.01)
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
@@ -239,6 +239,29 @@ def test_an_interrupt_while_waiting_on_a_race_balances_the_books(monkeypatch):
     router.close()  # waits for the abandoned attempt
     assert balanced(router)
     assert router.stats()["providers"]["a"]["in_flight"] == 0
+
+
+def test_an_interrupt_while_waiting_on_a_deadline_attempt_balances_the_books(monkeypatch):
+    from concurrent.futures import Future
+
+    router = router_with(mock("a", delay=0.2), timeout=5)  # a deadline, no hedging: one hop per attempt
+    waiter = threading.current_thread()
+    real_exception = Future.exception
+
+    def interrupted(self, timeout=None):
+        if threading.current_thread() is waiter:
+            raise KeyboardInterrupt
+        return real_exception(self, timeout)
+
+    monkeypatch.setattr(Future, "exception", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        router.complete("hi")
+    monkeypatch.undo()
+    router.close()  # waits for the abandoned attempt
+    assert balanced(router)
+    stats = router.stats()["providers"]["a"]
+    assert stats["in_flight"] == 0
+    assert router.stats()["failed"] == 1
 
 
 # 6. first-available waits for health checks only within the call's time --------------
