@@ -75,7 +75,8 @@ QUOTA_CODES = frozenset({
 })
 # Model names that are certainly reasoning models: o1, o3-mini, o4-mini-high, gpt-5,
 # gpt-5.1-codex... (after any "vendor/" prefix), but not the non-reasoning gpt-5-chat.
-REASONING_MODEL = re.compile(r"(o[1-9](-.*)?|gpt-5(?!.*-chat).*)", re.IGNORECASE)
+REASONING_MODEL = r"(o[1-9](-.*)?|gpt-5(?!.*-chat).*)"
+_reasoning_model: "Optional[re.Pattern[str]]" = None  # compiled on first use: not at import
 # What a reasoning model rejects, and what we do about it.
 REASONING_FIXES = frozenset({"max_tokens", "temperature", "top_p", "stop"})
 UNSUPPORTED_CODES = ("unsupported_parameter", "unsupported_value")
@@ -90,7 +91,10 @@ def is_reasoning_model(model: str) -> bool:
     >>> [is_reasoning_model(m) for m in ("o3-mini", "openai/gpt-5.1", "gpt-5-chat-latest", "gpt-4o")]
     [True, True, False, False]
     """
-    return bool(REASONING_MODEL.fullmatch(model.rsplit("/", 1)[-1]))
+    global _reasoning_model
+    if _reasoning_model is None:
+        _reasoning_model = re.compile(REASONING_MODEL, re.IGNORECASE)
+    return bool(_reasoning_model.fullmatch(model.rsplit("/", 1)[-1]))
 
 
 class OpenAICompatibleProvider(HttpProvider):
