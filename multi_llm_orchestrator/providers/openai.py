@@ -57,7 +57,6 @@ from ..validation import check_int
 from .base import EmbeddingLimits, ProviderConfig
 from ..capabilities import ALL_CAPABILITIES
 from .chat_format import chunk_deltas, openai_messages, openai_response_format, openai_tool_fields, parse_answer
-from .embedding_format import parse_data_list
 
 __all__ = ["OpenAICompatibleProvider"]
 
@@ -233,6 +232,8 @@ class OpenAICompatibleProvider(HttpProvider):
         )
         if _error_fields(data) is not None:  # an error reported under HTTP 200
             raise self._error(None, data)
+        from .embedding_format import parse_data_list  # loaded by the first embed, not the import
+
         vectors, usage, model = parse_data_list(data, len(texts), self.name, "/embeddings")
         return self._embeddings(vectors, started, usage=usage, model=model)
 
