@@ -134,12 +134,13 @@ class Record:
                     setattr(cls, name, value.options["default"])
                 else:
                     delattr(cls, name)
-        compared = tuple(name for name in names if options.get(name, {}).get("compare", True))
         cls._record_names = names
         cls._record_options = options
         cls._record_shown = tuple(name for name in names if options.get(name, {}).get("repr", True))
-        getter = attrgetter(*compared) if len(compared) > 1 else (lambda value: tuple(getattr(value, n) for n in compared))
-        cls._record_values = staticmethod(getter)  # the compared fields as a tuple, as dataclasses compares
+        cls._record_shown_values = staticmethod(_values_of(cls._record_shown))
+        # The compared fields as a tuple: what dataclasses compares and hashes.
+        cls._record_values = staticmethod(_values_of(tuple(name for name in names
+                                                            if options.get(name, {}).get("compare", True))))
         cls.__match_args__ = names
         if "__hash__" not in cls.__dict__:
             cls.__hash__ = _hash if cls._record_frozen else None  # type: ignore[assignment]
@@ -156,10 +157,18 @@ class Record:
             return "..."
         _repr_running.add(key)
         try:
-            shown = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._record_shown)  # type: ignore[attr-defined]
+            shown = ", ".join([f"{name}={value!r}" for name, value in  # type: ignore[attr-defined]
+                               zip(self._record_shown, self._record_shown_values(self))])
         finally:
             _repr_running.discard(key)
         return f"{self.__class__.__qualname__}({shown})"
+
+
+def _values_of(names: Tuple[str, ...]) -> Any:
+    """A function giving the tuple of an instance's ``names`` attributes."""
+    if len(names) > 1:
+        return attrgetter(*names)
+    return lambda value: tuple([getattr(value, name) for name in names])
 
 
 def _hash(self: Any) -> int:
