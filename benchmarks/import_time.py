@@ -9,7 +9,9 @@ program actually starts with are shown too, ``from multi_llm_orchestrator import
 (the Router and what it needs, no requests: HTTP providers load it when first used) and
 ``import multi_llm_orchestrator.providers.openai`` (an HTTP provider, which imports
 requests). Nothing here loads dataclasses-json (loaded when something is serialised or
-parsed from a configuration, see ``jsonable.py``).
+parsed from a configuration, see ``jsonable.py``), and a provider module does not load
+``dataclasses`` (its value types become dataclasses when first asked, see ``records.py``;
+the Router's modules still use ``@dataclass``).
 Targets: the package at most 0.6x ``import requests``, a provider module at most 1.1x.
 The last part shows, from one ``-X importtime`` run each, where the Router import and
 the provider module (beyond requests itself) spend their time.
@@ -38,7 +40,8 @@ PROVIDER_IMPORT = f"import {PROVIDER}"
 STATEMENTS = (REQUESTS, PACKAGE, ROUTER, PROVIDER_IMPORT)
 TIMER = (
     "import sys, time; started = time.perf_counter(); {statement}; "
-    "print(time.perf_counter() - started, len(sys.modules), 'dataclasses_json' in sys.modules)"
+    "print(time.perf_counter() - started, len(sys.modules), 'dataclasses_json' in sys.modules, "
+    "'dataclasses' in sys.modules)"
 )
 
 
@@ -49,12 +52,12 @@ def environment() -> Dict[str, str]:
     return env
 
 
-def timed_import(statement: str) -> Tuple[float, int, bool]:
+def timed_import(statement: str) -> Tuple[float, int, bool, bool]:
     output = subprocess.run(
         [sys.executable, "-c", TIMER.format(statement=statement)],
         check=True, capture_output=True, text=True, env=environment(), cwd=_common.ROOT,
     ).stdout.split()
-    return float(output[0]), int(output[1]), output[2] == "True"
+    return float(output[0]), int(output[1]), output[2] == "True", output[3] == "True"
 
 
 def import_tree(statement: str, name: str, before: str = "", min_ms: float = 1.0) -> List[Tuple[int, int, str]]:
@@ -95,13 +98,15 @@ def main() -> None:
     seconds: Dict[str, List[float]] = {statement: [] for statement in STATEMENTS}
     loaded: Dict[str, int] = {}
     with_json: Dict[str, bool] = {}
+    with_dataclasses: Dict[str, bool] = {}
     for index in range(RUNS):
         shift = index % len(STATEMENTS)
         for statement in STATEMENTS[shift:] + STATEMENTS[:shift]:
-            elapsed, modules, json_loaded = timed_import(statement)
+            elapsed, modules, json_loaded, dataclasses_loaded = timed_import(statement)
             seconds[statement].append(elapsed)
             loaded[statement] = modules
             with_json[statement] = json_loaded
+            with_dataclasses[statement] = dataclasses_loaded
 
     print(f"{RUNS} fresh interpreters per statement, alternated; perf_counter around the statement")
     base = median(seconds[REQUESTS])
@@ -110,7 +115,7 @@ def main() -> None:
         print(
             f"{statement:<48} median {median(values) * 1000:6.1f} ms = {median(values) / base:4.2f}x requests "
             f"(min {values[0] * 1000:.1f}, max {values[-1] * 1000:.1f}; {loaded[statement]} modules in sys.modules; "
-            f"dataclasses_json loaded: {with_json[statement]})"
+            f"dataclasses_json loaded: {with_json[statement]}; dataclasses: {with_dataclasses[statement]})"
         )
     print()
     print_tree(f"where {ROUTER} spends its time (one -X importtime run, cumulative, >= 1 ms):",

@@ -21,12 +21,12 @@ import copy
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import Callable, Optional, Protocol, Tuple, TypeVar
 
 from . import forking
 from .config import scrub_secrets
 from .errors import AuthenticationError, ProviderError, ProviderTimeoutError
+from .records import FrozenRecord, field
 
 __all__ = ["Token", "TokenCache", "SharedTokens", "time_left"]
 
@@ -40,14 +40,19 @@ Fetch = Callable[[float], Tuple[str, Optional[float]]]
 REMEMBERED_TOKENS = 4
 
 
-@dataclass(frozen=True)
-class Token:
+class Token(FrozenRecord):  # a dataclass when asked (records.py)
     """A token value, its generation and when to replace it (``refresh_at`` on the
     cache's clock; None: only after a 401). The value never shows in the repr."""
 
     value: str = field(repr=False)
     generation: int
     refresh_at: Optional[float]
+
+    def __init__(self, value: str, generation: int, refresh_at: Optional[float]) -> None:
+        state = self.__dict__
+        state["value"] = value
+        state["generation"] = generation
+        state["refresh_at"] = refresh_at
 
 
 class SharedTokens(Protocol):

@@ -20,32 +20,37 @@ provider only); it is applied while that provider runs the attempt, through
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 from typing import Any, Callable, FrozenSet, Iterable, Mapping, Optional, Tuple, TypeVar
 
 from .errors import AllProvidersFailedError, ConfigurationError, OrchestratorError
 from .planning import CallRequest, PlanCheck, SkipReason
 from .providers.base import BaseProvider, model_override
-from .types import GenerationParams, _fast_init
+from .records import FrozenRecord, field_names
+from .types import GenerationParams
 
 __all__ = ["CallOptions", "PinnedProviders", "PARAM_KEYWORDS", "PIN_KEYWORDS"]
 
 #: Keywords that set a ``GenerationParams`` field.
-PARAM_KEYWORDS: Tuple[str, ...] = tuple(f.name for f in dataclasses.fields(GenerationParams))
+PARAM_KEYWORDS: Tuple[str, ...] = field_names(GenerationParams)
 #: Keywords that choose where the call goes.
 PIN_KEYWORDS: Tuple[str, ...] = ("provider", "providers", "model")
 
 T = TypeVar("T")
 
 
-@_fast_init  # one per call
-@dataclass(frozen=True, init=False)
-class CallOptions:
+class CallOptions(FrozenRecord):  # a dataclass when asked (records.py); one per call
     """The call's parameters with its keywords applied, and where it is pinned."""
 
     params: GenerationParams
     pinned: Optional[FrozenSet[str]] = None
     model: Optional[str] = None
+
+    def __init__(self, params: GenerationParams, pinned: Optional[FrozenSet[str]] = None,
+                 model: Optional[str] = None) -> None:
+        state = self.__dict__
+        state["params"] = params
+        state["pinned"] = pinned
+        state["model"] = model
 
     @property
     def plain(self) -> bool:

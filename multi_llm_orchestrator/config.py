@@ -1,9 +1,8 @@
-"""Provider configuration: one dataclass shared by every provider type."""
+"""Provider configuration: one dataclass shared by every provider type (a ``records.py``
+value class: a dataclass the first time something asks, no ``@dataclass`` at import)."""
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Optional, Union
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -11,6 +10,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from .jsonable import LazyJsonMixin, json_field
 from .errors import ConfigurationError
 from .reading import DEFAULT_MAX_RESPONSE_BYTES
+from .records import FACTORY, Record, field, field_names
 from .validation import check_int, check_nesting, check_number
 
 __all__ = ["ProviderConfig", "redact", "is_secret_key", "scrub_secrets"]
@@ -117,8 +117,7 @@ def _as_is(value: Any) -> Any:  # checked in __post_init__; dataclasses-json can
     return value
 
 
-@dataclass(repr=False)
-class ProviderConfig(LazyJsonMixin):
+class ProviderConfig(LazyJsonMixin, Record):
     """Settings of one provider. Only ``name`` is required; each provider type documents
     which other fields it uses and its defaults.
 
@@ -181,6 +180,62 @@ class ProviderConfig(LazyJsonMixin):
     limits: Optional[Dict[str, Any]] = None
     budget: Union[Dict[str, Any], List[Dict[str, Any]], None] = field(default=None, metadata=json_field(decoder=_as_is))
     max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
+
+    def __init__(
+        self,
+        name: str,
+        model: Optional[str] = None,
+        api_key: Optional[str] = None,
+        base_url: Optional[str] = None,
+        auth_url: Optional[str] = None,
+        scope: Optional[str] = None,
+        folder_id: Optional[str] = None,
+        timeout: float = 30.0,
+        verify_ssl: bool = True,
+        ca_bundle: Optional[str] = None,
+        max_retries: int = 2,
+        weight: float = 1.0,
+        pool_size: int = 32,
+        price_per_1k_prompt_tokens: Optional[float] = None,
+        price_per_1k_completion_tokens: Optional[float] = None,
+        context_window: Optional[int] = None,
+        embedding_model: Optional[str] = None,
+        embedding_space: Optional[str] = None,
+        extra: Dict[str, Any] = FACTORY,
+        price_per_1k_cached_prompt_tokens: Optional[float] = None,
+        capabilities: Optional[List[str]] = None,
+        prices: Optional[Dict[str, Any]] = None,
+        limits: Optional[Dict[str, Any]] = None,
+        budget: Union[Dict[str, Any], List[Dict[str, Any]], None] = None,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+    ) -> None:
+        state = self.__dict__
+        state["name"] = name
+        state["model"] = model
+        state["api_key"] = api_key
+        state["base_url"] = base_url
+        state["auth_url"] = auth_url
+        state["scope"] = scope
+        state["folder_id"] = folder_id
+        state["timeout"] = timeout
+        state["verify_ssl"] = verify_ssl
+        state["ca_bundle"] = ca_bundle
+        state["max_retries"] = max_retries
+        state["weight"] = weight
+        state["pool_size"] = pool_size
+        state["price_per_1k_prompt_tokens"] = price_per_1k_prompt_tokens
+        state["price_per_1k_completion_tokens"] = price_per_1k_completion_tokens
+        state["context_window"] = context_window
+        state["embedding_model"] = embedding_model
+        state["embedding_space"] = embedding_space
+        state["extra"] = {} if extra is FACTORY else extra
+        state["price_per_1k_cached_prompt_tokens"] = price_per_1k_cached_prompt_tokens
+        state["capabilities"] = capabilities
+        state["prices"] = prices
+        state["limits"] = limits
+        state["budget"] = budget
+        state["max_response_bytes"] = max_response_bytes
+        self.__post_init__()
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
@@ -247,14 +302,16 @@ class ProviderConfig(LazyJsonMixin):
                 listed = [budget.to_dict() for budget in budgets]
                 self.budget = listed if isinstance(self.budget, (list, tuple)) else listed[0]
             if isinstance(self.prices, Price):
-                self.prices = {k: v for k, v in dataclasses.asdict(self.prices).items() if v is not None}
+                from dataclasses import asdict  # loaded by budgets already
+
+                self.prices = {k: v for k, v in asdict(self.prices).items() if v is not None}
             PriceTable.from_value(self.prices)
         except ConfigurationError as exc:
             raise ConfigurationError(f"ProviderConfig of {self.name!r}: {exc}") from None
 
     def __repr__(self) -> str:
         shown = []
-        for name in self.__dataclass_fields__:
+        for name in field_names(self):  # type: ignore[arg-type]
             value = getattr(self, name)
             if name in SECRET_FIELDS:
                 shown.append(f"{name}={redact(value)}")

@@ -25,7 +25,6 @@ not retried either: it fails over at once (see ``failover.py``).
 from __future__ import annotations
 
 import copy
-import dataclasses
 import functools
 import json
 import logging
@@ -54,6 +53,7 @@ from urllib3.util.timeout import Timeout
 
 from . import forking
 from .config import ProviderConfig, is_secret_key, scrub_secrets
+from .records import field_names
 from .errors import (
     AuthenticationError,
     ConfigurationError,
@@ -350,7 +350,7 @@ def provider_config(owner: str, settings: Mapping[str, Any]) -> ProviderConfig:
     Traceback (most recent call last):
     multi_llm_orchestrator.errors.ConfigurationError: X.from_env: unknown setting 'modle'; pass ProviderConfig fields only: name, model, ...
     """
-    valid = [field.name for field in dataclasses.fields(ProviderConfig)]
+    valid = list(field_names(ProviderConfig))
     unknown = sorted(set(settings) - set(valid))
     if unknown:
         raise ConfigurationError(

@@ -2,6 +2,9 @@
 
 All are dataclasses serialisable with dataclasses-json (``to_dict()``, ``to_json()``,
 ``from_dict()``), which is imported the first time one of them is used (``jsonable.py``).
+They are written as ``records.py`` value classes (each ``__init__`` written out), which
+become dataclasses the first time something asks (``dataclasses.fields``,
+``is_dataclass``, ``replace``, ``asdict``...): importing a provider runs no ``@dataclass``.
 """
 
 from __future__ import annotations
@@ -10,11 +13,11 @@ import json
 import logging
 import math
 import threading
-from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Union
 
 from .errors import ConfigurationError, ProviderError, ResponseFormatError
 from .jsonable import lazy_dataclass_json
+from .records import FACTORY, FrozenRecord, field
 from .validation import check_int, check_number
 
 __all__ = [
@@ -45,50 +48,12 @@ REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh", "max")
 ROLE_ALIASES = {"developer": "system", "function": "tool"}
 
 
-def _fast_init(cls: Any) -> Any:
-    """Give a frozen dataclass an ``__init__`` that fills ``__dict__`` directly.
-
-    The generated ``__init__`` of a frozen dataclass calls ``object.__setattr__`` once per
-    field, so every optional field (tool calls, reasoning, cached tokens...) would cost
-    every plain-text call a little, twice per call for a Completion. Writing ``__dict__``
-    makes the optional fields free; the class stays a frozen dataclass in every other way
-    (fields, eq, repr, replace, dataclasses-json), and ``__post_init__`` still runs.
-    The class is declared with ``init=False``: compiling the ``__init__`` dataclasses
-    would generate, only to replace it here, is import time spent for nothing.
-    """
-    import dataclasses
-
-    if "__init__" in cls.__dict__:
-        raise TypeError(f"{cls.__qualname__}: declare it @dataclass(init=False) under @_fast_init")
-
-    namespace: Dict[str, Any] = {"_MISSING": dataclasses.MISSING}
-    params, body = [], []
-    for spec in dataclasses.fields(cls):
-        name = spec.name
-        if spec.default is not dataclasses.MISSING:
-            namespace[f"_default_{name}"] = spec.default
-            params.append(f"{name}=_default_{name}")
-            body.append(f"    state[{name!r}] = {name}")
-        elif spec.default_factory is not dataclasses.MISSING:
-            namespace[f"_factory_{name}"] = spec.default_factory
-            params.append(f"{name}=_MISSING")
-            body.append(f"    state[{name!r}] = _factory_{name}() if {name} is _MISSING else {name}")
-        else:
-            params.append(name)
-            body.append(f"    state[{name!r}] = {name}")
-    if hasattr(cls, "__post_init__"):
-        body.append("    self.__post_init__()")
-    source = f"def __init__(self, {', '.join(params)}):\n    state = self.__dict__\n" + "\n".join(body) + "\n"
-    exec(source, namespace)  # noqa: S102 - built from the class's own field names only
-    init = namespace["__init__"]
-    init.__qualname__ = f"{cls.__qualname__}.__init__"
-    cls.__init__ = init
-    return cls
+def _empty_object_schema() -> Dict[str, Any]:
+    return {"type": "object", "properties": {}}
 
 
 @lazy_dataclass_json
-@dataclass(frozen=True)
-class Tool:
+class Tool(FrozenRecord):
     """A function the model may call: ``name``, what it does, and its ``parameters`` as a
     JSON Schema object. Build one directly, from a plain Python function with type hints
     and a docstring (``Tool.from_function``), or from an OpenAI-shaped dict
@@ -102,7 +67,14 @@ class Tool:
 
     name: str
     description: str = ""
-    parameters: Dict[str, Any] = field(default_factory=lambda: {"type": "object", "properties": {}})
+    parameters: Dict[str, Any] = field(default_factory=_empty_object_schema)
+
+    def __init__(self, name: str, description: str = "", parameters: Dict[str, Any] = FACTORY) -> None:
+        state = self.__dict__
+        state["name"] = name
+        state["description"] = description
+        state["parameters"] = _empty_object_schema() if parameters is FACTORY else parameters
+        self.__post_init__()
 
     def __post_init__(self) -> None:
         from .tool_schema import check_tool_name
@@ -153,8 +125,7 @@ class Tool:
 
 
 @lazy_dataclass_json
-@dataclass(frozen=True)
-class ToolCall:
+class ToolCall(FrozenRecord):
     """A call of a tool requested by the model: ``arguments`` already parsed to a dict.
 
     ``id`` pairs the call with its result (``Message.tool_result``). Providers without
@@ -168,6 +139,13 @@ class ToolCall:
     id: str
     name: str
     arguments: Dict[str, Any] = field(default_factory=dict)
+
+    def __init__(self, id: str, name: str, arguments: Dict[str, Any] = FACTORY) -> None:  # noqa: A002 - the field's name
+        state = self.__dict__
+        state["id"] = id
+        state["name"] = name
+        state["arguments"] = {} if arguments is FACTORY else arguments
+        self.__post_init__()
 
     def __post_init__(self) -> None:
         if not isinstance(self.id, str) or not isinstance(self.name, str) or not self.name:
@@ -200,9 +178,7 @@ class ToolCall:
 
 
 @lazy_dataclass_json
-@_fast_init
-@dataclass(frozen=True, repr=False, init=False)
-class Message:
+class Message(FrozenRecord):
     """One chat message. ``role`` is "system", "user", "assistant" or "tool".
 
     An assistant message may carry ``tool_calls`` (the model asked for them); a "tool"
@@ -219,6 +195,16 @@ class Message:
     tool_calls: Optional[List[ToolCall]] = None
     tool_call_id: Optional[str] = None
     name: Optional[str] = None
+
+    def __init__(self, role: str, content: str, tool_calls: Optional[List[ToolCall]] = None,
+                 tool_call_id: Optional[str] = None, name: Optional[str] = None) -> None:
+        state = self.__dict__
+        state["role"] = role
+        state["content"] = content
+        state["tool_calls"] = tool_calls
+        state["tool_call_id"] = tool_call_id
+        state["name"] = name
+        self.__post_init__()
 
     def __post_init__(self) -> None:
         if self.role not in ROLES:
@@ -369,9 +355,7 @@ def to_messages(prompt: Prompt) -> List[Message]:
 
 
 @lazy_dataclass_json
-@_fast_init
-@dataclass(frozen=True, init=False)
-class GenerationParams:
+class GenerationParams(FrozenRecord):
     """Sampling parameters, validated on construction. ``None`` means the provider's default.
 
     ``extra`` carries provider-specific fields (e.g. ``{"repetition_penalty": 1.1}`` for
@@ -402,6 +386,30 @@ class GenerationParams:
     tool_choice: Optional[str] = None
     response_format: Optional[Union[str, Dict[str, Any]]] = None
     reasoning_effort: Optional[str] = None
+
+    def __init__(
+        self,
+        temperature: Optional[float] = None,
+        max_tokens: Optional[int] = None,
+        top_p: Optional[float] = None,
+        stop: Optional[List[str]] = None,
+        extra: Dict[str, Any] = FACTORY,
+        tools: Optional[List[Tool]] = None,
+        tool_choice: Optional[str] = None,
+        response_format: Optional[Union[str, Dict[str, Any]]] = None,
+        reasoning_effort: Optional[str] = None,
+    ) -> None:
+        state = self.__dict__
+        state["temperature"] = temperature
+        state["max_tokens"] = max_tokens
+        state["top_p"] = top_p
+        state["stop"] = stop
+        state["extra"] = {} if extra is FACTORY else extra
+        state["tools"] = tools
+        state["tool_choice"] = tool_choice
+        state["response_format"] = response_format
+        state["reasoning_effort"] = reasoning_effort
+        self.__post_init__()
 
     def __post_init__(self) -> None:
         if self.temperature is not None:
@@ -475,9 +483,7 @@ def _response_format(value: Any) -> Optional[Union[str, Dict[str, Any]]]:
 
 
 @lazy_dataclass_json
-@_fast_init
-@dataclass(frozen=True, repr=False, init=False)
-class Usage:
+class Usage(FrozenRecord):
     """Token counts as reported by the provider (0 where it reported nothing).
 
     ``cached_prompt_tokens`` is the part of ``prompt_tokens`` served from the provider's
@@ -491,6 +497,15 @@ class Usage:
     total_tokens: int = 0
     cached_prompt_tokens: int = 0
     reasoning_tokens: int = 0
+
+    def __init__(self, prompt_tokens: int = 0, completion_tokens: int = 0, total_tokens: int = 0,
+                 cached_prompt_tokens: int = 0, reasoning_tokens: int = 0) -> None:
+        state = self.__dict__
+        state["prompt_tokens"] = prompt_tokens
+        state["completion_tokens"] = completion_tokens
+        state["total_tokens"] = total_tokens
+        state["cached_prompt_tokens"] = cached_prompt_tokens
+        state["reasoning_tokens"] = reasoning_tokens
 
     @classmethod
     def of(cls, prompt_tokens: Any, completion_tokens: Any, total_tokens: Any = None,
@@ -571,9 +586,7 @@ def _token_count(value: Any) -> Optional[int]:
 
 
 @lazy_dataclass_json
-@_fast_init
-@dataclass(frozen=True, init=False)
-class Attempt:
+class Attempt(FrozenRecord):
     """One provider tried during one Router call.
 
     ``outcome`` is "ok", "error", "lost" (a hedge race it did not win) or "skipped"
@@ -591,11 +604,19 @@ class Attempt:
     error_type: Optional[str] = None
     hedge: bool = False
 
+    def __init__(self, provider: str, outcome: str, latency_s: float = 0.0, error: Optional[str] = None,
+                 error_type: Optional[str] = None, hedge: bool = False) -> None:
+        state = self.__dict__
+        state["provider"] = provider
+        state["outcome"] = outcome
+        state["latency_s"] = latency_s
+        state["error"] = error
+        state["error_type"] = error_type
+        state["hedge"] = hedge
+
 
 @lazy_dataclass_json
-@_fast_init
-@dataclass(frozen=True, init=False)
-class Completion:
+class Completion(FrozenRecord):
     """The result of one call: the text and where and how it was produced.
 
     ``tool_calls`` holds the calls the model asked for (then ``finish_reason`` is
@@ -616,6 +637,31 @@ class Completion:
     reasoning: Optional[str] = None
     #: True when the answer came from the response cache (no provider was called).
     cached: bool = False
+
+    def __init__(
+        self,
+        text: str,
+        provider: str,
+        model: str,
+        usage: Usage = FACTORY,
+        finish_reason: Optional[str] = None,
+        latency_s: float = 0.0,
+        attempts: List[Attempt] = FACTORY,
+        tool_calls: List[ToolCall] = FACTORY,
+        reasoning: Optional[str] = None,
+        cached: bool = False,
+    ) -> None:
+        state = self.__dict__
+        state["text"] = text
+        state["provider"] = provider
+        state["model"] = model
+        state["usage"] = Usage() if usage is FACTORY else usage
+        state["finish_reason"] = finish_reason
+        state["latency_s"] = latency_s
+        state["attempts"] = [] if attempts is FACTORY else attempts
+        state["tool_calls"] = [] if tool_calls is FACTORY else tool_calls
+        state["reasoning"] = reasoning
+        state["cached"] = cached
 
     def __str__(self) -> str:
         return self.text
@@ -645,8 +691,7 @@ class Completion:
 
 
 @lazy_dataclass_json
-@dataclass(frozen=True, repr=False)  # its own __repr__ below: none to compile
-class Embeddings:
+class Embeddings(FrozenRecord):
     """Vectors for a list of texts, in the order of the texts, and where they came from.
 
     ``provider`` made the vectors (when the batches of a large input were spread over
@@ -667,6 +712,17 @@ class Embeddings:
     space: Optional[str] = None
     latency_s: float = 0.0
     attempts: List[Attempt] = field(default_factory=list)
+
+    def __init__(self, vectors: List[List[float]], provider: str, model: str, usage: Usage = FACTORY,
+                 space: Optional[str] = None, latency_s: float = 0.0, attempts: List[Attempt] = FACTORY) -> None:
+        state = self.__dict__
+        state["vectors"] = vectors
+        state["provider"] = provider
+        state["model"] = model
+        state["usage"] = Usage() if usage is FACTORY else usage
+        state["space"] = space
+        state["latency_s"] = latency_s
+        state["attempts"] = [] if attempts is FACTORY else attempts
 
     @property
     def dimensions(self) -> int:
@@ -720,8 +776,7 @@ def _rebuild_token_count(value: int, estimated: bool, provider: Optional[str]) -
     return TokenCount(value, estimated=estimated, provider=provider)
 
 
-@dataclass(frozen=True)
-class RouterEvent:
+class RouterEvent(FrozenRecord):
     """What ``Router.add_listener`` callbacks receive.
 
     ``kind`` is "attempt" (one provider tried; ``outcome`` "ok", "error" or "lost") or
@@ -741,10 +796,24 @@ class RouterEvent:
     attempts: int = 1
     streaming: bool = False
 
+    def __init__(self, kind: str, provider: Optional[str], model: Optional[str], outcome: str, latency_s: float,
+                 error_type: Optional[str] = None, error: Optional[str] = None, usage: Optional[Usage] = None,
+                 hedge: bool = False, attempts: int = 1, streaming: bool = False) -> None:
+        state = self.__dict__
+        state["kind"] = kind
+        state["provider"] = provider
+        state["model"] = model
+        state["outcome"] = outcome
+        state["latency_s"] = latency_s
+        state["error_type"] = error_type
+        state["error"] = error
+        state["usage"] = usage
+        state["hedge"] = hedge
+        state["attempts"] = attempts
+        state["streaming"] = streaming
 
-@_fast_init
-@dataclass(frozen=True, init=False)
-class StreamEnd:
+
+class StreamEnd(FrozenRecord):
     """Yielded last by a provider's stream generator: what the provider reported at the end
     (``tool_calls``: the calls assembled from the stream's deltas)."""
 
@@ -752,6 +821,14 @@ class StreamEnd:
     finish_reason: Optional[str] = None
     model: Optional[str] = None
     tool_calls: Optional[List[ToolCall]] = None
+
+    def __init__(self, usage: Optional[Usage] = None, finish_reason: Optional[str] = None, model: Optional[str] = None,
+                 tool_calls: Optional[List[ToolCall]] = None) -> None:
+        state = self.__dict__
+        state["usage"] = usage
+        state["finish_reason"] = finish_reason
+        state["model"] = model
+        state["tool_calls"] = tool_calls
 
 
 class ReasoningDelta(str):

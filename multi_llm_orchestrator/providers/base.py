@@ -7,12 +7,12 @@ import contextvars
 import threading
 import time
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Dict, FrozenSet, Iterator, List, Optional, Sequence, Tuple, Union
 
 from .. import forking
 from ..config import ProviderConfig
 from ..errors import ConfigurationError, NotSupportedError, ResponseFormatError
+from ..records import FrozenRecord
 from ..types import (
     Completion, Embeddings, GenerationParams, Message, Prompt, ReasoningDelta, StreamEnd, TextStream, TokenCount,
     to_messages,
@@ -64,8 +64,7 @@ def model_override(provider: "BaseProvider", model: str) -> Iterator[None]:
         _MODEL_OVERRIDE.reset(token)
 
 
-@dataclass(frozen=True)
-class EmbeddingLimits:
+class EmbeddingLimits(FrozenRecord):
     """How many texts, and how many characters in all, one ``embed`` request may carry.
 
     The Router splits a large input into batches within these limits (the strictest of
@@ -75,6 +74,11 @@ class EmbeddingLimits:
 
     max_texts: int
     max_chars: int
+
+    def __init__(self, max_texts: int, max_chars: int) -> None:
+        state = self.__dict__
+        state["max_texts"] = max_texts
+        state["max_chars"] = max_chars
 
 
 class BaseProvider(ABC):

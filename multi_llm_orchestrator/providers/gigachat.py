@@ -91,7 +91,6 @@ from ..types import Completion, Embeddings, GenerationParams, Message, Prompt, T
 from .base import EmbeddingLimits
 from ..capabilities import ALL_CAPABILITIES
 from .chat_format import chunk_deltas, parse_answer
-from .embedding_format import parse_data_list
 
 __all__ = ["GigaChatProvider", "SCOPES", "DEFAULT_AUTH_URL"]
 
@@ -309,6 +308,8 @@ class GigaChatProvider(HttpProvider):
         response = self._send(
             "POST", "/embeddings", time.monotonic() + limit, json_body={"model": self.embedding_model, "input": texts}
         )
+        from .embedding_format import parse_data_list  # loaded by the first embed, not the import
+
         vectors, usage, model = parse_data_list(self.read_json(response, limit), len(texts), self.name, "GigaChat embeddings")
         return self._embeddings(vectors, started, usage=usage, model=model)
 

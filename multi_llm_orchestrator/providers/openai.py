@@ -57,7 +57,6 @@ from ..validation import check_int
 from .base import EmbeddingLimits, ProviderConfig
 from ..capabilities import ALL_CAPABILITIES
 from .chat_format import chunk_deltas, openai_messages, openai_response_format, openai_tool_fields, parse_answer
-from .embedding_format import parse_data_list
 
 __all__ = ["OpenAICompatibleProvider"]
 
@@ -75,7 +74,8 @@ QUOTA_CODES = frozenset({
 })
 # Model names that are certainly reasoning models: o1, o3-mini, o4-mini-high, gpt-5,
 # gpt-5.1-codex... (after any "vendor/" prefix), but not the non-reasoning gpt-5-chat.
-REASONING_MODEL = re.compile(r"(o[1-9](-.*)?|gpt-5(?!.*-chat).*)", re.IGNORECASE)
+REASONING_MODEL = r"(o[1-9](-.*)?|gpt-5(?!.*-chat).*)"
+_reasoning_model: "Optional[re.Pattern[str]]" = None  # compiled on first use: not at import
 # What a reasoning model rejects, and what we do about it.
 REASONING_FIXES = frozenset({"max_tokens", "temperature", "top_p", "stop"})
 UNSUPPORTED_CODES = ("unsupported_parameter", "unsupported_value")
@@ -90,7 +90,10 @@ def is_reasoning_model(model: str) -> bool:
     >>> [is_reasoning_model(m) for m in ("o3-mini", "openai/gpt-5.1", "gpt-5-chat-latest", "gpt-4o")]
     [True, True, False, False]
     """
-    return bool(REASONING_MODEL.fullmatch(model.rsplit("/", 1)[-1]))
+    global _reasoning_model
+    if _reasoning_model is None:
+        _reasoning_model = re.compile(REASONING_MODEL, re.IGNORECASE)
+    return bool(_reasoning_model.fullmatch(model.rsplit("/", 1)[-1]))
 
 
 class OpenAICompatibleProvider(HttpProvider):
@@ -229,6 +232,8 @@ class OpenAICompatibleProvider(HttpProvider):
         )
         if _error_fields(data) is not None:  # an error reported under HTTP 200
             raise self._error(None, data)
+        from .embedding_format import parse_data_list  # loaded by the first embed, not the import
+
         vectors, usage, model = parse_data_list(data, len(texts), self.name, "/embeddings")
         return self._embeddings(vectors, started, usage=usage, model=model)
 
