@@ -133,7 +133,7 @@ class CircuitBreaker:
 
     def is_available(self) -> bool:
         """Whether a call could be let through now (without reserving the probe)."""
-        if not self.policy.enabled:
+        if self._state is CLOSED or not self.policy.enabled:  # one read: no lock needed
             return True
         with self._lock:
             state = self._current_state()
@@ -152,7 +152,7 @@ class CircuitBreaker:
         Pass the reservation back to ``release``/``record_success``/``record_failure``:
         only the probe's outcome frees the probe slot.
         """
-        if not self.policy.enabled:
+        if self._state is CLOSED or not self.policy.enabled:  # one read: no lock needed
             return NORMAL
         with self._lock:
             state = self._current_state()
@@ -173,6 +173,10 @@ class CircuitBreaker:
             self._end(reservation)
 
     def record_success(self, reservation: Optional[str] = PROBE) -> None:
+        if reservation is NORMAL and self._state is CLOSED and not self._failures:
+            # Nearly every call: nothing to reset. Without the lock this success is ordered
+            # just before any failure recorded meanwhile, as if it had taken the lock first.
+            return
         with self._lock:
             self._end(reservation)
             self._state = CLOSED

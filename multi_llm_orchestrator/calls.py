@@ -250,10 +250,15 @@ class Call:
             return self._started
 
     def attempt_list(self) -> List[Attempt]:
-        with self._lock:
-            if len(self._attempts) == 1:  # nearly every call: nothing to sort
-                return list(self._attempts.values())
-            return [self._attempts[order] for order in sorted(self._attempts)]
+        if not self.over:
+            with self._lock:
+                return self._listed()
+        return self._listed()  # set under the lock, ``over`` stops every record: no lock needed
+
+    def _listed(self) -> List[Attempt]:
+        if len(self._attempts) == 1:  # nearly every call: nothing to sort
+            return list(self._attempts.values())
+        return [self._attempts[order] for order in sorted(self._attempts)]
 
     def _end(self) -> bool:
         """Mark the call over; True only the first time (so it is reported once)."""
