@@ -7,6 +7,13 @@ provider's metrics and breaker, the call's attempt list, the log and the listene
 ``Telemetry`` holds what outlives calls: the Router's call totals, its listeners, an
 optional tracer, and the attempts running now (``LiveAttempts``, for ``close()``).
 
+``try_in_turn`` tries the planned providers one after another. A plain call runs each
+attempt on the caller's thread; a call with a deadline or hedging runs it on the
+Router's executor (``AttemptRun.hop``) and waits on its Future until the deadline, so a
+provider ignoring its timeout cannot hold the caller. With hedging, an attempt still
+running at its hedge delay raises ``HedgeDue``, and the Router hands it to
+``hedging.race``: only then are several attempts in flight.
+
 An attempt the Router gives up on (hedge lost, Router deadline passed, Router closed)
 is stopped, not left to run: its ``CancelScope`` cuts the requests it has in flight
 (see ``transfers.py``), which frees its worker thread at once. One stopped by a lost
@@ -603,23 +610,24 @@ class OpenedStream:
 
 
 class DeadlinePassed(Exception):
-    """Raised by ``AttemptRun.hop``: the call's deadline passed while the attempt ran."""
+    """Raised by ``AttemptRun.hop``: the call's deadline passed while the attempt ran.
+    Internal: ``try_in_turn`` turns it into the call's ``DeadlineExceededError``."""
 
     def __init__(self, error: ProviderTimeoutError) -> None:
-        super().__init__(error.message)
         self.error = error
 
 
 class HedgeDue(Exception):
     """Raised by ``try_in_turn``: the hedge delay passed with ``attempt`` still running
-    (as ``future``); ``index``: its place in the order; ``errors``: of those before it."""
+    (as ``future``); ``index``: its place in the order; ``errors``: of those before it.
+    Internal: the Router races it (``Router._race``)."""
+
+    index: int
+    errors: List[ProviderError]
 
     def __init__(self, attempt: AttemptRun, future: Future) -> None:
-        super().__init__("hedge due")
         self.attempt = attempt
         self.future = future
-        self.index = 0
-        self.errors: List[ProviderError] = []
 
 
 def try_in_turn(
