@@ -456,23 +456,22 @@ class Router:
         try:  # nearly every call: the first attempt answers before the hedge delay
             return try_in_turn(call, order, forced, invoke, pool, lambda state: policy.delay(state.metrics))
         except HedgeDue as due:
-            return self._race(call, order[due.index:], forced, invoke, due)
+            return self._race(call, order[due.index:], invoke, due, policy, pool)
 
     def _race(
-        self, call: Call, order: Sequence[ProviderState], forced: Optional[ProviderState],
-        invoke: Callable[[BaseProvider, Optional[float]], Any], due: HedgeDue,
+        self, call: Call, order: Sequence[ProviderState], invoke: Callable[[BaseProvider, Optional[float]], Any],
+        due: HedgeDue, policy: HedgePolicy, pool: ThreadPoolExecutor,
     ) -> Tuple[Any, AttemptRun]:
         """Race ``due``'s attempt, still running past its hedge delay, with hedges (and
-        the providers after it as fallbacks): ``hedging.race``."""
-        policy, pool = self._hedge, self._executor or self._pool()
-        assert policy is not None
+        the providers after it as fallbacks): ``hedging.race``. No provider is forced
+        through an open circuit here: a forced plan has one provider, which never races."""
         attempts: Dict[Future, AttemptRun] = {due.future: due.attempt}
         running = [due.future]
 
         def launch(state: ProviderState, hedge: bool) -> Optional[Future]:
             if running:  # the race's first start (order[0]): the attempt already running
                 return running.pop()
-            attempt = AttemptRun.reserve(call, state, hedge=hedge, force=state is forced)
+            attempt = AttemptRun.reserve(call, state, hedge=hedge, force=False)
             if attempt is None:
                 return None
             attempt.fallback = state is not order[-1]
@@ -498,10 +497,9 @@ class Router:
         finally:
             # An attempt close() cancelled before it ran gives its breaker reservation
             # back (once: a lost one already did). The winner ran; nothing to look at.
-            if len(attempts) > 1 or winner is None:
-                for future, attempt in attempts.items():
-                    if future is not winner:
-                        attempt.release_if_cancelled(future)
+            for future, attempt in attempts.items():
+                if future is not winner:
+                    attempt.release_if_cancelled(future)
         attempt = attempts[winner]
         return attempt.result, attempt.won()  # run() kept its result: no Future lock to read it
 

@@ -117,3 +117,36 @@ def test_a_failed_race_after_a_failed_attempt_reports_every_error_in_order():
     assert [error.provider for error in caught.value.errors] == ["broken", "also-broken", "slow"]
     assert not isinstance(caught.value, DeadlineExceededError)
     router.close()
+
+
+def test_the_attempt_handed_to_the_race_is_hedged_at_once_not_after_a_second_delay():
+    # The hedge is due at 0.3 s; the slow provider answers at 0.6 s. Waiting one more
+    # delay inside the race (hedge at 0.6 s) would let the slow answer win.
+    router = router_with(mock("slow", delay=0.6), mock("fast"), timeout=5, hedge_after=0.3)
+    completion = router.complete("hi")
+    assert completion.provider == "fast"
+    assert [(a.provider, a.outcome, a.hedge) for a in completion.attempts] == [("slow", "lost", False), ("fast", "ok", True)]
+    router.close()
+
+
+def test_close_during_a_race_gives_a_queued_hedge_its_capacity_back_while_the_first_attempt_wins():
+    first = blocking("first")
+    router = router_with(first, mock("hedge", limits={"max_concurrency": 1}), timeout=30, hedge_after=0.05, max_workers=1)
+    outcome = {}
+    caller = threading.Thread(target=lambda: outcome.setdefault("completion", router.complete("hi")))
+    caller.start()
+    assert first.entered.wait(5)  # the only worker runs the first attempt
+    deadline = time.monotonic() + 5
+    while router._executor._work_queue.qsize() == 0 and time.monotonic() < deadline:
+        time.sleep(0.005)  # the hedge is queued behind it
+    closer = threading.Thread(target=router.close, kwargs={"grace": 5})
+    closer.start()  # cancels the queued hedge, waits for the running attempt
+    time.sleep(0.2)
+    first.release.set()
+    for thread in (caller, closer):
+        thread.join(10)
+    assert outcome["completion"].provider == "first"
+    hedge = router._states[1]
+    assert hedge.admission.limiter.snapshot()["in_flight"] == 0  # the cancelled hedge's capacity is back
+    assert router.stats()["providers"]["hedge"]["calls"] == 0
+    assert balanced(router)

@@ -11,7 +11,7 @@ import pytest
 import urllib3
 
 from fakes import FakeOpenAIServer
-from multi_llm_orchestrator import ProviderConfig, Router
+from multi_llm_orchestrator import MockProvider, ProviderConfig, Router
 from multi_llm_orchestrator.errors import AllProvidersFailedError
 from multi_llm_orchestrator.failover import fallback_ready, has_fallback
 from multi_llm_orchestrator.providers.openai import OpenAICompatibleProvider
@@ -86,6 +86,19 @@ def test_hedged_path_fails_over_without_transport_retries(live, dead_connects):
     router.add_provider(provider("live", live.url))
     with router:
         assert router.complete("hi").provider == "live"
+    assert len(dead_connects.attempts) == 1
+
+
+def test_a_hedge_in_a_race_fails_over_without_transport_retries(live, dead_connects):
+    # The slow first attempt is raced: the first hedge (dead) has another provider after
+    # it, so it fails over at once; the second hedge (live) answers.
+    slow = MockProvider(ProviderConfig(name="slow", extra={"delay": 3}))
+    router = Router(strategy=InOrder(), hedge_after=0.05, max_hedges=2, hedge_budget=1.0)
+    for member in (slow, provider("dead", dead_url(dead_connects), max_retries=1), provider("live", live.url)):
+        router.add_provider(member)
+    with router:
+        answer = router.complete("hi", timeout=10)
+    assert answer.provider == "live"
     assert len(dead_connects.attempts) == 1
 
 
