@@ -236,3 +236,22 @@ def test_an_auth_error_on_a_failed_probe_opens_for_the_auth_cooldown():
     clock.now += 2
     breaker.record_failure(AuthenticationError("revoked"), breaker.reserve())
     assert breaker.remaining() == 50
+
+
+def test_a_breaker_closed_by_another_thread_between_the_look_and_the_lock_lets_the_call_through():
+    breaker = CircuitBreaker(BreakerPolicy(failure_threshold=1, cooldown=60))
+    breaker.record_failure(DOWN, NORMAL)
+    assert breaker.state == OPEN
+
+    class ClosedMeanwhile:
+        """The breaker's lock, as seen by a thread another one overtook: a success
+        closed the breaker after this thread read it open, before it got the lock."""
+
+        def __enter__(self):
+            breaker._state = CLOSED
+
+        def __exit__(self, *exc_info):
+            return False
+
+    breaker._lock = ClosedMeanwhile()
+    assert breaker.reserve() == NORMAL

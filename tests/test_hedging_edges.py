@@ -440,3 +440,31 @@ def test_try_spend_answers_true_or_false():
     budget = HedgeBudget(0.0, reserve=1, clock=FakeClock())
     assert budget.try_spend() is True
     assert budget.try_spend() is False
+
+
+def test_race_without_max_hedges_never_hedges_even_with_a_delay():
+    launch = Launcher({"a": lambda launcher, future: None, "b": "ok"})  # a hangs until the deadline
+    started = time.monotonic()
+    with pytest.raises(RaceFailed) as caught:
+        race(["a", "b"], launch, deadline=started + 0.2, hedge_delay=lambda s: 0.01, on_lost=lambda f: None)
+    assert caught.value.deadline_hit
+    assert launch.launched == [("a", False)]  # max_hedges defaults to 0: b never raced
+
+
+def test_a_hedge_with_nothing_to_launch_is_not_asked_of_the_budget_again():
+    class CountingBudget:
+        def __init__(self):
+            self.asked = 0
+
+        def try_spend(self):
+            self.asked += 1
+            return True
+
+    budget = CountingBudget()
+    launch = Launcher({"a": lambda launcher, future: None, "b": "skip"})  # b's circuit is open
+    with pytest.raises(RaceFailed) as caught:
+        race(["a", "b"], launch, deadline=time.monotonic() + 0.2, hedge_delay=lambda s: 0.01, max_hedges=3,
+             budget=budget, on_lost=lambda f: None)
+    assert caught.value.deadline_hit
+    assert budget.asked == 1  # one hedge was due; none could start, so none is due again
+    assert launch.launched == [("a", False)]
