@@ -22,13 +22,12 @@ from __future__ import annotations
 
 import statistics
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import _common  # noqa: F401  (puts the repository on sys.path)
 from _common import LoadWatch
 
 import multi_llm_orchestrator.calls as calls
-import multi_llm_orchestrator.hedging as hedging
 from multi_llm_orchestrator import MockProvider, ProviderConfig, Router
 
 CALLS = 6000
@@ -42,7 +41,7 @@ def main() -> None:
     watch = LoadWatch()
     clock = time.perf_counter
     marks = {}
-    real_run, real_wait, real_submit = calls.AttemptRun.run, hedging._wait_one, ThreadPoolExecutor.submit
+    real_run, real_wait, real_submit = calls.AttemptRun.run, Future.exception, ThreadPoolExecutor.submit
 
     def run(self, invoke):
         marks["worker start"] = clock()
@@ -51,11 +50,11 @@ def main() -> None:
         finally:
             marks["worker end"] = clock()
 
-    def wait_one(future, timeout):
+    def wait(future, timeout=None):  # AttemptRun.hop waits on the attempt's Future with exception()
         marks["wait"] = clock()
-        done = real_wait(future, timeout)
+        outcome = real_wait(future, timeout)
         marks["woken"] = clock()
-        return done
+        return outcome
 
     def submit(self, fn, *args, **kwargs):
         marks["submit"] = clock()
@@ -63,7 +62,7 @@ def main() -> None:
         marks["submitted"] = clock()
         return future
 
-    calls.AttemptRun.run, hedging._wait_one, ThreadPoolExecutor.submit = run, wait_one, submit
+    calls.AttemptRun.run, Future.exception, ThreadPoolExecutor.submit = run, wait, submit
     provider = MockProvider(ProviderConfig(name="mock", extra={"delay": 0}))
     deadline = Router(timeout=10)
     deadline.add_provider(MockProvider(ProviderConfig(name="deadline", extra={"delay": 0})))
@@ -100,7 +99,7 @@ def main() -> None:
             for segment, values in rows.items():
                 print(f"  {segment:28s} {statistics.median(values) * 1e6:7.2f} us")
     finally:
-        calls.AttemptRun.run, hedging._wait_one, ThreadPoolExecutor.submit = real_run, real_wait, real_submit
+        calls.AttemptRun.run, Future.exception, ThreadPoolExecutor.submit = real_run, real_wait, real_submit
         deadline.close()
         executor.shutdown()
     print(watch.summary())

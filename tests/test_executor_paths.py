@@ -9,7 +9,10 @@ import time
 
 import pytest
 
-from multi_llm_orchestrator import AllProvidersFailedError, DeadlineExceededError, MockProvider, OrchestratorError
+from multi_llm_orchestrator import (
+    AllProvidersFailedError, DeadlineExceededError, MockProvider, OrchestratorError, ProviderUnavailableError,
+)
+from multi_llm_orchestrator.breaker import NORMAL, BreakerPolicy
 
 from fakes.mocks import mock, router_with
 
@@ -150,3 +153,26 @@ def test_close_during_a_race_gives_a_queued_hedge_its_capacity_back_while_the_fi
     assert hedge.admission.limiter.snapshot()["in_flight"] == 0  # the cancelled hedge's capacity is back
     assert router.stats()["providers"]["hedge"]["calls"] == 0
     assert balanced(router)
+
+
+def test_a_hedge_whose_circuit_opened_after_planning_is_skipped_not_forced():
+    router = None
+
+    class OpensTheOther(MockProvider):
+        """Slow; while it runs, the other provider's circuit opens (another call's failures)."""
+
+        def complete(self, messages, params=None, *, timeout=None):
+            other = router._states[1].breaker
+            other.record_failure(ProviderUnavailableError("down"), NORMAL)
+            time.sleep(0.4)
+            return super().complete(messages, params, timeout=timeout)
+
+    router = router_with(OpensTheOther(mock("slow").config), mock("other"), timeout=5, hedge_after=0.1,
+                         breaker=BreakerPolicy(failure_threshold=1, cooldown=60))
+    completion = router.complete("hi")
+    assert completion.provider == "slow"  # no probe forced through the open circuit
+    assert [(a.provider, a.outcome, a.error_type) for a in completion.attempts] == [
+        ("slow", "ok", None), ("other", "skipped", "CircuitOpen"),
+    ]
+    assert router.stats()["providers"]["other"]["calls"] == 0
+    router.close()
