@@ -21,7 +21,9 @@ timed in the same rounds: a plain ``router.route`` followed by a round trip of a
 empty function (``router.route(p); executor.submit(nothing).result()``, minus
 ``router.route``), and, for the hedged Router (two providers), the same over a plain
 Router with the same two providers. Both comparisons are printed; the first is the
-issue's target.
+issue's target. A third isolates the Router's own work on those paths from any
+wake-up: the same two Routers with an executor that runs each job inline in
+``submit`` (a Future, no thread), against plain ``route`` plus one inline submit.
 
 OpenTelemetry rows: a Router that is not instrumented (``[otel]`` not installed, or
 installed and unused) never imports opentelemetry (checked below) and its only tracing
@@ -39,7 +41,7 @@ import pstats
 import sys
 import time
 import timeit
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 
 import _common  # noqa: F401  (puts the repository on sys.path)
 from _common import LoadWatch, median, rounds_line
@@ -68,6 +70,19 @@ def profile(router: Router, label: str = "") -> None:
     profiler.disable()
     print(f"\ncProfile of {CALLS} router.route calls{', ' + label if label else ''} (this thread only), top 15 by own time:")
     pstats.Stats(profiler, stream=sys.stdout).sort_stats("tottime").print_stats(15)
+
+
+class InlineExecutor(Executor):
+    """Runs each job in ``submit`` on the caller's thread: a Future but no thread hop, so
+    no wake-up. With it the executor paths show the Router's own work on them."""
+
+    def submit(self, fn, /, *args, **kwargs):  # type: ignore[override]
+        future: Future = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as error:
+            future.set_exception(error)
+        return future
 
 
 def otel_routers() -> "dict[str, Router]":
@@ -113,6 +128,16 @@ def main() -> None:
     def hop(prompt: str) -> str:
         return executor.submit(direct, prompt).result()
 
+    inline = InlineExecutor()
+    inline_deadline, inline_hedged = Router(timeout=10), Router(hedge_after="p95")
+    inline_deadline.add_provider(MockProvider(ProviderConfig(name="deadline", extra={"delay": 0})))
+    for name in ("hedged-a", "hedged-b"):
+        inline_hedged.add_provider(MockProvider(ProviderConfig(name=name, extra={"delay": 0})))
+    inline_deadline._executor = inline_hedged._executor = inline  # the Routers' pool, replaced
+
+    def inline_hop(prompt: str) -> str:
+        return inline.submit(direct, prompt).result()
+
     def nothing() -> None:
         return None
 
@@ -134,6 +159,8 @@ def main() -> None:
     per_call(pair.route, 2_000)
     per_call(route_then_hop, 2_000)
     per_call(pair_then_hop, 2_000)
+    for function in (inline_hop, inline_deadline.route, inline_hedged.route):
+        per_call(function, 2_000)
     # Checked before anything below may import it: routing alone never loads opentelemetry.
     otel_imported = any(name.split(".")[0] == "opentelemetry" for name in sys.modules)
     traced = otel_routers()
@@ -141,6 +168,7 @@ def main() -> None:
         per_call(item.route, 2_000)
     routed, bare, hopping, hedging, hops = [], [], [], [], []
     paired, routed_hops, paired_hops = [], [], []
+    inline_hops, inline_hopping, inline_hedging = [], [], []
     traced_rounds = {label: [] for label in traced}
     for _ in range(ROUNDS):
         bare.append(per_call(direct))
@@ -151,6 +179,9 @@ def main() -> None:
         paired.append(per_call(pair.route, CALLS // 4))
         routed_hops.append(per_call(route_then_hop, CALLS // 4))
         paired_hops.append(per_call(pair_then_hop, CALLS // 4))
+        inline_hops.append(per_call(inline_hop, CALLS // 4))
+        inline_hopping.append(per_call(inline_deadline.route, CALLS // 4))
+        inline_hedging.append(per_call(inline_hedged.route, CALLS // 4))
         for label, item in traced.items():
             traced_rounds[label].append(per_call(item.route, CALLS // 4))
 
@@ -186,6 +217,14 @@ def main() -> None:
         verdict = "met" if added <= HOP_TARGET_US else "MISSED"
         print(f"  {label}: a round trip after the Router's work costs {trip:.2f} us; the path is {added:+.2f} us "
               f"above plain route + that round trip (at most +{HOP_TARGET_US:g}): {verdict}")
+    print("the Router's own work on those paths: the same Routers with an executor running each job inline (no wake-up):")
+    print(rounds_line("inline submit(provider.complete).result()", inline_hops, " us/call", 1e6, 2))
+    print(rounds_line("router.route, timeout=10, inline ", inline_hopping, " us/call", 1e6, 2))
+    print(rounds_line("router.route, hedge_after='p95', inline", inline_hedging, " us/call", 1e6, 2))
+    inline_trip = (median(inline_hops) - median(bare)) * 1e6
+    for label, path, base in (("timeout=10", inline_hopping, routed), ("hedge_after='p95'", inline_hedging, paired)):
+        added = (median(path) - median(base)) * 1e6 - inline_trip
+        print(f"  {label}: {added:+.2f} us of Router work above plain route + an inline submit ({inline_trip:.2f} us)")
     print("OpenTelemetry:")
     seam = timeit.timeit("t is None; a is None", setup="t = a = None", number=1_000_000) / 1_000_000
     print(f"  not instrumented ([otel] not installed): opentelemetry imported by routing: {otel_imported}; "
@@ -199,7 +238,7 @@ def main() -> None:
         profile(router)
     if "--profile" in sys.argv:
         profile(deadline, "timeout=10")
-    for item in (router, deadline, hedged, pair, *traced.values()):
+    for item in (router, deadline, hedged, pair, inline_deadline, inline_hedged, *traced.values()):
         item.close()
     executor.shutdown()
     print(watch.summary())
