@@ -33,7 +33,6 @@ import logging
 import threading
 import time
 from concurrent.futures import CancelledError, Executor, Future
-from concurrent.futures import TimeoutError as WaitTimeout
 from typing import Any, Callable, Dict, FrozenSet, List, Optional, Sequence, Tuple
 
 from .admission import Admission, Demand, Grant, NoCapacityYet, RouterBudgetRefusal, capacity_error
@@ -49,6 +48,7 @@ from .errors import (
     ResponseFormatError,
 )
 from .failover import _attempt as _fallback
+from .hedging import wait_one
 from .limits import Refusal
 from .limits import _feedback
 from .providers.base import BaseProvider
@@ -470,20 +470,19 @@ class AttemptRun:
         deadline = self.call.deadline
         until = hedge_at if deadline is None else deadline if hedge_at is None or deadline <= hedge_at else hedge_at
         try:
-            # exception(), not result(): a ProviderTimeoutError is a TimeoutError too.
-            # A Future's own condition: cancelled by close()'s shutdown, it wakes this wait.
-            error = future.exception(None if until is None else max(0.0, until - time.monotonic()))
-        except CancelledError:  # close() cancelled it before it ran
-            self.release()
-            raise ProviderError("cancelled before it started", provider=self.state.name) from None
-        except WaitTimeout:
-            if until is hedge_at:
-                raise HedgeDue(self, future) from None
-            self.abandon(future)
-            raise DeadlinePassed(ProviderTimeoutError("still running when the deadline passed", provider=self.state.name))
+            done = wait_one(future, None if until is None else max(0.0, until - time.monotonic()))
         except BaseException:  # e.g. KeyboardInterrupt while waiting: the attempt is lost
             self.abandon(future)
             raise
+        if not done:  # still running
+            if until is hedge_at:
+                raise HedgeDue(self, future)
+            self.abandon(future)
+            raise DeadlinePassed(ProviderTimeoutError("still running when the deadline passed", provider=self.state.name))
+        error = done[future]
+        if isinstance(error, CancelledError):  # close() cancelled it before it ran
+            self.release()
+            raise ProviderError("cancelled before it started", provider=self.state.name)
         if error is not None:
             raise error
         return self.result  # run() kept it: no second trip through the Future's lock

@@ -25,7 +25,7 @@ from .errors import ConfigurationError, ProviderError, ProviderTimeoutError
 from .metrics import ProviderMetrics
 from .validation import check_int, check_number, is_real
 
-__all__ = ["HedgePolicy", "HedgeBudget", "race", "RaceFailed"]
+__all__ = ["HedgePolicy", "HedgeBudget", "race", "RaceFailed", "wait_one"]
 
 S = TypeVar("S")
 MAX_HEDGE_WINDOW = 3600.0
@@ -151,10 +151,13 @@ class RaceFailed(Exception):
         self.deadline_hit = deadline_hit
 
 
-def _wait_one(future: Future, timeout: Optional[float]) -> "Dict[Future, Optional[BaseException]]":
+def wait_one(future: Future, timeout: Optional[float]) -> "Dict[Future, Optional[BaseException]]":
     """``{future: its outcome}`` once it is done (see ``_outcome``), ``{}`` when
     ``timeout`` passes first: what ``wait([future], timeout, FIRST_COMPLETED)`` reports
-    as done, waiting on the Future's own condition only (and reading it once)."""
+    as done, waiting on the Future's own condition only (and reading it once). A cancel
+    by ``shutdown(cancel_futures=True)`` notifies that condition, so it wakes this wait.
+    ``exception()``, not ``result()``: a failed attempt's ProviderTimeoutError is a
+    TimeoutError too, and must not read as the wait timing out."""
     try:
         return {future: future.exception(timeout)}
     except CancelledError as cancelled:
@@ -231,7 +234,7 @@ def race(
                 # work the worker thread waits behind. A cancel by shutdown notifies the
                 # condition, and a running attempt is cut by close(), so ``stop`` is not
                 # needed to wake this wait.
-                done = _wait_one(next(iter(pending)), timeout)
+                done = wait_one(next(iter(pending)), timeout)
             else:
                 watched = list(pending)
                 if stop is not None and not stop.done():

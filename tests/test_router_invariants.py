@@ -232,7 +232,7 @@ def test_an_interrupt_while_waiting_on_a_race_balances_the_books(monkeypatch):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(hedging, "wait", interrupted)  # several attempts in flight
-    monkeypatch.setattr(hedging, "_wait_one", interrupted)  # one attempt in flight
+    monkeypatch.setattr(hedging, "wait_one", interrupted)  # one attempt in flight
     with pytest.raises(KeyboardInterrupt):
         router.complete("hi")
     monkeypatch.undo()
