@@ -185,6 +185,7 @@ def race(
     on_lost: Callable[[Future], None],
     name_of: Callable[[S], str] = str,
     stop: Optional[Future] = None,
+    running: Optional[Tuple[S, Future]] = None,
 ) -> Future:
     """Run attempts until one succeeds; return its (done) Future.
 
@@ -193,6 +194,9 @@ def race(
     ProviderError. ``on_lost`` is called for attempts still running when the race ends.
     ``stop`` is a Future completed when the executor shuts down: ``shutdown(cancel_futures=True)``
     cancels queued attempts without waking ``wait()``, so the race waits on it too.
+    ``running``: an attempt already in flight (its candidate, its Future) whose hedge
+    delay has passed: the race starts from it, hedging at once, instead of launching
+    the first of ``candidates``.
     """
     queue = list(candidates)
     pending: Dict[Future, Tuple[S, bool]] = {}
@@ -224,7 +228,12 @@ def race(
         pending.clear()
 
     try:
-        start(False)
+        if running is None:
+            start(False)
+        else:
+            pending[running[1]] = (running[0], False)
+            if hedge_delay is not None and max_hedges > 0 and queue:
+                hedge_at = time.monotonic()  # its delay has passed: the hedge is due now
         while pending:
             soonest = hedge_at if deadline is None else deadline if hedge_at is None else min(deadline, hedge_at)
             timeout = None if soonest is None else max(0.0, soonest - time.monotonic())

@@ -462,15 +462,13 @@ class Router:
         self, call: Call, order: Sequence[ProviderState], invoke: Callable[[BaseProvider, Optional[float]], Any],
         due: HedgeDue, policy: HedgePolicy, pool: ThreadPoolExecutor,
     ) -> Tuple[Any, AttemptRun]:
-        """Race ``due``'s attempt, still running past its hedge delay, with hedges (and
-        the providers after it as fallbacks): ``hedging.race``. No provider is forced
-        through an open circuit here: a forced plan has one provider, which never races."""
+        """Race ``due``'s attempt (``order[0]``), still running past its hedge delay,
+        with hedges (and the providers after it as fallbacks): ``hedging.race``. No
+        provider is forced through an open circuit here: a forced plan has one provider,
+        which never races."""
         attempts: Dict[Future, AttemptRun] = {due.future: due.attempt}
-        running = [due.future]
 
         def launch(state: ProviderState, hedge: bool) -> Optional[Future]:
-            if running:  # the race's first start (order[0]): the attempt already running
-                return running.pop()
             attempt = AttemptRun.reserve(call, state, hedge=hedge, force=False)
             if attempt is None:
                 return None
@@ -482,15 +480,16 @@ class Router:
         winner: Optional[Future] = None
         try:
             winner = race(
-                order,
+                order[1:],
                 launch,
                 deadline=call.deadline,
-                hedge_delay=lambda s: 0.0 if s is due.attempt.state else policy.delay(s.metrics),
+                hedge_delay=lambda s: policy.delay(s.metrics),
                 max_hedges=policy.max_hedges,
                 budget=self._hedge_budget,
                 on_lost=lambda future: attempts[future].abandon(future),
                 name_of=lambda s: s.name,
                 stop=self._closing,
+                running=(due.attempt.state, due.future),
             )
         except RaceFailed as failure:
             raise call.failed(due.errors + failure.errors, deadline_hit=failure.deadline_hit)

@@ -468,3 +468,26 @@ def test_a_hedge_with_nothing_to_launch_is_not_asked_of_the_budget_again():
     assert caught.value.deadline_hit
     assert budget.asked == 1  # one hedge was due; none could start, so none is due again
     assert launch.launched == [("a", False)]
+
+
+def test_a_race_started_from_a_running_attempt_hedges_at_once():
+    launch, lost = Launcher({"b": "ok"}), []
+    running = Future()
+    running.set_running_or_notify_cancel()
+    started = time.monotonic()
+    winner = race(["b"], launch, deadline=None, hedge_delay=lambda s: 30, max_hedges=1, on_lost=lost.append,
+                  running=("a", running))
+    assert winner.result() == "answer from b"
+    assert launch.launched == [("b", True)]  # a hedge, started without waiting for a delay
+    assert lost == [running]
+    assert time.monotonic() - started < 5
+
+
+def test_a_race_started_from_a_running_attempt_without_hedges_left_waits_for_it():
+    launch = Launcher({"b": "ok"})
+    running = Future()
+    running.set_running_or_notify_cancel()
+    running.set_result("answer from a")
+    winner = race(["b"], launch, deadline=None, hedge_delay=lambda s: 0.01, max_hedges=0, on_lost=lambda f: None,
+                  running=("a", running))
+    assert winner is running and launch.launched == []
