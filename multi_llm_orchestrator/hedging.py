@@ -199,7 +199,7 @@ def race(
     the first of ``candidates``.
     """
     queue = list(candidates)
-    pending: Dict[Future, Tuple[S, bool]] = {}
+    pending: Dict[Future, S] = {}  # attempts in flight: their candidates
     errors: List[ProviderError] = []
     hedges = 0
     hedge_at: Optional[float] = None
@@ -211,14 +211,14 @@ def race(
             candidate = queue.pop(0)
             future = launch(candidate, hedge)
             if future is not None:
-                pending[future] = (candidate, hedge)
+                pending[future] = candidate
                 if hedge_delay is not None and max_hedges > hedges and queue:
                     hedge_at = time.monotonic() + hedge_delay(candidate)
                 return True
         return False
 
     def abandon(timed_out: bool) -> None:
-        for future, (candidate, hedge) in pending.items():
+        for future, candidate in pending.items():
             if future.done() and not future.cancelled() and future.exception() is not None:
                 errors.append(future.exception())  # type: ignore[arg-type]  # failed, not lost
                 continue
@@ -231,7 +231,7 @@ def race(
         if running is None:
             start(False)
         else:
-            pending[running[1]] = (running[0], False)
+            pending[running[1]] = running[0]
             if hedge_delay is not None and max_hedges > 0 and queue:
                 hedge_at = time.monotonic()  # its delay has passed: the hedge is due now
         while pending:
@@ -253,7 +253,7 @@ def race(
                     finished = {future for future in pending if future.done()}  # cancelled ones count as done
                 done = {future: _outcome(future) for future in finished if future in pending}
             for future, error in done.items():
-                candidate, hedge = pending.pop(future)
+                candidate = pending.pop(future)
                 if isinstance(error, CancelledError):  # the pool was shut down before it ran
                     error = ProviderError("cancelled before it started", provider=name_of(candidate))
                 if error is None:

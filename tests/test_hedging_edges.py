@@ -2,6 +2,7 @@
 defaults and validation, the budget's rolling window on a fake clock, and ``race``
 driven by hand-made futures (no provider, no sleep)."""
 
+import threading
 import time
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FuturesTimeout
@@ -491,3 +492,22 @@ def test_a_race_started_from_a_running_attempt_without_hedges_left_waits_for_it(
     winner = race(["b"], launch, deadline=None, hedge_delay=lambda s: 0.01, max_hedges=0, on_lost=lambda f: None,
                   running=("a", running))
     assert winner is running and launch.launched == []
+
+
+def test_a_race_started_from_a_running_attempt_with_nothing_to_hedge_with_spends_no_budget():
+    class CountingBudget:
+        asked = 0
+
+        def try_spend(self):
+            self.asked += 1
+            return True
+
+    budget, launch = CountingBudget(), Launcher({})
+    running = Future()
+    running.set_running_or_notify_cancel()
+    timer = threading.Timer(0.1, running.set_result, ["answer from a"])
+    timer.start()
+    winner = race([], launch, deadline=None, hedge_delay=lambda s: 0.01, max_hedges=1, budget=budget,
+                  on_lost=lambda f: None, running=("a", running))
+    assert winner is running
+    assert budget.asked == 0 and launch.launched == []  # no candidate left: no hedge is ever due
