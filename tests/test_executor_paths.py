@@ -176,3 +176,20 @@ def test_a_hedge_whose_circuit_opened_after_planning_is_skipped_not_forced():
     ]
     assert router.stats()["providers"]["other"]["calls"] == 0
     router.close()
+
+
+def test_a_router_closed_while_a_deadline_call_plans_refuses_it_and_makes_no_new_pool():
+    from multi_llm_orchestrator.strategies import Strategy
+
+    class ClosesTheRouter(Strategy):
+        name = "closes-the-router"
+
+        def order(self, states, health):
+            router.close()  # close() from another thread, between the plan and the hop
+            return list(states)
+
+    router = router_with(mock("a"), strategy=ClosesTheRouter(), timeout=5)
+    with pytest.raises(OrchestratorError, match="closed"):
+        router.complete("hi")
+    assert router._executor is None  # no pool made for a closed Router (its threads would leak)
+    assert router.stats()["providers"]["a"]["calls"] == 0
