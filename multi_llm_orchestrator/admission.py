@@ -258,8 +258,10 @@ class Admission:
         """Take capacity and budget for one attempt: a Grant, a Refusal, or None when
         nothing applies to this provider and call."""
         provider_admission = getattr(state, "admission", None)
+        if provider_admission is None and not self.ledgers:  # nothing applies: the demand is never built
+            return None
         demand: Optional[Demand] = getattr(call, "demand", None)
-        if demand is None or (provider_admission is None and not self.ledgers):
+        if demand is None:
             return None
         limiter = provider_admission.limiter if provider_admission else None
         cost = self.expected_cost(state, demand)
@@ -393,10 +395,10 @@ class CostCap(PlanCheck):
         self.admission = admission
 
     def prepare(self, request: Any) -> Optional[Callable[["ProviderState"], Optional[str]]]:
-        demand: Optional[Demand] = getattr(request, "demand", None)
-        if demand is None or demand.max_cost is None:
+        cap = getattr(request, "max_cost", None)
+        demand: Optional[Demand] = getattr(request, "demand", None) if cap is not None else None  # the plain path builds none
+        if demand is None:
             return None
-        cap = demand.max_cost
 
         def reason(state: "ProviderState") -> Optional[str]:
             cost = self.admission.expected_cost(state, demand)

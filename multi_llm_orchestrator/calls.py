@@ -168,6 +168,8 @@ class Call:
     _reported = False
     _started = 0
     _demand: Optional[Demand] = None
+    #: The Router's ``ContextWindows``: learns from an attempt refused as too long.
+    windows: Optional[Any] = None
 
     def __init__(
         self,
@@ -441,6 +443,9 @@ class AttemptRun:
                 self.finish(ProviderError("interrupted", provider=provider.name), None)
                 raise
             error = as_provider_error(exc, provider.name)
+            windows = self.call.windows
+            if windows is not None:  # a refusal as too long for the context: remembered
+                windows.learn_from(self.call, provider.name, error)
             self.finish(error, None)
             if error is exc:
                 raise

@@ -241,25 +241,27 @@ class HealthChecker:
 
 
 class BoundedHealth:
-    """A ``HealthChecker`` as one call sees it: ``status`` waits no longer than
-    ``remaining()`` seconds (None: no bound), so a slow health check cannot use up the
-    call's deadline. Everything else is the checker's."""
+    """A ``HealthChecker`` as one call sees it: ``status`` waits at most ``share`` of the
+    call's time left (no bound without a deadline), so a slow health check cannot use up
+    the call's deadline; ``expected_cost`` is the call's (see ``Call.expected_cost``).
+    Everything else is the checker's."""
 
-    def __init__(
-        self, checker: HealthChecker, remaining: Callable[[], Optional[float]],
-        expected_cost: Optional[Callable[[Any], Optional[float]]] = None,
-    ) -> None:
+    def __init__(self, checker: HealthChecker, call: Any, share: float) -> None:
         self._checker = checker
-        self._remaining = remaining
-        #: This call's expected cost on a provider (its ProviderState), None without prices:
-        #: what the "cheapest" strategy ranks by.
-        self.expected_cost = expected_cost or (lambda state: None)
+        self._call = call
+        self._share = share
 
     def status(self, providers: Sequence[BaseProvider], wait: Optional[float] = None) -> Dict[str, bool]:
-        left = self._remaining()
-        if left is not None:
+        remaining = self._call.remaining()
+        if remaining is not None:
+            left = max(0.0, remaining * self._share)
             wait = left if wait is None else min(wait, left)
         return self._checker.status(providers, wait)
+
+    def expected_cost(self, state: Any) -> Optional[float]:
+        """This call's expected cost on a provider (its ProviderState), None without
+        prices: what the "cheapest" strategy ranks by."""
+        return self._call.expected_cost(state)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._checker, name)

@@ -295,8 +295,9 @@ class Router:
             return completion
 
         call = self._call(timeout, False, messages, params, max_cost=max_cost, pinned=options.pinned)
+        call.windows = self._windows
         pinned_model = options.wrap(invoke) if options.model is not None else invoke
-        completion, attempt = self._run(call, self._windows.learning(call, pinned_model))
+        completion, attempt = self._run(call, pinned_model)
         attempt.finish(None, completion.usage, completion)
         call.finish(attempt, None, completion.usage, completion)
         return Completion(
@@ -333,7 +334,8 @@ class Router:
             return OpenedStream.open(provider.stream(messages, params, timeout=remaining))
 
         call = self._call(timeout, True, messages, params, max_cost=max_cost, pinned=options.pinned)
-        opened, attempt = self._run(call, self._windows.learning(call, options.wrap(invoke)))
+        call.windows = self._windows
+        opened, attempt = self._run(call, options.wrap(invoke))
         stream, once = opened.stream, threading.Lock()
 
         def settle(error: Optional[ProviderError]) -> None:
@@ -515,7 +517,7 @@ class Router:
         states = apply_checks(self._states if among is None else among, call, self._plan_checks)
         available = [state for state in states if state.breaker.is_available()]
         if available:
-            return self._strategy.order(available, BoundedHealth(self._health, lambda: _health_wait(call), call.expected_cost)), None
+            return self._strategy.order(available, BoundedHealth(self._health, call, HEALTH_WAIT_SHARE)), None
         closest = min(states, key=lambda state: state.breaker.remaining())
         if self.when_all_open == "fail":
             raise AllProvidersFailedError(
@@ -720,8 +722,3 @@ def _max_cost(value: Optional[float]) -> Optional[float]:
 
 def _optional_seconds(name: str, value: Optional[float]) -> Optional[float]:
     return check_number(name, value, 0, low_open=True, allow_none=True, kind="a number of seconds")
-
-
-def _health_wait(call: Call) -> Optional[float]:
-    remaining = call.remaining()
-    return None if remaining is None else max(0.0, remaining * HEALTH_WAIT_SHARE)

@@ -150,19 +150,11 @@ class ContextWindows(PlanCheck):
             [InvalidRequestError(f"skipped: {skip.reason}", provider=skip.state.name) for skip in skips]
         )
 
-    def learning(self, call: Any, invoke: Callable[[Any, Optional[float]], Any]) -> Callable[[Any, Optional[float]], Any]:
-        """``invoke`` that, when a provider refuses the call's request as longer than its
-        context, remembers that size for the provider."""
-
-        def learn_from(provider: Any, remaining: Optional[float]) -> Any:
-            try:
-                return invoke(provider, remaining)
-            except ProviderError as error:
-                if is_context_length_error(error) and call.messages:
-                    self.learn(provider.name, _RequestSize(call.messages, call.params).tokens())
-                raise
-
-        return learn_from
+    def learn_from(self, call: Any, provider_name: str, error: BaseException) -> None:
+        """After a failed attempt of ``call``: when the provider refused the request as
+        longer than its context, remember that size for the provider."""
+        if is_context_length_error(error) and call.messages:
+            self.learn(provider_name, _RequestSize(call.messages, call.params).tokens())
 
 
 class _RequestSize:
