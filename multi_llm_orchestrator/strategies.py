@@ -67,7 +67,7 @@ class ProviderState:
 
 def rotate(states: Sequence[ProviderState], start: int) -> List[ProviderState]:
     """The list in circular order beginning at ``start``."""
-    return list(states[start:]) + list(states[:start])
+    return [*states[start:], *states[:start]]
 
 
 class Strategy(ABC):

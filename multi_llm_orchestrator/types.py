@@ -552,8 +552,9 @@ class Usage(FrozenRecord):
             self.prompt_tokens, self.completion_tokens, self.total_tokens, self.cached_prompt_tokens, self.reasoning_tokens
         )
         if type(p) is int and type(c) is int and type(t) is int and type(cached) is int and type(reasoning) is int:
-            # Nearly every Usage (metrics ask on every call): plain ints, one range test.
-            return 0 <= min(counts) and max(counts) <= MAX_TOKEN_COUNT
+            # Nearly every Usage (metrics ask on every call): plain ints, compared in place.
+            return (0 <= p <= MAX_TOKEN_COUNT and 0 <= c <= MAX_TOKEN_COUNT and 0 <= t <= MAX_TOKEN_COUNT
+                    and 0 <= cached <= MAX_TOKEN_COUNT and 0 <= reasoning <= MAX_TOKEN_COUNT)
         return all(_token_count(value) is not None and not isinstance(value, str) for value in counts)
 
     def __repr__(self) -> str:
