@@ -18,6 +18,7 @@ A provider without capacity or over its budget is skipped (``Attempt`` with outc
   capacity would return only after that.
 
 The Router's own budget spent raises ``BudgetExceededError`` before anything is sent.
+Each batch of ``Router.embed`` is admitted the same way (``EmbeddingDemand``).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from .budgets import BudgetLedger, MemoryBudgetLedger, Price, PriceTable, Budget
 from .errors import BudgetExceededError, CapacityExhaustedError, ConfigurationError
 from .limits import Limiter, Limits, MemoryLimiter, Refusal, Reservation
 from .planning import PlanCheck
-from .tokens import estimate_tokens
+from .tokens import estimate_tokens, text_tokens
 
 if TYPE_CHECKING:
     from .calls import Call
@@ -48,6 +49,7 @@ __all__ = [
     "CostCap",
     "ProviderAdmission",
     "Demand",
+    "EmbeddingDemand",
     "Grant",
     "NoCapacityYet",
     "ADMISSION_MODES",
@@ -104,6 +106,46 @@ class Demand:
                 counted = self.prompt_tokens
             self._counted[state.name] = counted
         return counted
+
+    def completion_tokens(self, state: "ProviderState") -> int:
+        """The answer's expected size on this provider: ``max_tokens``, else the
+        provider's average answer so far, else ``DEFAULT_COMPLETION_TOKENS``."""
+        completion = self.params.max_tokens
+        if completion is None:
+            metrics = state.metrics
+            completion = (metrics.completion_tokens // metrics.successes) if metrics.successes else DEFAULT_COMPLETION_TOKENS
+        return completion
+
+    def model(self, state: "ProviderState") -> Optional[str]:
+        """The model whose price applies on this provider (None: its configured model)."""
+        return None
+
+
+class EmbeddingDemand(Demand):
+    """What one batch of ``Router.embed`` asks for: its texts' estimated tokens and no
+    answer tokens, priced by the provider's embedding model (``prices`` may name it;
+    otherwise the provider's own price applies). Never counted by the provider: the
+    estimate is reconciled with the real usage once the batch is answered."""
+
+    def __init__(self, texts: Sequence[str]) -> None:
+        self.texts = texts
+        self.max_cost = None
+        self._prompt_tokens: Optional[int] = None
+
+    @property
+    def prompt_tokens(self) -> int:
+        if self._prompt_tokens is None:
+            self._prompt_tokens = sum(text_tokens(text) for text in self.texts)
+        return self._prompt_tokens
+
+    def prompt_tokens_for(self, state: "ProviderState", timeout: Optional[float]) -> int:
+        return self.prompt_tokens
+
+    def completion_tokens(self, state: "ProviderState") -> int:
+        return 0
+
+    def model(self, state: "ProviderState") -> Optional[str]:
+        return state.provider.embedding_model
 
 
 class ProviderAdmission:
@@ -224,17 +266,15 @@ class Admission:
     @staticmethod
     def tokens(state: "ProviderState", demand: Demand) -> Tuple[int, int]:
         """Estimated (prompt, completion) tokens of ``demand`` on this provider."""
-        completion = demand.params.max_tokens
-        if completion is None:
-            metrics = state.metrics
-            completion = (metrics.completion_tokens // metrics.successes) if metrics.successes else DEFAULT_COMPLETION_TOKENS
-        return demand.prompt_tokens, completion
+        return demand.prompt_tokens, demand.completion_tokens(state)
 
     def expected_cost(self, state: "ProviderState", demand: Optional[Demand]) -> Optional[float]:
         """The expected cost of ``demand`` on this provider; None when it has no prices."""
         provider_admission = getattr(state, "admission", None)
-        price = provider_admission.price() if provider_admission is not None else None
-        if price is None or demand is None:
+        if provider_admission is None or demand is None:
+            return None
+        price = provider_admission.price(demand.model(state))
+        if price is None:
             return None
         return price.expected(*self.tokens(state, demand))
 
@@ -254,15 +294,17 @@ class Admission:
                     retry_after=refusal.retry_after if isinstance(refusal, Refusal) else None,
                 )
 
-    def admit(self, call: "Call", state: "ProviderState") -> Union[Grant, Refusal, None]:
+    def admit(self, call: "Call", state: "ProviderState", demand: Optional[Demand] = None) -> Union[Grant, Refusal, None]:
         """Take capacity and budget for one attempt: a Grant, a Refusal, or None when
-        nothing applies to this provider and call."""
+        nothing applies to this provider and call. ``demand``: what the attempt asks
+        for, when not the call's (an embedding batch)."""
         provider_admission = getattr(state, "admission", None)
         if provider_admission is None and not self.ledgers:  # nothing applies: the demand is never built
             return None
-        demand: Optional[Demand] = getattr(call, "demand", None)
         if demand is None:
-            return None
+            demand = getattr(call, "demand", None)
+            if demand is None:
+                return None
         limiter = provider_admission.limiter if provider_admission else None
         cost = self.expected_cost(state, demand)
         grant = Grant(state, None, expected_cost=cost)
@@ -334,7 +376,7 @@ class Admission:
         if self.mode == "skip":
             return once()
         ticket = object()
-        limit = None if call.deadline is not None else time.monotonic() + MAX_WAIT_WITHOUT_DEADLINE
+        limit = self.wait_limit(call)
         call.waiting = True
         call.on_admitted = lambda: self._leave(ticket)
         with self._cond:
@@ -342,25 +384,40 @@ class Admission:
         try:
             while True:
                 self._wait_turn(call, ticket, limit)
-                with self._cond:
-                    generation = self._generation
+                generation = self.generation()
                 try:
                     return once()
                 except NoCapacityYet:
                     pass
-                wait = _soonest(call.refusals)
-                left = _left(call, limit)
-                if wait is not None and (math.isinf(wait) or wait > left):
-                    raise call.out_of_capacity()
-                with self._cond:
-                    if self._generation == generation:
-                        self._cond.wait(max(0.0, min(left, MAX_WAIT_SLICE, wait if wait is not None else left)))
-                if _left(call, limit) <= 0:
-                    raise call.out_of_capacity(waited=True)
-                call.refusals.clear()
+                self.pause(call, limit, generation)
         finally:
             call.waiting = False
             self._leave(ticket)
+
+    @staticmethod
+    def wait_limit(call: "Call") -> Optional[float]:
+        """When a waiting call without a deadline gives up (None: it has a deadline)."""
+        return None if call.deadline is not None else time.monotonic() + MAX_WAIT_WITHOUT_DEADLINE
+
+    def generation(self) -> int:
+        """Counts settled grants: ``pause`` does not sleep when one came after this."""
+        with self._cond:
+            return self._generation
+
+    def pause(self, call: "Call", limit: Optional[float], generation: int) -> None:
+        """After a pass that found no capacity (``call.refusals`` say why): wait until
+        some may be back, woken early when a grant is settled after ``generation``; raise
+        the call's out-of-capacity error when it cannot be back in the time left."""
+        wait = _soonest(call.refusals)
+        left = _left(call, limit)
+        if wait is not None and (math.isinf(wait) or wait > left):
+            raise call.out_of_capacity()
+        with self._cond:
+            if self._generation == generation:
+                self._cond.wait(max(0.0, min(left, MAX_WAIT_SLICE, wait if wait is not None else left)))
+        if _left(call, limit) <= 0:
+            raise call.out_of_capacity(waited=True)
+        call.refusals.clear()
 
     def _wait_turn(self, call: "Call", ticket: object, limit: Optional[float]) -> None:
         with self._cond:

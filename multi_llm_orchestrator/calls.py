@@ -383,14 +383,17 @@ class AttemptRun:
         self.scope = CancelScope()  # the requests in flight, cut when the attempt is stopped
 
     @classmethod
-    def reserve(cls, call: Call, state: ProviderState, *, hedge: bool, force: bool) -> Optional["AttemptRun"]:
-        """An attempt if the provider's breaker lets one through now, else None."""
+    def reserve(
+        cls, call: Call, state: ProviderState, *, hedge: bool, force: bool, demand: Optional[Demand] = None
+    ) -> Optional["AttemptRun"]:
+        """An attempt if the provider's breaker (and admission control, for the call's
+        demand or ``demand``) lets one through now, else None."""
         reservation = state.breaker.reserve(force=force)
         if reservation is None:
             call.skip_open([state], hedge)
             return None
         admission = call.admission
-        grant = admission.admit(call, state) if admission is not None else None
+        grant = admission.admit(call, state, demand) if admission is not None else None
         if isinstance(grant, Refusal):
             state.breaker.release(reservation)
             call.refuse(state, grant, hedge)
@@ -641,6 +644,7 @@ def try_in_turn(
     invoke: Callable[[BaseProvider, Optional[float]], Any],
     pool: Optional[Executor] = None,
     hedge_delay: Optional[Callable[[ProviderState], float]] = None,
+    demand: Optional[Demand] = None,
 ) -> Tuple[Any, AttemptRun]:
     """Try ``order`` one provider after another until one succeeds: its result and
     attempt (recorded as won; the caller finishes it with the usage). Each attempt runs on
@@ -648,11 +652,12 @@ def try_in_turn(
     for until the deadline. With ``hedge_delay``, an attempt with providers left after it
     still running that many seconds after it started raises ``HedgeDue`` (the caller
     races it). When every one fails, raises the call's ``AllProvidersFailedError``
-    (``DeadlineExceededError`` when the deadline passed)."""
+    (``DeadlineExceededError`` when the deadline passed). ``demand``: what each attempt
+    asks of admission control, when not the call's (an embedding batch)."""
     errors: List[ProviderError] = []
     last = len(order) - 1
     for index, state in enumerate(order):
-        attempt = AttemptRun.reserve(call, state, hedge=False, force=state is forced)
+        attempt = AttemptRun.reserve(call, state, hedge=False, force=state is forced, demand=demand)
         if attempt is None:
             continue
         attempt.fallback = index < last

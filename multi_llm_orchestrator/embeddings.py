@@ -24,6 +24,10 @@ The rules:
   fails on every provider, the call fails (``AllProvidersFailedError``) and batches not
   started yet are not sent.
 
+- **Admission.** Each batch is admitted like a chat attempt (``admission.EmbeddingDemand``:
+  its texts' estimated tokens, no answer, the embedding model's price): limits,
+  budgets, skip or wait.
+
 Embeddings never hedge: a batch is retried after a failure, not raced.
 """
 
@@ -36,6 +40,7 @@ from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple
 
+from .admission import EmbeddingDemand, NoCapacityYet
 from .calls import DEADLINE_SLACK_S, AttemptRun, Call, try_in_turn
 from .errors import ConfigurationError, NoProvidersError, OrchestratorError, ProviderTimeoutError, ResponseFormatError
 from .providers.base import BaseProvider, EmbeddingLimits
@@ -102,6 +107,7 @@ class EmbeddingJob:
         self._lock = threading.Lock()
         self._next = 0
         self._running_on: Dict[int, str] = {}  # batch -> provider it is on now
+        self._wait_limit: Optional[float] = None  # admission="wait" without a deadline: when to give up
 
     @classmethod
     def prepare(
@@ -143,6 +149,11 @@ class EmbeddingJob:
         """Run every batch (in parallel when there are several) and join the vectors.
         ``closing`` completes when the Router closes (see ``hedging.race``)."""
         try:
+            admission = call.admission
+            if admission is not None:
+                admission.check_budget()  # the Router's budget spent: nothing is sent
+                if admission.mode == "wait":  # a batch without capacity waits for it
+                    call.waiting, self._wait_limit = True, admission.wait_limit(call)
             results = self._run_all(call, plan, pool, closing)
             return self._joined(call, results)
         except BaseException as exc:
@@ -237,12 +248,25 @@ class EmbeddingJob:
                 self._running_on[index] = provider.name
             return _checked(provider.embed(texts, purpose=self.purpose, timeout=remaining), len(texts), provider.name)
 
-        order, forced = plan(self.states)
-        result, attempt = try_in_turn(call, order, forced, invoke)
+        result, attempt = self._attempt(call, plan, invoke, EmbeddingDemand(texts))
         with self._lock:
             self._running_on.pop(index, None)
         attempt.finish(None, result.usage, result)
         return result, attempt
+
+    def _attempt(self, call: Call, plan: Plan, invoke: Callable[[BaseProvider, Optional[float]], Embeddings],
+                 demand: EmbeddingDemand) -> Tuple[Embeddings, AttemptRun]:
+        """One batch tried over the space's providers in turn; with ``admission="wait"``,
+        tried again when capacity may be back (as a call would be, though batches do not
+        queue behind calls)."""
+        admission = call.admission
+        while True:
+            order, forced = plan(self.states)
+            generation = admission.generation() if call.waiting else 0  # type: ignore[union-attr]
+            try:
+                return try_in_turn(call, order, forced, invoke, demand=demand)
+            except NoCapacityYet:  # only a waiting call's pass ends so
+                admission.pause(call, self._wait_limit, generation)  # type: ignore[union-attr]
 
     # Joining ------------------------------------------------------------------------------
 

@@ -27,7 +27,7 @@ from .errors import AllProvidersFailedError, InvalidRequestError, OrchestratorEr
 from .planning import CallRequest, PlanCheck, Skip, SkipReason
 from .types import GenerationParams, Message, TokenCount
 
-__all__ = ["estimate_tokens", "is_context_length_error", "ContextWindows", "ASCII_CHARS_PER_TOKEN",
+__all__ = ["estimate_tokens", "text_tokens", "is_context_length_error", "ContextWindows", "ASCII_CHARS_PER_TOKEN",
            "OTHER_CHARS_PER_TOKEN", "TOKENS_PER_MESSAGE"]
 
 ASCII_CHARS_PER_TOKEN = 4.0
@@ -49,13 +49,20 @@ def estimate_tokens(messages: Iterable[Message], provider: Optional[str] = None)
     >>> estimate_tokens([Message("user", "What is Python?")])
     TokenCount(8, estimated=True)
     """
-    total = 0
-    for message in messages:
-        text = message.content
-        ascii_chars = sum(1 for char in text if char < "\x80") if not text.isascii() else len(text)
-        other = len(text) - ascii_chars
-        total += math.ceil(ascii_chars / ASCII_CHARS_PER_TOKEN + other / OTHER_CHARS_PER_TOKEN) + TOKENS_PER_MESSAGE
+    total = sum(text_tokens(message.content) + TOKENS_PER_MESSAGE for message in messages)
     return TokenCount(total, estimated=True, provider=provider)
+
+
+def text_tokens(text: str) -> int:
+    """The estimated size of one text (no per-message overhead): what an embedding
+    batch is estimated by.
+
+    >>> text_tokens("What is Python?")
+    4
+    """
+    ascii_chars = sum(1 for char in text if char < "\x80") if not text.isascii() else len(text)
+    other = len(text) - ascii_chars
+    return math.ceil(ascii_chars / ASCII_CHARS_PER_TOKEN + other / OTHER_CHARS_PER_TOKEN)
 
 
 def is_context_length_error(error: BaseException) -> bool:
