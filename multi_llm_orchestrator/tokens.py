@@ -20,10 +20,10 @@ from __future__ import annotations
 import math
 import re
 import threading
-from typing import Any, Callable, Dict, Iterable, Optional, Sequence
+from typing import Any, Dict, Iterable, Optional, Sequence
 
 from . import forking
-from .errors import AllProvidersFailedError, InvalidRequestError, OrchestratorError, ProviderError
+from .errors import AllProvidersFailedError, InvalidRequestError, OrchestratorError
 from .planning import CallRequest, PlanCheck, Skip, SkipReason
 from .types import GenerationParams, Message, TokenCount
 
