@@ -220,9 +220,12 @@ class Call:
     def elapsed(self) -> float:
         return time.monotonic() - self.started
 
-    def expected_cost(self, state: ProviderState) -> Optional[float]:
-        """This call's expected cost on ``state``'s provider (None: no prices), for strategies."""
-        return self.admission.expected_cost(state, self.demand) if self.admission is not None else None
+    def expected_cost(self, state: ProviderState, demand: Optional[Demand] = None) -> Optional[float]:
+        """This call's expected cost on ``state``'s provider (None: no prices), for
+        strategies; ``demand``: one part of the call instead (an embedding batch)."""
+        if self.admission is None:
+            return None
+        return self.admission.expected_cost(state, self.demand if demand is None else demand)
 
     def refuse(self, state: ProviderState, refusal: Refusal, hedge: bool) -> None:
         """Admission control skipped this provider: note why and for how long."""

@@ -52,7 +52,8 @@ __all__ = ["EmbeddingJob", "embedding_spaces", "split_batches"]
 
 logger = logging.getLogger("multi_llm_orchestrator.embeddings")
 
-Plan = Callable[[Sequence[ProviderState]], Tuple[List[ProviderState], Optional[ProviderState]]]
+# (the space's providers, a batch's demand) -> (the order to try them in, the one forced)
+Plan = Callable[[Sequence[ProviderState], EmbeddingDemand], Tuple[List[ProviderState], Optional[ProviderState]]]
 Batch = Tuple[int, List[str]]  # (position of its first text in the input, its texts)
 
 
@@ -261,7 +262,7 @@ class EmbeddingJob:
         queue behind calls)."""
         admission = call.admission
         while True:
-            order, forced = plan(self.states)
+            order, forced = plan(self.states, demand)  # "cheapest" ranks by the batch's cost
             generation = admission.generation() if call.waiting else 0  # type: ignore[union-attr]
             try:
                 return try_in_turn(call, order, forced, invoke, demand=demand)

@@ -243,13 +243,15 @@ class HealthChecker:
 class BoundedHealth:
     """A ``HealthChecker`` as one call sees it: ``status`` waits at most ``share`` of the
     call's time left (no bound without a deadline), so a slow health check cannot use up
-    the call's deadline; ``expected_cost`` is the call's (see ``Call.expected_cost``).
-    Everything else is the checker's."""
+    the call's deadline; ``expected_cost`` is the call's (see ``Call.expected_cost``),
+    or that of ``demand``, a part of it (an embedding batch). Everything else is the
+    checker's."""
 
-    def __init__(self, checker: HealthChecker, call: Any, share: float) -> None:
+    def __init__(self, checker: HealthChecker, call: Any, share: float, demand: Any = None) -> None:
         self._checker = checker
         self._call = call
         self._share = share
+        self._demand = demand
 
     def status(self, providers: Sequence[BaseProvider], wait: Optional[float] = None) -> Dict[str, bool]:
         remaining = self._call.remaining()
@@ -261,7 +263,7 @@ class BoundedHealth:
     def expected_cost(self, state: Any) -> Optional[float]:
         """This call's expected cost on a provider (its ProviderState), None without
         prices: what the "cheapest" strategy ranks by."""
-        return self._call.expected_cost(state)
+        return self._call.expected_cost(state, self._demand)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._checker, name)

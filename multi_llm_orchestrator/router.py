@@ -41,7 +41,7 @@ from .health import BoundedHealth, HealthChecker, HealthResult
 from .hedging import HedgePolicy, RaceFailed, race
 from .metrics import ProviderMetrics
 from .providers.base import BaseProvider
-from .admission import Admission, CostCap
+from .admission import Admission, CostCap, Demand
 from .answers import answer_check
 from .calls import (
     DEADLINE_SLACK_S, AttemptRun, AttemptStopped, Call, Listener, LiveAttempts, OpenedStream, Telemetry,
@@ -505,10 +505,11 @@ class Router:
         return attempt.result, attempt.won()  # run() kept its result: no Future lock to read it
 
     def _plan(
-        self, call: Call, among: Optional[Sequence[ProviderState]] = None
+        self, call: Call, among: Optional[Sequence[ProviderState]] = None, demand: Optional[Demand] = None,
     ) -> Tuple[List[ProviderState], Optional[ProviderState]]:
         """Providers to try (``among`` them, default all), in order, and the one forced
-        through an open circuit (if any). Those the call excludes are listed as skipped."""
+        through an open circuit (if any). Those the call excludes are listed as skipped.
+        ``demand``: what a part of the call asks (an embedding batch), for the strategy."""
         self._check_open()
         if not self._states:
             raise NoProvidersError("The Router has no providers: add one with router.add_provider(...)")
@@ -517,7 +518,7 @@ class Router:
         states = apply_checks(self._states if among is None else among, call, self._plan_checks)
         available = [state for state in states if state.breaker.is_available()]
         if available:
-            return self._strategy.order(available, BoundedHealth(self._health, call, HEALTH_WAIT_SHARE)), None
+            return self._strategy.order(available, BoundedHealth(self._health, call, HEALTH_WAIT_SHARE, demand)), None
         closest = min(states, key=lambda state: state.breaker.remaining())
         if self.when_all_open == "fail":
             raise AllProvidersFailedError(
@@ -557,7 +558,7 @@ class Router:
         """
         job = EmbeddingJob.prepare(texts, self._states, space=space, purpose=purpose, max_parallel=max_parallel)
         call = self._call(timeout, False, None, None, "embeddings")
-        return job.run(call, plan=lambda among: self._plan(call, among), pool=self._pool, closing=self._closing)
+        return job.run(call, plan=lambda among, demand: self._plan(call, among, demand), pool=self._pool, closing=self._closing)
 
     def embedding_spaces(self) -> Dict[str, List[str]]:
         """Each embedding space and the names of its providers, in the order added."""

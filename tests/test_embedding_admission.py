@@ -230,3 +230,14 @@ def test_wait_mode_gives_up_at_the_deadline_when_no_slot_frees():
     held.result(WAIT)
     assert a.batches == [["first"]]
     router.close()
+
+
+def test_cheapest_ranks_a_batchs_providers_by_their_embedding_price():
+    # a's chat model is the cheaper one, b's embedding model: the batch goes to b.
+    a = Embedder("a", embedding_space="shared", prices={"mock-normal": {"prompt": 0.1}, "embed-model": {"prompt": 5.0}})
+    b = Embedder("b", embedding_space="shared", prices={"mock-normal": {"prompt": 9.0}, "embed-model": {"prompt": 1.0}})
+    router = router_with(a, b, strategy="cheapest")
+    assert router.embed(TEXTS).provider == "b"
+    assert a.batches == [] and b.batches == [TEXTS]
+    assert router.complete("hi").provider == "a"  # a chat call still ranks by the chat price
+    router.close()
