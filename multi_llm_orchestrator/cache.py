@@ -189,11 +189,13 @@ class Responses:
     """The Router's side of the cache: decides per call, serves hits, runs single-flight."""
 
     def __init__(self, settings: ResponseCache, make_store: Callable[[float, int], ResponseStore],
-                 count: Callable[[str], None]) -> None:
+                 count: Callable[[str], None], on_hit: Optional[Callable[..., None]] = None) -> None:
         self.settings = settings
         self._make_store = make_store
         self._store: Optional[ResponseStore] = None
         self._count = count
+        #: on_hit(streaming, messages, params, answer, latency): a hit served (listeners, tracer)
+        self._on_hit = on_hit
         self._flights: Dict[str, _Flight] = {}
         self._lock = threading.Lock()
         forking.register(self)
@@ -263,7 +265,10 @@ class Responses:
     ) -> Completion:
         entry, ticket, started = self._lookup(messages, params, use, budget, providers)
         if entry is not None:
-            return _completion_of(entry, time.monotonic() - started)
+            completion = _completion_of(entry, time.monotonic() - started)
+            if self._on_hit is not None:
+                self._on_hit(False, messages, params, completion, completion.latency_s)
+            return completion
         if ticket is None:
             return produce()
         try:
@@ -280,7 +285,10 @@ class Responses:
     ) -> TextStream:
         entry, ticket, started = self._lookup(messages, params, use, budget, providers)
         if entry is not None:
-            return _replay(entry)
+            replayed = _replay(entry)
+            if self._on_hit is not None:
+                self._on_hit(True, messages, params, replayed, time.monotonic() - started)
+            return replayed
         if ticket is None:
             return produce()
         try:

@@ -59,7 +59,7 @@ from .types import Attempt, Completion, RouterEvent, TextStream
 
 __all__ = [
     "Call", "AttemptRun", "OpenedStream", "Telemetry", "Listener", "as_provider_error", "checked_completion",
-    "try_in_turn", "LiveAttempts", "AttemptStopped", "DeadlinePassed", "HedgeDue",
+    "try_in_turn", "LiveAttempts", "AttemptStopped", "DeadlinePassed", "HedgeDue", "CachedCall",
 ]
 
 # Records keep the Router's logger name: it is what users filter on.
@@ -154,6 +154,34 @@ class Telemetry:
                 listener(event)
             except Exception:
                 logger.exception("A Router listener raised; the call goes on")
+
+    def cache_hit(self, streaming: bool, messages: Any, params: Any, answer: Any, latency: float) -> None:
+        """Report a call answered from the response cache (``answer``: the Completion or
+        the replayed TextStream): listeners get its "call" event with no attempts and no
+        usage (nothing was spent now), a tracer a call span marked ``mlo.cache.hit``."""
+        if self.listeners:
+            self.emit(RouterEvent("call", answer.provider, answer.model, "ok", latency, attempts=0, streaming=streaming))
+        tracer = self.tracer
+        if tracer is not None:
+            call_trace = tracer.start_call(CachedCall(streaming, messages, params))
+            if call_trace is not None:
+                call_trace.end(None, None, None, answer)
+
+
+class CachedCall:
+    """A call answered from the response cache, as a tracer sees it: no attempts."""
+
+    cache_hit = True
+    operation = "chat"
+
+    def __init__(self, streaming: bool, messages: Any, params: Any) -> None:
+        self.streaming = streaming
+        self.messages = messages
+        self.params = params
+
+    @staticmethod
+    def attempt_list() -> List[Attempt]:
+        return []
 
 
 class Call:

@@ -26,6 +26,8 @@ Attributes: ``gen_ai.operation.name`` ("chat" or "embeddings"), ``gen_ai.provide
 ``mlo.provider`` (the provider's name in the Router), ``mlo.attempt.outcome`` ("ok",
 "error", "lost"), ``mlo.attempt.hedge``, ``mlo.attempts``, ``mlo.streaming``. Providers
 skipped by their circuit breaker are events (``mlo.attempt.skipped``) on the call span.
+A call answered from the response cache is a call span with ``mlo.cache.hit`` and no
+attempts (and no usage: nothing was spent).
 
 Prompt and answer text are recorded only when asked (``capture_content=True``, or the
 environment variable ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true``), as
@@ -130,6 +132,8 @@ class _CallTrace:
         self.context = trace.set_span_in_context(self.span)
         if self.recording:
             attributes = {"gen_ai.operation.name": call.operation, "mlo.streaming": call.streaming}
+            if getattr(call, "cache_hit", False):  # answered from the response cache: no attempts
+                attributes["mlo.cache.hit"] = True
             attributes.update(_request_attributes(call.params))
             if owner.capture_content and call.messages:
                 attributes["gen_ai.input.messages"] = _messages_json(call.messages)

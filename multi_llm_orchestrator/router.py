@@ -131,7 +131,8 @@ class Router:
         # the call's deadline must bound (state.time_to_deadline); LocalState makes none.
         self._bound_round_trips = type(self._state) not in (State, LocalState)
         self._telemetry = Telemetry()
-        self._responses = Responses(ResponseCache.from_value(cache), self._state.response_store, self._telemetry.count)
+        self._responses = Responses(ResponseCache.from_value(cache), self._state.response_store, self._telemetry.count,
+                                    self._telemetry.cache_hit)
         self._strategy = make_strategy(strategy)
         self._strategy.use_state(self._state)
         # A State that shares limits and budgets offers limiter(provider, limits) and

@@ -782,7 +782,8 @@ class RouterEvent(FrozenRecord):
 
     ``kind`` is "attempt" (one provider tried; ``outcome`` "ok", "error" or "lost") or
     "call" (one Router call finished; ``outcome`` "ok" or "error", ``attempts`` counts the
-    providers tried). ``error`` is the exception's message, never a secret.
+    providers tried: 0 for an answer from the response cache, which has no ``usage``).
+    ``error`` is the exception's message, never a secret.
     """
 
     kind: str

@@ -208,6 +208,23 @@ def test_a_stream_is_cached_as_its_full_text_and_replayed_as_a_stream():
     assert provider.calls == 1
 
 
+def test_listeners_see_a_hit_as_a_call_without_attempts_or_usage():
+    router = router_with(mock("a"), cache=True)
+    events = []
+    router.add_listener(events.append)
+    router.complete("What is Python?")
+    assert [(e.kind, e.attempts) for e in events] == [("attempt", 1), ("call", 1)]
+    events.clear()
+    router.complete("What is Python?")
+    "".join(router.route_stream("What is Python?"))
+    assert [(e.kind, e.provider, e.model, e.outcome, e.attempts, e.usage, e.streaming) for e in events] == [
+        ("call", "a", "mock-normal", "ok", 0, None, False),  # nothing spent now: no usage
+        ("call", "a", "mock-normal", "ok", 0, None, True),
+    ]
+    assert all(0 <= e.latency_s < 5 for e in events)
+    assert router.stats()["cache_hits"] == 2
+
+
 def test_a_stream_closed_early_is_not_cached():
     provider = mock("a")
     router = router_with(provider, cache=True)

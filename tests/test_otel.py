@@ -197,6 +197,26 @@ def test_a_stream_broken_midway_is_an_error_on_both_spans(exporter, provider):
     assert call.attributes["error.type"] == attempt.attributes["error.type"] == "ProviderUnavailableError"
 
 
+def test_a_cache_hit_is_a_call_span_marked_as_such_without_attempts_or_usage(exporter, provider):
+    router = router_with(mock("cached"), cache=True)
+    instrument(router, tracer_provider=provider, capture_content=True)
+    answer = router.complete("tell me")
+    exporter.clear()
+    assert router.complete("tell me").cached
+    assert "".join(router.route_stream("tell me")) == answer.text
+    calls, attempts = spans_by_kind(exporter)
+    assert attempts == [] and len(calls) == 2
+    for span, streaming in zip(calls, (False, True)):
+        assert span.attributes["mlo.cache.hit"] is True and span.attributes["mlo.attempts"] == 0
+        assert span.attributes["mlo.streaming"] is streaming
+        assert span.attributes["gen_ai.response.model"] == "mock-normal"
+        assert "gen_ai.usage.input_tokens" not in span.attributes  # nothing spent now
+        assert span.status.is_ok
+    assert "tell me" in calls[0].attributes["gen_ai.output.messages"]
+    router.complete("something else")
+    assert "mlo.cache.hit" not in spans_by_kind(exporter)[0][-1].attributes
+
+
 def test_an_embed_call_is_an_embeddings_span_with_a_child_per_attempt(exporter, provider):
     router = router_with(mock("down", "mock-unavailable"), mock("up"), strategy="first-available")
     instrument(router, tracer_provider=provider, capture_content=True)
