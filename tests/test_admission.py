@@ -32,6 +32,7 @@ from multi_llm_orchestrator.strategies import CheapestStrategy
 from multi_llm_orchestrator.types import Completion, StreamEnd
 
 from fakes import FakeOpenAIServer, Fault
+from fakes.mocks import in_background
 from fakes.timing import FakeClock, max_in_window
 
 WAIT = 10.0  # only to catch hangs
@@ -91,13 +92,6 @@ def router_with(*providers, **options):
     for provider in providers:
         router.add_provider(provider)
     return router
-
-
-def in_background(function, *args, **kwargs):
-    pool = ThreadPoolExecutor(1)
-    future = pool.submit(function, *args, **kwargs)
-    pool.shutdown(wait=False)
-    return future
 
 
 def wait_until(condition, timeout=WAIT):

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, List, Optional
 
 import pytest
@@ -15,6 +14,9 @@ from multi_llm_orchestrator import MockProvider, ProviderConfig, ProviderUnavail
 from multi_llm_orchestrator.admission import EmbeddingDemand
 from multi_llm_orchestrator.errors import AllProvidersFailedError, BudgetExceededError, CapacityExhaustedError
 from multi_llm_orchestrator.tokens import text_tokens
+
+from fakes import mocks
+from fakes.mocks import in_background
 
 WAIT = 10.0  # only to catch hangs
 TEXTS = ["alpha beta", "gamma delta epsilon", "zeta"]
@@ -42,19 +44,8 @@ class Embedder(MockProvider):
 
 
 def router_with(*providers: MockProvider, **options: Any) -> Router:
-    options.setdefault("strategy", "first-available")
-    options.setdefault("breaker", False)
-    router = Router(**options)
-    for provider in providers:
-        router.add_provider(provider)
-    return router
-
-
-def in_background(function, *args, **kwargs):
-    pool = ThreadPoolExecutor(1)
-    future = pool.submit(function, *args, **kwargs)
-    pool.shutdown(wait=False)
-    return future
+    """First-available and no breaker unless told otherwise: each test says who answers."""
+    return mocks.router_with(*providers, **{"strategy": "first-available", "breaker": False, **options})
 
 
 def test_a_batch_estimate_is_its_texts_tokens_and_no_answer():

@@ -1,5 +1,7 @@
 """Shorthands for tests that build Routers over MockProviders."""
 
+from concurrent.futures import Future, ThreadPoolExecutor
+
 from multi_llm_orchestrator import Router
 from multi_llm_orchestrator.providers import MockProvider, ProviderConfig
 
@@ -24,3 +26,11 @@ def router_with(*providers, **settings):
     for provider in providers:
         router.add_provider(provider)
     return router
+
+
+def in_background(function, *args, **kwargs) -> Future:
+    """``function(*args, **kwargs)`` running on a thread of its own: its Future."""
+    pool = ThreadPoolExecutor(1)
+    future = pool.submit(function, *args, **kwargs)
+    pool.shutdown(wait=False)
+    return future
