@@ -623,6 +623,28 @@ def test_limits_can_count_the_prompt_with_the_providers_own_count_tokens():
     router.close()
 
 
+def test_a_waiting_call_counts_its_prompt_once_however_many_passes_it_makes():
+    class Counting(Provider):
+        counted = 0
+
+        def count_tokens(self, prompt, *, timeout=None):
+            Counting.counted += 1
+            return 10
+
+    gate = threading.Event()
+    counting = Counting(ProviderConfig(name="a", limits={"max_concurrency": 1, "count_tokens": True}), gate=gate)
+    router = router_with(counting, admission="wait", timeout=WAIT)
+    held = in_background(router.complete, "first")
+    assert counting.entered.acquire(timeout=WAIT)
+    waiting = in_background(router.complete, "second")
+    wait_until(lambda: Counting.counted == 2)  # the second call's first pass, refused
+    gate.set()
+    assert held.result(WAIT).text == waiting.result(WAIT).text == "ok"
+    assert counting.calls == ["first", "second"]
+    assert Counting.counted == 2  # its next pass reused the count
+    router.close()
+
+
 def test_a_call_queued_behind_others_fails_at_its_deadline_saying_so():
     gate = threading.Event()
     a = make("a", limits={"max_concurrency": 1}, gate=gate)
