@@ -6,7 +6,8 @@ from a configuration, waits for "go" on stdin, runs calls on threads, prints a J
 Spec keys: ``router`` (a configuration dict), ``threads``, and either ``calls`` (per
 thread) or ``duration`` (seconds); ``prompt`` (default: distinct per call), ``params``
 (GenerationParams fields), ``timeout``, ``cache`` (per call), ``stop_on`` (error class
-names that end a thread), ``stream`` (route_stream instead of complete).
+names that end a thread), ``stream`` (route_stream instead of complete), ``embed``
+(``router.embed([prompt])`` instead of complete).
 """
 
 import json
@@ -41,7 +42,10 @@ def main() -> None:
             prompt = spec.get("prompt") or f"question {index}-{count}"
             began = time.perf_counter()
             try:
-                if spec.get("stream"):
+                if spec.get("embed"):
+                    result = router.embed([prompt], timeout=spec.get("timeout"))
+                    provider, cached, usage = result.provider, False, result.usage
+                elif spec.get("stream"):
                     stream = router.route_stream(prompt, params, timeout=spec.get("timeout"), cache=spec.get("cache"))
                     "".join(stream)
                     provider, cached, usage = stream.provider, stream.cached, stream.usage

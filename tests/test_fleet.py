@@ -17,7 +17,7 @@ from collections import Counter
 import pytest
 import redis
 
-from multi_llm_orchestrator.tokens import estimate_tokens
+from multi_llm_orchestrator.tokens import estimate_tokens, text_tokens
 from multi_llm_orchestrator.types import to_messages
 
 from fakes import FakeOpenAIServer, Fault
@@ -153,6 +153,19 @@ def test_a_monthly_budget_holds_to_within_one_calls_cost(redis_url):
     # One call's cost as admission sees it before sending: the estimated prompt plus max_tokens.
     one_call = (estimate_tokens(to_messages("question 7-9999")) + 8) * price / 1000
     assert limit - one_call <= spent <= limit + 1e-9
+    assert total(reports, "errors")["BudgetExceededError"] == PROCESSES * THREADS
+
+
+def test_a_budget_holds_across_the_fleet_for_embeddings_too(redis_url):
+    price = 10.0  # per 1k tokens: an embedded "question 7-9" (2 words) costs 0.02
+    limit = 0.5
+    router = {"state": {"redis": redis_url, "timeout": 2.0}, "budget": {"limit": limit, "period": "month"},
+              "providers": [{"type": "mock", "name": "m", "extra": {"delay": 0.005}, "prices": {"prompt": price}}]}
+    reports = fleet({"router": router, "threads": THREADS, "duration": 3.0, "embed": True,
+                     "stop_on": ["BudgetExceededError"]})
+    spent = sum(r["prompt_tokens"] for r in reports) * price / 1000
+    one_batch = text_tokens("question 7-9999") * price / 1000  # what admission holds for one batch
+    assert limit - one_batch <= spent <= limit + 1e-9
     assert total(reports, "errors")["BudgetExceededError"] == PROCESSES * THREADS
 
 
