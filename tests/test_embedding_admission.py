@@ -232,3 +232,23 @@ def test_cheapest_ranks_a_batchs_providers_by_their_embedding_price():
     assert a.batches == [] and b.batches == [TEXTS]
     assert router.complete("hi").provider == "a"  # a chat call still ranks by the chat price
     router.close()
+
+
+def test_wait_mode_without_a_timeout_waits_and_does_not_spin_meanwhile():
+    gate = threading.Event()
+    a = Embedder("a", limits={"max_concurrency": 1}, gate=gate)
+    router = router_with(a, admission="wait")  # no timeout: a batch may wait up to 60 s
+    limiter = router._states[0].admission.limiter
+    tries = []
+    acquire = limiter.acquire
+    limiter.acquire = lambda tokens: tries.append(tokens) or acquire(tokens)
+    held = in_background(router.embed, ["first"])
+    assert a.entered.acquire(timeout=WAIT)
+    waiting = in_background(router.embed, ["second"])
+    time.sleep(0.3)
+    assert not waiting.done()
+    assert len(tries) <= 3  # the first batch, the second's refused try, at most one more
+    gate.set()
+    assert held.result(WAIT).provider == waiting.result(WAIT).provider == "a"
+    assert a.batches == [["first"], ["second"]]
+    router.close()
