@@ -605,43 +605,43 @@ def test_provider_config_keeps_limits_and_budgets_as_plain_dicts():
     assert ProviderConfig.from_dict(config.to_dict()).limits == config.limits
 
 
+class Counting(Provider):
+    """A Provider whose own count of any prompt is ``tokens``; ``counted``: how often asked."""
+
+    def __init__(self, config: ProviderConfig, *, tokens: int, **options) -> None:
+        super().__init__(config, **options)
+        self.tokens = tokens
+        self.counted = 0
+
+    def count_tokens(self, prompt, *, timeout=None):
+        self.counted += 1
+        return self.tokens
+
+
 def test_limits_can_count_the_prompt_with_the_providers_own_count_tokens():
-    class Counting(Provider):
-        counted = 0
-
-        def count_tokens(self, prompt, *, timeout=None):
-            Counting.counted += 1
-            return 900
-
-    counting = Counting(ProviderConfig(name="a", limits={"tpm": 1000, "count_tokens": True}))
+    counting = Counting(ProviderConfig(name="a", limits={"tpm": 1000, "count_tokens": True}), tokens=900)
     estimating = make("b", limits={"tpm": 1000})
     router = router_with(counting, estimating)
     completion = router.complete("short", GenerationParams(max_tokens=200))
     assert completion.provider == "b"  # 900 counted + 200 > 1000; the estimate (~6 + 200) fits
     assert "this call's 1100 estimated tokens exceed tpm 1000" in completion.attempts[0].error
-    assert Counting.counted == 1
+    assert counting.counted == 1
     router.close()
 
 
 def test_a_waiting_call_counts_its_prompt_once_however_many_passes_it_makes():
-    class Counting(Provider):
-        counted = 0
-
-        def count_tokens(self, prompt, *, timeout=None):
-            Counting.counted += 1
-            return 10
-
     gate = threading.Event()
-    counting = Counting(ProviderConfig(name="a", limits={"max_concurrency": 1, "count_tokens": True}), gate=gate)
+    counting = Counting(ProviderConfig(name="a", limits={"max_concurrency": 1, "count_tokens": True}),
+                        tokens=10, gate=gate)
     router = router_with(counting, admission="wait", timeout=WAIT)
     held = in_background(router.complete, "first")
     assert counting.entered.acquire(timeout=WAIT)
     waiting = in_background(router.complete, "second")
-    wait_until(lambda: Counting.counted == 2)  # the second call's first pass, refused
+    wait_until(lambda: counting.counted == 2)  # the second call's first pass, refused
     gate.set()
     assert held.result(WAIT).text == waiting.result(WAIT).text == "ok"
     assert counting.calls == ["first", "second"]
-    assert Counting.counted == 2  # its next pass reused the count
+    assert counting.counted == 2  # its next pass reused the count
     router.close()
 
 
