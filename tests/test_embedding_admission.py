@@ -200,8 +200,8 @@ def test_wait_mode_fails_at_once_when_capacity_returns_only_after_the_deadline()
     router.embed(["first"])
     started = time.monotonic()
     with pytest.raises(CapacityExhaustedError, match="rpm 1 reached"):
-        router.embed(["second"], timeout=1.0)  # the minute frees in ~60 s
-    assert time.monotonic() - started < 0.9
+        router.embed(["second"], timeout=5.0)  # the minute frees in ~60 s: no use waiting
+    assert time.monotonic() - started < 4.0
     assert a.batches == [["first"]]
     router.close()
 
