@@ -349,3 +349,39 @@ def test_no_window_known_means_no_estimate_is_made(monkeypatch):
 
     monkeypatch.setattr(tokens, "estimate_tokens", boom)
     assert router_with(mock("a"), mock("b")).route("hello") == "Mock response to: hello"
+
+
+def test_at_the_deadline_only_the_batches_still_running_are_named():
+    class Hanging(MockProvider):
+        def embed(self, texts, *, purpose=None, timeout=None):
+            if "hang" in texts:
+                self._closed.wait(5.0)
+            return super().embed(texts, purpose=purpose, timeout=timeout)
+
+    hanging = Hanging(ProviderConfig(name="h", extra={"delay": 0, "embedding_batch_size": 1}))
+    router = router_with(hanging, timeout=0.3)
+    with pytest.raises(DeadlineExceededError) as info:
+        router.embed(["quick", "hang"], max_parallel=2)
+    assert [str(error) for error in info.value.errors] == [
+        "[h] batch 2 of 2 (1 texts) was still running when the Router timeout ran out"
+    ]
+    router.close()
+
+
+def test_the_joined_usage_counts_no_answer_tokens():
+    router = router_with(Recording("a", extra={"embedding_batch_size": 4}))
+    result = router.embed(TEXTS)
+    assert (result.usage.prompt_tokens, result.usage.completion_tokens, result.usage.total_tokens) == (30, 0, 30)
+
+
+def test_a_provider_returning_something_other_than_embeddings_is_a_failed_attempt():
+    class Wrong(MockProvider):
+        def embed(self, texts, *, purpose=None, timeout=None):
+            return {"vectors": [[0.0]] * len(texts)}
+
+    wrong = Wrong(ProviderConfig(name="wrong", extra={"delay": 0}))
+    router = router_with(wrong, Recording("good"), strategy="first-available", breaker=False)
+    result = router.embed(["one"])
+    assert result.provider == "good"
+    assert result.attempts[0].error_type == "ResponseFormatError"
+    assert "returned a dict, not Embeddings" in result.attempts[0].error
