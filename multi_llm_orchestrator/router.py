@@ -296,7 +296,6 @@ class Router:
             return completion
 
         call = self._call(timeout, False, messages, params, max_cost=max_cost, pinned=options.pinned)
-        call.windows = self._windows
         pinned_model = options.wrap(invoke) if options.model is not None else invoke
         completion, attempt = self._run(call, pinned_model)
         attempt.finish(None, completion.usage, completion)
@@ -335,7 +334,6 @@ class Router:
             return OpenedStream.open(provider.stream(messages, params, timeout=remaining))
 
         call = self._call(timeout, True, messages, params, max_cost=max_cost, pinned=options.pinned)
-        call.windows = self._windows
         opened, attempt = self._run(call, options.wrap(invoke))
         stream, once = opened.stream, threading.Lock()
 
@@ -427,8 +425,11 @@ class Router:
         pinned: Optional[FrozenSet[str]] = None,
     ) -> Call:
         budget = self.timeout if timeout is None else _optional_seconds("timeout", timeout)
-        return Call(budget, streaming, self._telemetry, messages, params, operation, admission=self._admission,
+        call = Call(budget, streaming, self._telemetry, messages, params, operation, admission=self._admission,
                     max_cost=None if max_cost is None else _max_cost(max_cost), pinned=pinned)
+        if messages is not None:  # a chat call: a refusal as too long teaches the context windows
+            call.windows = self._windows
+        return call
 
     def _run(self, call: Call, invoke: Callable[[BaseProvider, Optional[float]], Any]) -> Tuple[Any, AttemptRun]:
         """Try providers in the planned order until one succeeds; the shared core of
