@@ -257,7 +257,7 @@ class Router:
         max_cost: Optional[float] = None, cache: Optional[bool] = None, **options: Any,
     ) -> str:
         """The answer's text. Same as ``complete(...).text``."""
-        return self.complete(prompt, params, timeout=timeout, max_cost=max_cost, cache=cache, **options).text
+        return self._answer(prompt, params, timeout, max_cost, cache, options).text
 
     def complete(
         self, prompt: Prompt, params: Optional[GenerationParams] = None, *, timeout: Optional[float] = None,
@@ -275,7 +275,14 @@ class Router:
         (``temperature=0.2, max_tokens=100``...), ``provider="name"`` or
         ``providers=[...]`` to pin the call, ``model=`` (see ``call_options.py``).
         """
-        messages, options, cache = self._options(prompt, params, options, cache)
+        return self._answer(prompt, params, timeout, max_cost, cache, options)
+
+    def _answer(
+        self, prompt: Prompt, params: Optional[GenerationParams], timeout: Optional[float],
+        max_cost: Optional[float], cache: Optional[bool], keywords: Dict[str, Any],
+    ) -> Completion:
+        """``complete``, its keywords passed as they came (``route`` repacks none)."""
+        messages, options, cache = self._options(prompt, params, keywords, cache)
         if cache is False or (cache is None and not self._responses.settings.enabled):  # nothing to look up
             return self._complete(messages, options, timeout, max_cost)
         return self._responses.complete(
