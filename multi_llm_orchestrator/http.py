@@ -25,12 +25,15 @@ not retried either: it fails over at once (see ``failover.py``).
 from __future__ import annotations
 
 import copy
+import errno
 import functools
 import json
 import logging
 import math
 import os
 import random
+import select
+import socket
 import sys
 import threading
 import time
@@ -47,7 +50,8 @@ from requests.structures import CaseInsensitiveDict
 from urllib3 import poolmanager
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-from urllib3.exceptions import MaxRetryError, ResponseError
+from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, NameResolutionError, NewConnectionError, ResponseError
+from urllib3.util.connection import allowed_gai_family
 from urllib3.util.retry import Retry
 from urllib3.util.timeout import Timeout
 
@@ -194,9 +198,78 @@ class DeadlineTimeout(Timeout):
 class _TrackedConnectionMixin:
     def connect(self) -> None:
         super().connect()  # type: ignore[misc]
+        self._mlo_socket = None  # connected: a cut now shuts self.sock
         transfer = getattr(self, "_mlo_transfer", None)
         if transfer is not None:
             transfer.connected(self)
+
+    def _new_conn(self) -> socket.socket:
+        # urllib3 opens the socket inside create_connection, out of a cut's reach until
+        # the connect returns: an attempt abandoned while connecting to a host that drops
+        # SYNs would keep its thread for the whole connect timeout. Here the transfer
+        # gets each socket before its connect, so a cut shuts it down mid-connect.
+        transfer = getattr(self, "_mlo_transfer", None)
+        if transfer is None:
+            return super()._new_conn()  # type: ignore[misc,no-any-return]
+        try:
+            sock = _open_socket(self, transfer)
+        except socket.gaierror as exc:
+            raise NameResolutionError(self.host, self, exc) from exc  # type: ignore[arg-type]
+        except TimeoutError as exc:
+            raise ConnectTimeoutError(self, f"connecting to {self.host} timed out") from exc
+        except (OSError, UnicodeError) as exc:
+            raise NewConnectionError(self, f"Failed to establish a new connection: {exc}") from exc  # type: ignore[arg-type]
+        sys.audit("http.client.connect", self, self.host, self.port)
+        return sock
+
+
+def _open_socket(connection: Any, transfer: Transfer) -> socket.socket:
+    """A socket connected to ``connection``'s host (each address in turn, as urllib3
+    tries them) within its connect timeout; ``TransferCut`` once ``transfer`` is cut.
+
+    The connect is started non-blocking, then the cut is checked, then its end awaited:
+    a cut before the check is seen by it, and one after finds the connect under way,
+    where its shutdown ends the wait at once. (Checked before a blocking connect, a cut
+    landing between the check and the connect would shut down a socket not yet
+    connecting, and the connect would then wait for its whole timeout.)"""
+    host = getattr(connection, "_dns_host", connection.host)
+    if host.startswith("["):
+        host = host.strip("[]")
+    timeout = connection.timeout
+    if timeout is not None and not isinstance(timeout, (int, float)):  # urllib3's "default" token
+        timeout = socket.getdefaulttimeout()
+    failure: Optional[OSError] = None
+    for family, kind, protocol, _, address in socket.getaddrinfo(host, connection.port, allowed_gai_family(),
+                                                                 socket.SOCK_STREAM):
+        sock = socket.socket(family, kind, protocol)
+        try:
+            for option in connection.socket_options or ():
+                sock.setsockopt(*option)
+            if connection.source_address:
+                sock.bind(connection.source_address)
+            sock.setblocking(False)
+            transfer.connecting(connection, sock)
+            status = sock.connect_ex(address)
+            if transfer.error is not None:
+                raise TransferCut(str(transfer.error))
+            if status in (errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EAGAIN):
+                waiting = select.poll()
+                waiting.register(sock, select.POLLOUT)
+                if not waiting.poll(None if timeout is None else max(0, math.ceil(timeout * 1000))):
+                    raise TimeoutError("timed out")
+                status = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if status:
+                raise OSError(status, os.strerror(status))
+            sock.settimeout(timeout)
+            return sock
+        except BaseException as exc:
+            sock.close()
+            if transfer.error is not None:  # cut while connecting: no next address
+                raise TransferCut(str(transfer.error)) from None
+            if not isinstance(exc, OSError):
+                raise
+            failure = exc
+    raise failure or OSError(f"no address found for {host}")
 
 
 class _TrackedHTTPConnection(_TrackedConnectionMixin, HTTPConnection):

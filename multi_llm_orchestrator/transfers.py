@@ -171,6 +171,7 @@ class Transfer:
             # another request's by the time its socket was shut down.
             for connection in self._connections:
                 _shutdown(connection.sock)
+                _shutdown(getattr(connection, "_mlo_socket", None))  # still connecting
 
     # Called from urllib3 (TrackingAdapter's pools and connections) -------------------
 
@@ -183,6 +184,14 @@ class Transfer:
             error = self.error
         if error is not None:
             raise TransferCut(str(error))
+
+    def connecting(self, connection: Any, sock: socket.socket) -> None:
+        """``connection`` is about to connect ``sock``: a cut from now on shuts it down,
+        which ends a connect still waiting for the host. ``TransferCut`` if cut already."""
+        with self._lock:
+            if self.error is not None:
+                raise TransferCut(str(self.error))
+            connection._mlo_socket = sock
 
     def detach(self, connection: Any) -> None:
         with self._lock:

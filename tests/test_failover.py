@@ -8,10 +8,10 @@ import socket
 from typing import Any, Iterator, List, Sequence
 
 import pytest
-import urllib3
 
 from fakes import FakeOpenAIServer
 from multi_llm_orchestrator import MockProvider, ProviderConfig, Router
+from multi_llm_orchestrator import http as transport
 from multi_llm_orchestrator.errors import AllProvidersFailedError
 from multi_llm_orchestrator.failover import fallback_ready, has_fallback
 from multi_llm_orchestrator.providers.openai import OpenAICompatibleProvider
@@ -44,14 +44,14 @@ def dead_connects(monkeypatch) -> Iterator[Any]:
     """A closed loopback port, and the list of connection attempts made to it."""
     port = closed_port()
     attempts: List[int] = []
-    original = urllib3.util.connection.create_connection
+    original = transport._open_socket  # where every provider request's connection is opened
 
-    def counting(address, *args, **kwargs):
-        if address[1] == port:
+    def counting(connection, transfer):
+        if connection.port == port:
             attempts.append(port)
-        return original(address, *args, **kwargs)
+        return original(connection, transfer)
 
-    monkeypatch.setattr(urllib3.util.connection, "create_connection", counting)
+    monkeypatch.setattr(transport, "_open_socket", counting)
     counting.port = port  # type: ignore[attr-defined]
     counting.attempts = attempts  # type: ignore[attr-defined]
     yield counting

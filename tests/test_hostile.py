@@ -7,10 +7,13 @@ file descriptors counted here are the client's alone.
 
 import gc
 import os
+import socket
 import threading
 import time
+import types
 
 import pytest
+from urllib3.connection import HTTPConnection
 from fakes.hostile_server import TRICKLE_S, HostileServer
 
 from multi_llm_orchestrator import (
@@ -25,7 +28,9 @@ from multi_llm_orchestrator import (
     ResponseFormatError,
     Router,
 )
+from multi_llm_orchestrator import http as transport
 from multi_llm_orchestrator.hedging import HedgePolicy
+from multi_llm_orchestrator.transfers import Transfer, TransferCut
 from multi_llm_orchestrator.providers.gigachat import GigaChatProvider
 from multi_llm_orchestrator.strategies import Strategy
 from multi_llm_orchestrator.providers.ollama import OllamaProvider
@@ -379,3 +384,134 @@ def test_close_wakes_an_embed_whose_batch_workers_were_still_queued(leaks):
     # Returned (the running worker finished every batch as the closed mock woke) or typed.
     assert isinstance(result, (Embeddings, OrchestratorError)), result
     assert time.monotonic() - closed_at < 0.2 + MARGIN + 0.2
+
+
+# 7. A host that never answers the connect ------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def unanswered():
+    """A loopback port whose connects hang, as a firewalled host's do: its listener
+    never accepts and its queue is full, so the kernel drops further SYNs."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    filler = socket.create_connection(listener.getsockname(), timeout=1.0)
+    probe = socket.socket()
+    probe.settimeout(0.2)
+    try:
+        with pytest.raises(TimeoutError):  # the fixture does what it says
+            probe.connect(listener.getsockname())
+    finally:
+        probe.close()
+    yield listener.getsockname()[1]
+    filler.close()
+    listener.close()
+
+
+def unanswered_provider(port):
+    return OpenAICompatibleProvider(ProviderConfig(
+        name="unanswered", model="m", base_url=f"http://127.0.0.1:{port}/v1", timeout=5, max_retries=0))
+
+
+def test_lost_hedges_stuck_connecting_free_their_workers_at_once(unanswered, server, leaks):
+    # The connect is cut when the hedge wins, not left to its 5 s timeout: with 4
+    # workers, losers still connecting would starve the 5th call onwards.
+    router = Router(InOrder(), hedge_after=eager_hedging(), max_workers=4)
+    router.add_provider(unanswered_provider(unanswered))
+    router.add_provider(openai(server, "ok", name="healthy", timeout=5))
+    try:
+        for index in range(8):
+            completion, wall = timed(lambda: router.complete(f"call {index}"))
+            assert not isinstance(completion, Exception), (index, completion)
+            assert completion.provider == "healthy" and wall < 1.0, (index, wall)
+            assert [a.outcome for a in completion.attempts] == ["lost", "ok"]
+    finally:
+        _, closing = timed(router.close)
+    assert closing < 0.5, closing
+    stuck = router.stats()["providers"]["unanswered"]
+    assert stuck["in_flight"] == 0 and stuck["abandoned"] == 8 and stuck["failures"] == 0, stuck
+
+
+def test_close_wakes_callers_stuck_connecting_on_their_own_threads(unanswered, leaks):
+    # No hedging, no timeout: each attempt connects on its caller's thread.
+    router = Router()
+    router.add_provider(unanswered_provider(unanswered))
+    outcomes = []
+
+    def caller(index):
+        outcomes.append(timed(lambda: router.route(f"call {index}")))
+
+    threads = [threading.Thread(target=caller, args=(n,), daemon=True) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.3)  # every caller connecting
+    closed_at = time.monotonic()
+    router.close(grace=0.2)
+    for thread in threads:
+        thread.join(3.0)
+    woken = time.monotonic() - closed_at
+    assert not [t for t in threads if t.is_alive()] and len(outcomes) == 4
+    assert all(isinstance(error, OrchestratorError) for error, _ in outcomes), outcomes
+    assert woken < 0.2 + MARGIN + 0.2, woken
+    assert router.stats()["providers"]["unanswered"]["in_flight"] == 0
+
+
+def connecting_transfer(port, timeout=5.0):
+    """A transfer, and a connection of it about to connect to ``port``."""
+    transfer = Transfer(time.monotonic() + 30, ProviderTimeoutError("expired"))
+    connection = HTTPConnection("127.0.0.1", port, timeout=timeout)
+    transfer.attach(connection)
+    return transfer, connection
+
+
+def test_a_cut_while_connecting_ends_the_connect_at_once(unanswered):
+    transfer, connection = connecting_transfer(unanswered)
+    threading.Timer(0.2, transfer.cut, args=(ProviderError("stopped"),)).start()
+    outcome, wall = timed(lambda: transport._open_socket(connection, transfer))
+    assert isinstance(outcome, TransferCut) and "stopped" in str(outcome) and wall < 1.0, (outcome, wall)
+
+
+def test_a_cut_landing_just_before_the_connect_starts_still_ends_it(unanswered, monkeypatch):
+    # The cut lands as the connect is called, before its SYN is sent: shutting down a
+    # socket not yet connecting does nothing, so only a check made once the connect
+    # is under way can see the cut (a check before a blocking connect would miss it,
+    # and the connect would wait for its whole timeout).
+    transfer, connection = connecting_transfer(unanswered)
+
+    class CutAsTheConnectStarts(socket.socket):
+        def connect_ex(self, address):
+            transfer.cut(ProviderError("stopped"))
+            return super().connect_ex(address)
+
+        def connect(self, address):
+            transfer.cut(ProviderError("stopped"))
+            return super().connect(address)
+
+    monkeypatch.setattr(transport, "socket", types.SimpleNamespace(**{**vars(socket), "socket": CutAsTheConnectStarts}))
+    outcome, wall = timed(lambda: transport._open_socket(connection, transfer))
+    assert isinstance(outcome, TransferCut) and wall < 1.0, (outcome, wall)
+
+
+def test_an_unanswered_connect_still_ends_at_its_timeout_and_a_refused_one_at_once(unanswered):
+    transfer, connection = connecting_transfer(unanswered, timeout=0.3)
+    outcome, wall = timed(lambda: transport._open_socket(connection, transfer))
+    assert isinstance(outcome, TimeoutError) and 0.25 <= wall < 0.3 + MARGIN, (outcome, wall)
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()  # nothing listens there now
+    transfer, connection = connecting_transfer(port)
+    outcome, wall = timed(lambda: transport._open_socket(connection, transfer))
+    assert isinstance(outcome, ConnectionRefusedError) and wall < 1.0, (outcome, wall)
+
+
+def test_a_connected_socket_is_blocking_with_the_connect_timeout(server):
+    port = server.port
+    transfer, connection = connecting_transfer(port, timeout=2.5)
+    sock = transport._open_socket(connection, transfer)
+    try:
+        assert sock.gettimeout() == 2.5 and sock.getpeername()[1] == port
+        assert connection._mlo_socket is sock  # until connect() ends: a cut reaches it meanwhile
+    finally:
+        sock.close()

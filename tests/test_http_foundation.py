@@ -35,6 +35,7 @@ from multi_llm_orchestrator.errors import (
     RateLimitError,
     ResponseFormatError,
 )
+from multi_llm_orchestrator import http as transport
 from multi_llm_orchestrator.http import (
     MAX_RETRY_AFTER,
     RETRY_AFTER_CAP,
@@ -657,7 +658,7 @@ def test_connect_errors_are_retried_then_mapped(monkeypatch):
         attempts.append(time.monotonic())
         raise ConnectionRefusedError(111, "Connection refused")
 
-    monkeypatch.setattr(urllib3.util.connection, "create_connection", refuse)
+    monkeypatch.setattr(transport, "_open_socket", refuse)  # where every request's connection is opened
     with pytest.raises(ProviderUnavailableError, match="could not connect"):
         plain("http://127.0.0.1:9", max_retries=2).request("POST", "http://127.0.0.1:9/x", timeout=5, json_body={})
     assert len(attempts) == 3
