@@ -588,6 +588,29 @@ class AttemptRun:
         if self.trace is not None:
             self.trace.end(error, usage, result)
 
+    def end_call(self, error: Optional[ProviderError], usage: Any, result: Any = None) -> None:
+        """End this attempt and the call it answered: ``finish`` then ``Call.finish``, in
+        one step when it succeeded and nothing else hears of it (no listener, tracer,
+        admission grant or INFO log), as nearly every call does."""
+        call = self.call
+        telemetry = call.telemetry
+        if (error is not None or self.finished or self.grant is not None or call.trace is not None
+                or telemetry.listeners or logger.isEnabledFor(logging.INFO)):
+            self.finish(error, usage, result)
+            call.finish(self, error, usage, result)
+            return
+        self.finished = True
+        state = self.state
+        telemetry.live.discard(self)
+        state.metrics.succeeded(time.monotonic() - self.started, usage)
+        state.breaker.record_success(self.reservation)
+        with call._lock:
+            call.over = True
+            if call._reported:
+                return
+            call._reported = True
+        telemetry.count("succeeded")
+
     def cut(self, error: ProviderError) -> None:
         """Stop the attempt now: cut its requests in flight (their reads fail with
         ``error`` at once); an answered stream is ended through ``on_cut``."""

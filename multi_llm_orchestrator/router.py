@@ -305,8 +305,7 @@ class Router:
         call = self._call(timeout, False, messages, params, max_cost=max_cost, pinned=options.pinned)
         pinned_model = options.wrap(invoke) if options.model is not None else invoke
         completion, attempt = self._run(call, pinned_model)
-        attempt.finish(None, completion.usage, completion)
-        call.finish(attempt, None, completion.usage, completion)
+        attempt.end_call(None, completion.usage, completion)
         return Completion(
             completion.text, completion.provider, completion.model, completion.usage,
             completion.finish_reason, call.elapsed(), call.attempt_list(), completion.tool_calls, completion.reasoning,
@@ -352,8 +351,7 @@ class Router:
             try:
                 stream.close()
             finally:
-                attempt.finish(error, stream.usage, stream)
-                call.finish(attempt, error, stream.usage, stream)
+                attempt.end_call(error, stream.usage, stream)
 
         attempt.on_cut = settle  # close(): a stream nobody reads any more still ends
         result = TextStream(
