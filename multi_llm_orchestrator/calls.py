@@ -604,12 +604,8 @@ class AttemptRun:
         telemetry.live.discard(self)
         state.metrics.succeeded(time.monotonic() - self.started, usage)
         state.breaker.record_success(self.reservation)
-        with call._lock:
-            call.over = True
-            if call._reported:
-                return
-            call._reported = True
-        telemetry.count("succeeded")
+        if call._end():  # reported once, as Call.finish does
+            telemetry.count("succeeded")
 
     def cut(self, error: ProviderError) -> None:
         """Stop the attempt now: cut its requests in flight (their reads fail with

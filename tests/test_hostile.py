@@ -81,6 +81,31 @@ def openai(server, behaviour, **fields):
         name=fields.pop("name", behaviour), model="hostile-model", base_url=server.url(behaviour) + "/v1", **fields))
 
 
+@pytest.fixture(scope="module")
+def unanswered():
+    """A loopback port whose connects hang, as a firewalled host's do: its listener
+    never accepts and its queue is full, so the kernel drops further SYNs."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    filler = socket.create_connection(listener.getsockname(), timeout=1.0)
+    probe = socket.socket()
+    probe.settimeout(0.2)
+    try:
+        with pytest.raises(TimeoutError):  # the fixture does what it says
+            probe.connect(listener.getsockname())
+    finally:
+        probe.close()
+    yield listener.getsockname()[1]
+    filler.close()
+    listener.close()
+
+
+def unanswered_provider(port, name="unanswered"):
+    return OpenAICompatibleProvider(ProviderConfig(
+        name=name, model="m", base_url=f"http://127.0.0.1:{port}/v1", timeout=5, max_retries=0))
+
+
 def timed(call):
     started = time.monotonic()
     try:
@@ -250,12 +275,16 @@ def eager_hedging(after=0.05):
     return HedgePolicy(after, budget=1.0, budget_reserve=1000)
 
 
-def test_lost_hedges_free_their_workers_and_close_does_not_wait_for_them(server, leaks):
-    # Every call starts on the slow provider and is won by a hedge to the healthy one.
-    # With 4 workers, losers that kept their workers until their own timeout starved
-    # the 5th call onwards; close() then waited for them.
+@pytest.mark.parametrize("stuck", ["reading a slow answer", "connecting to a host that never answers"])
+def test_lost_hedges_free_their_workers_and_close_does_not_wait_for_them(unanswered, server, leaks, stuck):
+    # Every call starts on the stuck provider and is won by a hedge to the healthy one.
+    # With 4 workers, losers that kept their workers until their own 5 s timeout starved
+    # the 5th call onwards; close() then waited for them. A connect is cut as a read is.
     router = Router(InOrder(), hedge_after=eager_hedging(), max_workers=4)
-    router.add_provider(openai(server, "slow", name="slow", timeout=5))
+    if stuck.startswith("reading"):
+        router.add_provider(openai(server, "slow", name="slow", timeout=5))
+    else:
+        router.add_provider(unanswered_provider(unanswered, name="slow"))
     router.add_provider(openai(server, "ok", name="healthy", timeout=5))
     try:
         for index in range(8):
@@ -387,50 +416,6 @@ def test_close_wakes_an_embed_whose_batch_workers_were_still_queued(leaks):
 
 
 # 7. A host that never answers the connect ------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def unanswered():
-    """A loopback port whose connects hang, as a firewalled host's do: its listener
-    never accepts and its queue is full, so the kernel drops further SYNs."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(0)
-    filler = socket.create_connection(listener.getsockname(), timeout=1.0)
-    probe = socket.socket()
-    probe.settimeout(0.2)
-    try:
-        with pytest.raises(TimeoutError):  # the fixture does what it says
-            probe.connect(listener.getsockname())
-    finally:
-        probe.close()
-    yield listener.getsockname()[1]
-    filler.close()
-    listener.close()
-
-
-def unanswered_provider(port):
-    return OpenAICompatibleProvider(ProviderConfig(
-        name="unanswered", model="m", base_url=f"http://127.0.0.1:{port}/v1", timeout=5, max_retries=0))
-
-
-def test_lost_hedges_stuck_connecting_free_their_workers_at_once(unanswered, server, leaks):
-    # The connect is cut when the hedge wins, not left to its 5 s timeout: with 4
-    # workers, losers still connecting would starve the 5th call onwards.
-    router = Router(InOrder(), hedge_after=eager_hedging(), max_workers=4)
-    router.add_provider(unanswered_provider(unanswered))
-    router.add_provider(openai(server, "ok", name="healthy", timeout=5))
-    try:
-        for index in range(8):
-            completion, wall = timed(lambda: router.complete(f"call {index}"))
-            assert not isinstance(completion, Exception), (index, completion)
-            assert completion.provider == "healthy" and wall < 1.0, (index, wall)
-            assert [a.outcome for a in completion.attempts] == ["lost", "ok"]
-    finally:
-        _, closing = timed(router.close)
-    assert closing < 0.5, closing
-    stuck = router.stats()["providers"]["unanswered"]
-    assert stuck["in_flight"] == 0 and stuck["abandoned"] == 8 and stuck["failures"] == 0, stuck
 
 
 def test_close_wakes_callers_stuck_connecting_on_their_own_threads(unanswered, leaks):
