@@ -8,6 +8,7 @@ file descriptors counted here are the client's alone.
 import gc
 import os
 import socket
+import sys
 import threading
 import time
 import types
@@ -491,12 +492,67 @@ def test_an_unanswered_connect_still_ends_at_its_timeout_and_a_refused_one_at_on
     assert isinstance(outcome, ConnectionRefusedError) and wall < 1.0, (outcome, wall)
 
 
-def test_a_connected_socket_is_blocking_with_the_connect_timeout(server):
-    port = server.port
-    transfer, connection = connecting_transfer(port, timeout=2.5)
+def free_port():
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    return port
+
+
+def test_a_connected_socket_is_blocking_with_the_connect_timeout_and_the_pools_options(server):
+    transfer, connection = connecting_transfer(server.port, timeout=2.5)
+    connection.source_address = ("127.0.0.1", free_port())
     sock = transport._open_socket(connection, transfer)
     try:
-        assert sock.gettimeout() == 2.5 and sock.getpeername()[1] == port
+        assert sock.gettimeout() == 2.5 and sock.getpeername()[1] == server.port
+        assert (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1) in connection.socket_options  # urllib3's default
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1  # no 40 ms Nagle stalls
+        assert sock.getsockname() == connection.source_address
         assert connection._mlo_socket is sock  # until connect() ends: a cut reaches it meanwhile
     finally:
         sock.close()
+
+
+def test_each_address_is_tried_in_turn_and_the_last_failure_raised(server, monkeypatch):
+    # A host with two addresses, the first refusing: the connect goes on to the second,
+    # as urllib3's does; when every address fails, the last failure is raised.
+    refusing = ("127.0.0.1", free_port())
+    listening = ("127.0.0.1", server.port)
+    addresses = [refusing, listening]
+
+    def resolve(host, port, family=0, kind=0, *args):
+        return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", address) for address in addresses]
+
+    monkeypatch.setattr(transport, "socket", types.SimpleNamespace(**{**vars(socket), "getaddrinfo": resolve}))
+    transfer, connection = connecting_transfer(server.port)
+    sock = transport._open_socket(connection, transfer)
+    try:
+        assert sock.getpeername() == listening
+    finally:
+        sock.close()
+    addresses[:] = [listening[:1] + (free_port(),), refusing]
+    transfer, connection = connecting_transfer(server.port)
+    outcome, _ = timed(lambda: transport._open_socket(connection, transfer))
+    assert isinstance(outcome, ConnectionRefusedError), outcome
+
+
+CONNECT_EVENTS = []  # filled by the audit hook below while a test lists itself in it
+
+
+def _record_connects(event, args):
+    if event == "http.client.connect" and CONNECT_EVENTS:
+        CONNECT_EVENTS.append(args[1:3])
+
+
+def test_a_tracked_connection_reports_its_connect_to_audit_hooks_as_urllib3_does(server):
+    sys.addaudithook(_record_connects)  # an audit hook cannot be removed: it records only while listed
+    CONNECT_EVENTS.append("recording")
+    provider = openai(server, "ok", name="audited")
+    try:
+        provider.complete("hi")
+    finally:
+        provider.close()
+        seen = CONNECT_EVENTS[1:]
+        CONNECT_EVENTS.clear()
+    assert seen == [("127.0.0.1", server.port)]
