@@ -197,11 +197,12 @@ class DeadlineTimeout(Timeout):
 
 class _TrackedConnectionMixin:
     def connect(self) -> None:
-        super().connect()  # type: ignore[misc]
-        self._mlo_socket = None  # connected: a cut now shuts self.sock
-        transfer = getattr(self, "_mlo_transfer", None)
-        if transfer is not None:
-            transfer.connected(self)
+        try:
+            super().connect()  # type: ignore[misc]
+        finally:  # connected or failed: a cut reaches self.sock from now on
+            transfer = getattr(self, "_mlo_transfer", None)
+            if transfer is not None:
+                transfer.connected(self)
 
     def _new_conn(self) -> socket.socket:
         # urllib3 opens the socket inside create_connection, out of a cut's reach until
@@ -219,6 +220,17 @@ class _TrackedConnectionMixin:
             raise ConnectTimeoutError(self, f"connecting to {self.host} timed out") from exc
         except (OSError, UnicodeError) as exc:
             raise NewConnectionError(self, f"Failed to establish a new connection: {exc}") from exc  # type: ignore[arg-type]
+        if isinstance(self, HTTPSConnection):
+            # The TLS handshake runs on a new SSLSocket that takes the descriptor over
+            # (the socket returned here is detached): a duplicate, which shares the TCP
+            # connection, lets a cut end a handshake the server never answers.
+            duplicate = sock.dup()
+            try:
+                transfer.connecting(self, duplicate)
+            except TransferCut:
+                duplicate.close()
+                sock.close()
+                raise
         sys.audit("http.client.connect", self, self.host, self.port)
         return sock
 
@@ -232,9 +244,7 @@ def _open_socket(connection: Any, transfer: Transfer) -> socket.socket:
     where its shutdown ends the wait at once. (Checked before a blocking connect, a cut
     landing between the check and the connect would shut down a socket not yet
     connecting, and the connect would then wait for its whole timeout.)"""
-    host = getattr(connection, "_dns_host", connection.host)
-    if host.startswith("["):
-        host = host.strip("[]")
+    host = connection._dns_host  # no brackets around an IPv6 address, no trailing dot
     timeout = connection.timeout
     if timeout is not None and not isinstance(timeout, (int, float)):  # urllib3's "default" token
         timeout = socket.getdefaulttimeout()
@@ -262,13 +272,14 @@ def _open_socket(connection: Any, transfer: Transfer) -> socket.socket:
                 raise OSError(status, os.strerror(status))
             sock.settimeout(timeout)
             return sock
-        except BaseException as exc:
+        except OSError as exc:
             sock.close()
             if transfer.error is not None:  # cut while connecting: no next address
                 raise TransferCut(str(transfer.error)) from None
-            if not isinstance(exc, OSError):
-                raise
             failure = exc
+        except BaseException:  # TransferCut, KeyboardInterrupt...
+            sock.close()
+            raise
     raise failure or OSError(f"no address found for {host}")
 
 

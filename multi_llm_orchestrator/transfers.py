@@ -186,8 +186,10 @@ class Transfer:
             raise TransferCut(str(error))
 
     def connecting(self, connection: Any, sock: socket.socket) -> None:
-        """``connection`` is about to connect ``sock``: a cut from now on shuts it down,
-        which ends a connect still waiting for the host. ``TransferCut`` if cut already."""
+        """``connection`` is about to connect ``sock`` (or to run a TLS handshake over it,
+        then a duplicate the connection gives up in ``connected``): a cut from now on shuts
+        it down, which ends a connect or handshake still waiting for the host.
+        ``TransferCut`` if cut already."""
         with self._lock:
             if self.error is not None:
                 raise TransferCut(str(self.error))
@@ -199,11 +201,16 @@ class Transfer:
         connection._mlo_transfer = None
 
     def connected(self, connection: Any) -> None:
-        """Called once ``connection`` has connected."""
-        # A cut that came while the socket was being opened found no socket to shut.
+        """Called once ``connection``'s connect has ended, connected or not: a cut reaches
+        it through ``connection.sock`` from now on. A duplicate socket kept through its
+        TLS handshake (see ``connecting``) is closed."""
         with self._lock:
+            # Under the lock: a cut shutting down the duplicate is never racing its close.
+            handle, connection._mlo_socket = getattr(connection, "_mlo_socket", None), None
             if self.error is not None and connection in self._connections:
-                _shutdown(connection.sock)
+                _shutdown(connection.sock)  # a cut that found no socket to shut while connecting
+        if handle is not None and handle is not connection.sock:
+            handle.close()
 
 
 def _shutdown(sock: Optional[socket.socket]) -> None:

@@ -12,9 +12,11 @@ import sys
 import threading
 import time
 import types
+import warnings
 
 import pytest
 from urllib3.connection import HTTPConnection
+from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
 from fakes.hostile_server import TRICKLE_S, HostileServer
 
 from multi_llm_orchestrator import (
@@ -99,6 +101,17 @@ def unanswered():
         probe.close()
     yield listener.getsockname()[1]
     filler.close()
+    listener.close()
+
+
+@pytest.fixture(scope="module")
+def silent_tls():
+    """A loopback port that takes TCP connections (its listener's queue does) but never
+    answers a TLS handshake."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    yield listener.getsockname()[1]
     listener.close()
 
 
@@ -276,16 +289,21 @@ def eager_hedging(after=0.05):
     return HedgePolicy(after, budget=1.0, budget_reserve=1000)
 
 
-@pytest.mark.parametrize("stuck", ["reading a slow answer", "connecting to a host that never answers"])
-def test_lost_hedges_free_their_workers_and_close_does_not_wait_for_them(unanswered, server, leaks, stuck):
+@pytest.mark.parametrize("stuck", ["reading a slow answer", "connecting to a host that never answers",
+                                   "in a TLS handshake the server never answers"])
+def test_lost_hedges_free_their_workers_and_close_does_not_wait_for_them(unanswered, silent_tls, server, leaks, stuck):
     # Every call starts on the stuck provider and is won by a hedge to the healthy one.
     # With 4 workers, losers that kept their workers until their own 5 s timeout starved
-    # the 5th call onwards; close() then waited for them. A connect is cut as a read is.
+    # the 5th call onwards; close() then waited for them. A connect or a handshake is
+    # cut as a read is.
     router = Router(InOrder(), hedge_after=eager_hedging(), max_workers=4)
     if stuck.startswith("reading"):
         router.add_provider(openai(server, "slow", name="slow", timeout=5))
-    else:
+    elif stuck.startswith("connecting"):
         router.add_provider(unanswered_provider(unanswered, name="slow"))
+    else:
+        router.add_provider(OpenAICompatibleProvider(ProviderConfig(
+            name="slow", model="m", base_url=f"https://127.0.0.1:{silent_tls}/v1", timeout=5, max_retries=0)))
     router.add_provider(openai(server, "ok", name="healthy", timeout=5))
     try:
         for index in range(8):
@@ -443,10 +461,10 @@ def test_close_wakes_callers_stuck_connecting_on_their_own_threads(unanswered, l
     assert router.stats()["providers"]["unanswered"]["in_flight"] == 0
 
 
-def connecting_transfer(port, timeout=5.0):
+def connecting_transfer(port, timeout=5.0, kind=HTTPConnection):
     """A transfer, and a connection of it about to connect to ``port``."""
     transfer = Transfer(time.monotonic() + 30, ProviderTimeoutError("expired"))
-    connection = HTTPConnection("127.0.0.1", port, timeout=timeout)
+    connection = kind("127.0.0.1", port, timeout=timeout)
     transfer.attach(connection)
     return transfer, connection
 
@@ -483,13 +501,53 @@ def test_an_unanswered_connect_still_ends_at_its_timeout_and_a_refused_one_at_on
     transfer, connection = connecting_transfer(unanswered, timeout=0.3)
     outcome, wall = timed(lambda: transport._open_socket(connection, transfer))
     assert isinstance(outcome, TimeoutError) and 0.25 <= wall < 0.3 + MARGIN, (outcome, wall)
-    closed = socket.socket()
-    closed.bind(("127.0.0.1", 0))
-    port = closed.getsockname()[1]
-    closed.close()  # nothing listens there now
-    transfer, connection = connecting_transfer(port)
-    outcome, wall = timed(lambda: transport._open_socket(connection, transfer))
+    transfer, connection = connecting_transfer(free_port())  # nothing listens there
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        outcome, wall = timed(lambda: transport._open_socket(connection, transfer))
+        gc.collect()
     assert isinstance(outcome, ConnectionRefusedError) and wall < 1.0, (outcome, wall)
+    assert not [w for w in caught if issubclass(w.category, ResourceWarning)]  # the failed socket was closed
+
+
+def test_a_tracked_connection_maps_connect_failures_to_urllib3s_errors(unanswered, monkeypatch):
+    # The types urllib3's own connect raises: its retries, the failover and the error
+    # mapping tell a connection error from the others by them.
+    transfer, connection = connecting_transfer(unanswered, 0.2, transport._TrackedHTTPConnection)
+    with pytest.raises(ConnectTimeoutError):
+        connection.connect()
+    transfer, connection = connecting_transfer(free_port(), 5.0, transport._TrackedHTTPConnection)
+    with pytest.raises(NewConnectionError, match="Connection refused"):
+        connection.connect()
+
+    def unresolvable(*args, **kwargs):
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(transport, "socket", types.SimpleNamespace(**{**vars(socket), "getaddrinfo": unresolvable}))
+    transfer, connection = connecting_transfer(unanswered, 5.0, transport._TrackedHTTPConnection)
+    with pytest.raises(NameResolutionError):
+        connection.connect()
+
+
+def test_a_connection_outside_any_transfer_connects_as_urllib3_does(server):
+    connection = transport._TrackedHTTPConnection("127.0.0.1", server.port, timeout=2.0)
+    try:
+        connection.connect()
+        assert connection.sock is not None and connection.sock.getpeername()[1] == server.port
+        assert getattr(connection, "_mlo_socket", None) is None
+    finally:
+        connection.close()
+
+
+def test_urllib3s_default_timeout_means_the_socket_default(server):
+    transfer = Transfer(time.monotonic() + 30, ProviderTimeoutError("expired"))
+    connection = HTTPConnection("127.0.0.1", server.port)  # timeout: urllib3's "default" token
+    transfer.attach(connection)
+    sock = transport._open_socket(connection, transfer)
+    try:
+        assert sock.gettimeout() == socket.getdefaulttimeout() and sock.getpeername()[1] == server.port
+    finally:
+        sock.close()
 
 
 def free_port():
@@ -535,6 +593,10 @@ def test_each_address_is_tried_in_turn_and_the_last_failure_raised(server, monke
     transfer, connection = connecting_transfer(server.port)
     outcome, _ = timed(lambda: transport._open_socket(connection, transfer))
     assert isinstance(outcome, ConnectionRefusedError), outcome
+    addresses.clear()  # a name with no address at all
+    transfer, connection = connecting_transfer(server.port)
+    with pytest.raises(OSError, match="no address found for 127.0.0.1"):
+        transport._open_socket(connection, transfer)
 
 
 CONNECT_EVENTS = []  # filled by the audit hook below while a test lists itself in it
