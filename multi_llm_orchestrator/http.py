@@ -245,9 +245,7 @@ def _open_socket(connection: Any, transfer: Transfer) -> socket.socket:
     landing between the check and the connect would shut down a socket not yet
     connecting, and the connect would then wait for its whole timeout.)"""
     host = connection._dns_host  # no brackets around an IPv6 address, no trailing dot
-    timeout = connection.timeout
-    if timeout is not None and not isinstance(timeout, (int, float)):  # urllib3's "default" token
-        timeout = socket.getdefaulttimeout()
+    timeout = connection.timeout  # seconds or None: urllib3 resolves its "default" token
     failure: Optional[OSError] = None
     for family, kind, protocol, _, address in socket.getaddrinfo(host, connection.port, allowed_gai_family(),
                                                                  socket.SOCK_STREAM):

@@ -469,10 +469,20 @@ def connecting_transfer(port, timeout=5.0, kind=HTTPConnection):
     return transfer, connection
 
 
+def closing_every_socket(call):
+    """``timed(call)``, checking that it left no socket unclosed (ResourceWarning at GC)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        outcome = timed(call)
+        gc.collect()
+    assert not [w for w in caught if issubclass(w.category, ResourceWarning)], [str(w.message) for w in caught]
+    return outcome
+
+
 def test_a_cut_while_connecting_ends_the_connect_at_once(unanswered):
     transfer, connection = connecting_transfer(unanswered)
     threading.Timer(0.2, transfer.cut, args=(ProviderError("stopped"),)).start()
-    outcome, wall = timed(lambda: transport._open_socket(connection, transfer))
+    outcome, wall = closing_every_socket(lambda: transport._open_socket(connection, transfer))
     assert isinstance(outcome, TransferCut) and "stopped" in str(outcome) and wall < 1.0, (outcome, wall)
 
 
@@ -493,7 +503,7 @@ def test_a_cut_landing_just_before_the_connect_starts_still_ends_it(unanswered, 
             return super().connect(address)
 
     monkeypatch.setattr(transport, "socket", types.SimpleNamespace(**{**vars(socket), "socket": CutAsTheConnectStarts}))
-    outcome, wall = timed(lambda: transport._open_socket(connection, transfer))
+    outcome, wall = closing_every_socket(lambda: transport._open_socket(connection, transfer))
     assert isinstance(outcome, TransferCut) and wall < 1.0, (outcome, wall)
 
 
@@ -502,12 +512,8 @@ def test_an_unanswered_connect_still_ends_at_its_timeout_and_a_refused_one_at_on
     outcome, wall = timed(lambda: transport._open_socket(connection, transfer))
     assert isinstance(outcome, TimeoutError) and 0.25 <= wall < 0.3 + MARGIN, (outcome, wall)
     transfer, connection = connecting_transfer(free_port())  # nothing listens there
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", ResourceWarning)
-        outcome, wall = timed(lambda: transport._open_socket(connection, transfer))
-        gc.collect()
+    outcome, wall = closing_every_socket(lambda: transport._open_socket(connection, transfer))
     assert isinstance(outcome, ConnectionRefusedError) and wall < 1.0, (outcome, wall)
-    assert not [w for w in caught if issubclass(w.category, ResourceWarning)]  # the failed socket was closed
 
 
 def test_a_tracked_connection_maps_connect_failures_to_urllib3s_errors(unanswered, monkeypatch):
@@ -539,15 +545,32 @@ def test_a_connection_outside_any_transfer_connects_as_urllib3_does(server):
         connection.close()
 
 
-def test_urllib3s_default_timeout_means_the_socket_default(server):
-    transfer = Transfer(time.monotonic() + 30, ProviderTimeoutError("expired"))
-    connection = HTTPConnection("127.0.0.1", server.port)  # timeout: urllib3's "default" token
-    transfer.attach(connection)
-    sock = transport._open_socket(connection, transfer)
+def test_a_tracked_connect_hands_the_socket_over_and_back(server):
+    # While connecting, the transfer can reach the socket; once connect() has ended it
+    # reaches connection.sock, and keeps no other handle.
+    transfer, connection = connecting_transfer(server.port, 2.0, transport._TrackedHTTPConnection)
     try:
-        assert sock.gettimeout() == socket.getdefaulttimeout() and sock.getpeername()[1] == server.port
+        connection.connect()
+        assert connection.sock.getpeername()[1] == server.port and connection.sock.gettimeout() == 2.0
+        assert connection._mlo_socket is None
     finally:
-        sock.close()
+        connection.close()
+
+
+def test_a_cut_before_the_tls_handshake_closes_both_sockets(server, monkeypatch):
+    # Cut just after the TCP connect: handing the TLS handshake's duplicate over fails,
+    # and neither the socket nor its duplicate is left open.
+    transfer, connection = connecting_transfer(server.port, 2.0, transport._TrackedHTTPSConnection)
+    connect = transport._open_socket
+
+    def connected_then_cut(conn, tr):
+        sock = connect(conn, tr)
+        tr.cut(ProviderError("stopped"))
+        return sock
+
+    monkeypatch.setattr(transport, "_open_socket", connected_then_cut)
+    outcome, _ = closing_every_socket(connection._new_conn)
+    assert isinstance(outcome, TransferCut), outcome
 
 
 def free_port():
