@@ -202,13 +202,12 @@ class Transfer:
 
     def connected(self, connection: Any) -> None:
         """Called once ``connection``'s connect has ended, connected or not: a cut reaches
-        it through ``connection.sock`` from now on. A duplicate socket kept through its
-        TLS handshake (see ``connecting``) is closed."""
+        it through ``connection.sock`` from now on (until then, through the socket handed
+        over by ``connecting``: no moment of the connect is out of a cut's reach). A
+        duplicate socket kept through its TLS handshake is closed."""
         with self._lock:
             # Under the lock: a cut shutting down the duplicate is never racing its close.
             handle, connection._mlo_socket = getattr(connection, "_mlo_socket", None), None
-            if self.error is not None and connection in self._connections:
-                _shutdown(connection.sock)  # a cut that found no socket to shut while connecting
         if handle is not None and handle is not connection.sock:
             handle.close()
 

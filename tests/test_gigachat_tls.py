@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import gc
 import http.server
 import json
 import logging
 import ssl
 import threading
 import time
+import warnings
 
 import pytest
 import trustme
@@ -108,3 +110,20 @@ def test_verify_ssl_false_works_and_warns_once(tls_server, caplog):
     warnings = [r for r in caplog.records if "TLS verification is OFF" in r.getMessage()]
     assert len(warnings) == 1
     assert name in warnings[0].getMessage()
+
+
+def test_a_tls_connection_keeps_no_second_socket_once_connected(tls_server, ca, tmp_path):
+    # The library keeps a duplicate of each new socket through its TLS handshake (so a
+    # cut can end a handshake that stalls) and closes it once the connection is ready.
+    bundle = tmp_path / "russian_trusted_root_ca.pem"
+    ca.cert_pem.write_to_path(str(bundle))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        giga = provider(tls_server, name="giga-tls-sockets", ca_bundle=str(bundle))
+        assert giga.complete("Привет", timeout=5).text == "Защищено."
+        pooled = [connection for pool in giga.session.get_adapter(tls_server).poolmanager.pools._container.values()
+                  for connection in list(pool.pool.queue) if connection is not None and connection.sock is not None]
+        assert pooled and all(getattr(connection, "_mlo_socket", None) is None for connection in pooled)
+        giga.close()
+        gc.collect()
+    assert not [w for w in caught if issubclass(w.category, ResourceWarning)], [str(w.message) for w in caught]
