@@ -357,6 +357,8 @@ class Call:
     ) -> None:
         telemetry = self.telemetry
         telemetry.count("succeeded" if outcome == "ok" else "failed")
+        if self.trace is None and not telemetry.listeners and not logger.isEnabledFor(logging.INFO):
+            return  # nothing else hears of it: nearly every call
         provider = attempt.state.provider if attempt else None
         latency = self.elapsed()
         if outcome == "ok" and logger.isEnabledFor(logging.INFO):
@@ -589,23 +591,9 @@ class AttemptRun:
             self.trace.end(error, usage, result)
 
     def end_call(self, error: Optional[ProviderError], usage: Any, result: Any = None) -> None:
-        """End this attempt and the call it answered: ``finish`` then ``Call.finish``, in
-        one step when it succeeded and nothing else hears of it (no listener, tracer,
-        admission grant or INFO log), as nearly every call does."""
-        call = self.call
-        telemetry = call.telemetry
-        if (error is not None or self.finished or self.grant is not None or call.trace is not None
-                or telemetry.listeners or logger.isEnabledFor(logging.INFO)):
-            self.finish(error, usage, result)
-            call.finish(self, error, usage, result)
-            return
-        self.finished = True
-        state = self.state
-        telemetry.live.discard(self)
-        state.metrics.succeeded(time.monotonic() - self.started, usage)
-        state.breaker.record_success(self.reservation)
-        if call._end():  # reported once, as Call.finish does
-            telemetry.count("succeeded")
+        """End this attempt and the call it answered (``finish``, then ``Call.finish``)."""
+        self.finish(error, usage, result)
+        self.call.finish(self, error, usage, result)
 
     def cut(self, error: ProviderError) -> None:
         """Stop the attempt now: cut its requests in flight (their reads fail with
